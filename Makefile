@@ -1,0 +1,34 @@
+# Every target does its own set-up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PKGS := skopeo docker-registry containerd openssl procps
+
+.PHONY: test demo bench lint setup system-deps clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh $(APT_PKGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mirrorkit tests scripts
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+demo: setup
+	$(PY) scripts/demo.py
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache bundles/*.tar bundles/*.yaml

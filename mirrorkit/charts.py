@@ -1,0 +1,434 @@
+"""Helm charts in a bundle: ``pull-bundle --chart FILE.tgz``, pushed as Helm OCI artifacts.
+
+A chart travels as the three blobs ``helm push`` would produce: the config
+(``application/vnd.cncf.helm.config.v1+json``, the Chart.yaml metadata as
+JSON), one layer (``application/vnd.cncf.helm.chart.content.v1.tar+gzip``, the
+``.tgz`` byte for byte) and an OCI image manifest naming both. mirrorkit builds
+the manifest itself, deterministically (no timestamp), so its digest is known
+when the bundle is written and goes into the lock; push-bundle uploads the
+exact bytes to ``REG/PREFIX/charts/NAME:TAG`` with mirrorkit's own registry
+client (auth, retries, TLS policy), so that ``helm install
+oci://REG/PREFIX/charts/NAME --version VERSION`` works offline. As Helm does,
+a ``+`` in the version becomes ``_`` in the tag.
+
+Archives are read in memory, never unpacked: a member outside the chart's
+directory, a link or a device, an oversized archive or one without a
+Chart.yaml is refused with a one-line error naming the file. The lock's chart
+entries are untrusted on the air-gapped side and are checked here before a
+byte is pushed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mirrorkit.errors import InputError, NotFoundError
+from mirrorkit.lock import Lock, LockBlob
+from mirrorkit.refs import Ref, RegistryTarget, check_digest
+from mirrorkit.registry import RegistryClient
+from mirrorkit.store import BlobStore
+from mirrorkit.yamlio import parse_yaml
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
+CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+TITLE = "org.opencontainers.image.title"
+CHARTS_DIR = "charts"
+
+MAX_CHART = 64 * 1024 * 1024          # the .tgz itself
+MAX_UNPACKED = 512 * 1024 * 1024      # sum of member sizes, so a gzip bomb is not inflated for ever
+MAX_MEMBERS = 20_000
+MAX_CHART_YAML = 1024 * 1024
+MAX_MANIFEST = 64 * 1024
+
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # one OCI repository path component
+# Masterminds semver (what Helm checks a chart version with): lenient, optional leading v
+_SEMVER = re.compile(r"^v?[0-9]+(?:\.[0-9]+)?(?:\.[0-9]+)?"
+                     r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+# Helm's chart.Metadata fields, in its JSON order; anything else in Chart.yaml is not part of the config
+_META_FIELDS = ("name", "home", "sources", "version", "description", "keywords", "maintainers", "icon",
+                "apiVersion", "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion",
+                "dependencies", "type")
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def oci_tag(version: str) -> str:
+    """The OCI tag Helm uses for a chart version: ``+`` is not allowed in tags, so it becomes ``_``."""
+    return version.replace("+", "_")
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    """One chart as a Helm OCI artifact: the exact bytes of its three blobs."""
+
+    name: str
+    version: str
+    app_version: str
+    source: str       # the file it came from, for messages and the lock
+    archive: bytes    # the .tgz, unchanged: the artifact's only layer
+    config: bytes
+    manifest: bytes
+
+    @property
+    def tag(self) -> str:
+        return oci_tag(self.version)
+
+    @property
+    def digest(self) -> str:
+        return _digest(self.manifest)
+
+    @property
+    def config_digest(self) -> str:
+        return _digest(self.config)
+
+    @property
+    def layer_digest(self) -> str:
+        return _digest(self.archive)
+
+    def blobs(self) -> list[tuple[str, bytes]]:
+        return [(self.digest, self.manifest), (self.config_digest, self.config), (self.layer_digest, self.archive)]
+
+
+# --------------------------------------------------------------------------- reading a chart
+
+
+def read_chart_yaml(archive: bytes, where: str) -> dict[str, Any]:
+    """Chart.yaml of a chart archive, read in memory; every member's name and type is checked first."""
+    if len(archive) > MAX_CHART:
+        raise InputError(f"{where}: chart archive is {len(archive)} bytes, larger than the {MAX_CHART} allowed")
+    if archive[:2] != b"\x1f\x8b":
+        raise InputError(f"{where}: not a Helm chart archive (expected a gzip-compressed tar, .tgz)")
+    chart_yaml: bytes | None = None
+    top: str | None = None
+    unpacked = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r|gz") as tar:
+            for count, member in enumerate(tar, 1):
+                name = member.name
+                bad = f"{where}: not a usable chart archive: entry {name!r}"
+                if count > MAX_MEMBERS:
+                    raise InputError(f"{where}: not a usable chart archive: more than {MAX_MEMBERS} entries")
+                if "\\" in name or name.startswith("/") or ".." in name.split("/"):
+                    raise InputError(f"{bad} points outside the chart directory")
+                if not (member.isfile() or member.isdir()) or member.sparse is not None:
+                    raise InputError(f"{bad} is not a regular file or directory (links are not allowed)")
+                unpacked += member.size
+                if unpacked > MAX_UNPACKED:
+                    raise InputError(f"{where}: not a usable chart archive: more than {MAX_UNPACKED} bytes unpacked")
+                first, _, rest = name.rstrip("/").partition("/")
+                if top is None:
+                    top = first
+                elif first != top:
+                    raise InputError(f"{bad} is outside the chart's directory {top!r}")
+                if rest == "Chart.yaml" and member.isfile():
+                    if member.size > MAX_CHART_YAML:
+                        raise InputError(f"{where}: Chart.yaml is {member.size} bytes, more than {MAX_CHART_YAML}")
+                    fh = tar.extractfile(member)
+                    chart_yaml = fh.read() if fh else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{where}: not a Helm chart archive (corrupt .tgz: {exc})") from None
+    if chart_yaml is None:
+        raise InputError(f"{where}: not a Helm chart archive: no Chart.yaml in its top directory")
+    try:
+        text = chart_yaml.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: Chart.yaml is not UTF-8 text") from None
+    meta = parse_yaml(text, f"{where}: Chart.yaml")
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: Chart.yaml must be a mapping")
+    return meta
+
+
+def chart_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """The config document: Helm's metadata fields in Helm's order, empty ones left out; checked as Helm would."""
+    name, version = meta.get("name"), meta.get("version")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{where}: Chart.yaml has no name")
+    if not _NAME.match(name) or len(name) > 128:
+        raise InputError(f"{where}: chart name {name!r} cannot be an OCI repository name "
+                         "(lowercase letters, digits and . _ - separators only)")
+    if not isinstance(version, str) or not _SEMVER.match(version):
+        raise InputError(f"{where}: chart version {version!r} is not a SemVer version (quote it in Chart.yaml)")
+    if not _TAG.match(oci_tag(version)):
+        raise InputError(f"{where}: chart version {version!r} cannot be an OCI tag")
+    api = meta.get("apiVersion")
+    if api not in ("v1", "v2"):
+        raise InputError(f"{where}: Chart.yaml apiVersion must be v1 or v2, not {api!r}")
+    out: dict[str, Any] = {}
+    for key in _META_FIELDS:
+        value = meta.get(key)
+        if key == "appVersion" and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # Helm accepts an unquoted number here
+        if value in (None, "", [], {}, False):
+            continue
+        out[key] = value
+    return out
+
+
+def build_chart(archive: bytes, source: str) -> HelmChart:
+    """The Helm OCI artifact of a chart archive; the same bytes always give the same manifest digest."""
+    meta = chart_metadata(read_chart_yaml(archive, source), source)
+    config = _json(meta)
+    annotations = {"org.opencontainers.image.title": meta["name"],
+                   "org.opencontainers.image.version": meta["version"]}
+    for key, field_name in (("org.opencontainers.image.description", "description"),
+                            ("org.opencontainers.image.url", "home")):
+        if isinstance(meta.get(field_name), str):
+            annotations[key] = meta[field_name]
+    sources = meta.get("sources")
+    if isinstance(sources, list) and sources and isinstance(sources[0], str):
+        annotations["org.opencontainers.image.source"] = sources[0]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": _digest(config), "size": len(config)},
+        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": _digest(archive), "size": len(archive),
+                    "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz"}}],
+        "annotations": dict(sorted(annotations.items())),
+    }
+    app_version = meta.get("appVersion")
+    return HelmChart(name=meta["name"], version=meta["version"],
+                     app_version=app_version if isinstance(app_version, str) else "",
+                     source=source, archive=archive, config=config, manifest=_json(manifest))
+
+
+def load_chart(path: str | Path) -> HelmChart:
+    """Read ``FILE.tgz`` (never unpacked) into its Helm OCI artifact."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_CHART:
+            raise InputError(f"{p}: chart archive is {size} bytes, larger than the {MAX_CHART} allowed")
+        if not p.is_file():
+            raise InputError(f"{p}: not a file (give a packaged chart, FILE.tgz)")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: chart not found") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read chart: {exc.strerror or exc}") from None
+    return build_chart(data, str(p))
+
+
+def load_charts(paths: list[Path]) -> list[HelmChart]:
+    """Every ``--chart``; the same chart twice is kept once, two charts for one name:tag are refused."""
+    out: dict[tuple[str, str], HelmChart] = {}
+    for path in paths:
+        chart = load_chart(path)
+        other = out.get((chart.name, chart.tag))
+        if other is not None and other.digest != chart.digest:
+            raise InputError(f"{path} and {other.source} are both chart {chart.name}:{chart.tag} with different "
+                             "content")
+        out.setdefault((chart.name, chart.tag), chart)
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- pull-bundle side
+
+
+def chart_repository(target: RegistryTarget, name: str) -> str:
+    """``HOST/PREFIX/charts/NAME``: where a chart goes in the private registry."""
+    return f"{target.host}/{target.join(f'{CHARTS_DIR}/{name}')}"
+
+
+def lock_entries(charts: list[HelmChart], registry: str | None) -> list[dict[str, Any]]:
+    """The lock's ``charts`` list: what each chart is, digest for digest, and where it goes."""
+    target = RegistryTarget.parse(registry) if registry else None
+    return [{"name": c.name, "version": c.version, "app_version": c.app_version, "tag": c.tag,
+             "source": Path(c.source).name,
+             "repository": chart_repository(target, c.name) if target else None,
+             "digest": c.digest, "media_type": MANIFEST_MEDIA_TYPE,
+             "config": c.config_digest, "layer": c.layer_digest,
+             "blobs": [c.config_digest, c.layer_digest]} for c in charts]
+
+
+def add_to_bundle(store: BlobStore, lock: Lock, charts: list[HelmChart], registry: str | None) -> int:
+    """Put the charts' blobs into the store, the lock's blobs and ``charts``, and the layout's index.json.
+
+    Returns the bytes added. Chart blobs are always carried (never left out of a
+    differential bundle): they are small, and push-bundle skips what the
+    registry already holds.
+    """
+    carried = {b.digest for b in lock.blobs}
+    added = 0
+    for chart in charts:
+        for digest, data in chart.blobs():
+            store.add_bytes(data)
+            if digest not in carried:
+                carried.add(digest)
+                lock.blobs.append(LockBlob(digest, len(data)))
+                added += len(data)
+    lock.omitted = [b for b in lock.omitted if b.digest not in carried]
+    lock.blobs.sort(key=lambda b: b.digest)
+    lock.charts = lock_entries(charts, registry)
+    index_path = store.root / "index.json"
+    try:
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    except ValueError:
+        index = {}
+    entries = [e for e in index.get("manifests", []) if isinstance(e, dict)]
+    for chart, entry in zip(charts, lock.charts, strict=True):
+        entries.append({"mediaType": MANIFEST_MEDIA_TYPE, "digest": chart.digest, "size": len(chart.manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": f"{CHARTS_DIR}/{chart.name}:{chart.tag}",
+                                        "dev.mirrorkit.destination": entry["repository"] or ""}})
+    store.write_index(entries)
+    return added
+
+
+# --------------------------------------------------------------------------- push-bundle side
+
+
+@dataclass(frozen=True)
+class LockChart:
+    name: str
+    tag: str
+    digest: str
+    config: str
+    layer: str
+    repository: str | None
+
+
+@dataclass
+class ChartPushResult:
+    pushed: int = 0
+    skipped: int = 0
+    blobs_uploaded: int = 0
+    bytes_uploaded: int = 0
+    blobs_skipped: int = 0
+    bytes_skipped: int = 0
+    verified: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def lock_charts(lock: Lock) -> list[LockChart]:
+    """The lock's chart entries, checked: names, tags, digests, and every blob carried by the bundle."""
+    sizes = lock.blob_sizes()
+    out = []
+    for n, entry in enumerate(lock.charts):
+        where = f"bundle lock: charts[{n}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: each chart must be a mapping")
+        name, tag, repo = entry.get("name"), entry.get("tag"), entry.get("repository")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InputError(f"{where}: invalid chart name {name!r}")
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise InputError(f"{where}: invalid chart tag {tag!r}")
+        if repo is not None and not isinstance(repo, str):
+            raise InputError(f"{where}: 'repository' must be a string")
+        digests = [check_digest(entry.get(k), f"{k} of chart {name} in the lock") for k in ("digest", "config",
+                                                                                              "layer")]
+        for digest in digests:
+            if digest not in sizes:
+                raise InputError(f"{where}: chart {name}:{tag} needs {digest}, which the bundle does not carry")
+        out.append(LockChart(name, tag, *digests, repo))
+    return out
+
+
+def destination(chart: LockChart, registry: RegistryTarget | None) -> Ref:
+    """``--registry`` wins over the repository recorded at pull time, as for images."""
+    if registry is not None:
+        return Ref(registry.host, registry.join(f"{CHARTS_DIR}/{chart.name}"), chart.tag)
+    if not chart.repository:
+        raise InputError(f"chart {chart.name} has no destination in the bundle: give --registry HOST[:PORT][/PREFIX]")
+    return Ref.parse(f"{chart.repository}:{chart.tag}")
+
+
+def pending(client: RegistryClient, charts: list[LockChart], registry: RegistryTarget | None) -> list[LockChart]:
+    """Charts the registry does not hold digest for digest at their tag."""
+    return [c for c in charts if client.manifest_digest(destination(c, registry)) != c.digest]
+
+
+def check_manifest(chart: LockChart, data: bytes, sizes: dict[str, int]) -> None:
+    """A carried chart manifest must be the Helm artifact the lock describes, before any of it is pushed."""
+    where = f"chart {chart.name}:{chart.tag} manifest {chart.digest}"
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        raise InputError(f"{where}: not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+        raise InputError(f"{where}: not an OCI image manifest")
+    if doc.get("mediaType", MANIFEST_MEDIA_TYPE) != MANIFEST_MEDIA_TYPE:
+        raise InputError(f"{where}: media type {doc.get('mediaType')!r} is not {MANIFEST_MEDIA_TYPE}")
+    config, layers = doc.get("config"), doc.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:
+        raise InputError(f"{where}: a Helm chart has exactly one layer")
+    for desc, media, digest in ((config, CONFIG_MEDIA_TYPE, chart.config), (layers[0], CHART_MEDIA_TYPE,
+                                                                              chart.layer)):
+        if not isinstance(desc, dict) or desc.get("mediaType") != media:
+            raise InputError(f"{where}: expected a {media} descriptor")
+        if desc.get("digest") != digest or desc.get("size") != sizes[digest]:
+            raise InputError(f"{where}: descriptor {desc.get('digest')!r} ({desc.get('size')!r} bytes) is not "
+                             f"{digest} ({sizes[digest]} bytes) as the lock says")
+
+
+def read_checked(reader: Any, charts: list[LockChart]) -> dict[str, bytes]:
+    """Every pending chart's blobs read from the bundle (hash checked) and its manifest checked; nothing pushed."""
+    sizes = reader.lock.blob_sizes()
+    blobs: dict[str, bytes] = {}
+    for chart in charts:
+        for digest in (chart.digest, chart.config, chart.layer):
+            if digest not in blobs:
+                limit = MAX_MANIFEST if digest == chart.digest else MAX_CHART
+                blobs[digest] = reader.read_small(digest, limit=limit)
+        check_manifest(chart, blobs[chart.digest], sizes)
+        config = blobs[chart.config]
+        try:
+            meta = json.loads(config)
+        except (ValueError, RecursionError):
+            raise InputError(f"chart {chart.name}:{chart.tag}: config {chart.config} is not valid JSON") from None
+        if not isinstance(meta, dict) or meta.get("name") != chart.name or not isinstance(meta.get("version"), str) \
+                or oci_tag(meta["version"]) != chart.tag:
+            raise InputError(f"chart {chart.name}:{chart.tag}: config {chart.config} names another chart")
+    return blobs
+
+
+def push_charts(client: RegistryClient, charts: list[LockChart], blobs: dict[str, bytes],
+                registry: RegistryTarget | None) -> ChartPushResult:
+    """Upload each chart's config and layer where missing, then PUT its manifest (exact bytes) at its tag."""
+    result = ChartPushResult()
+    for chart in charts:
+        dest = destination(chart, registry)
+        for digest in (chart.config, chart.layer):
+            data = blobs[digest]
+            if client.blob_exists(dest, digest):
+                result.blobs_skipped += 1
+                result.bytes_skipped += len(data)
+                continue
+            client.upload_blob(dest.registry, dest.repository, digest, len(data), lambda d=data: io.BytesIO(d))
+            result.blobs_uploaded += 1
+            result.bytes_uploaded += len(data)
+        client.put_manifest(dest.registry, dest.repository, chart.tag, blobs[chart.digest], MANIFEST_MEDIA_TYPE)
+        result.pushed += 1
+    return result
+
+
+def verify_charts(client: RegistryClient, charts: list[LockChart], registry: RegistryTarget | None,
+                  result: ChartPushResult) -> None:
+    """Fetch each chart's manifest by tag and compare digests; differences become problems."""
+    for chart in charts:
+        dest = destination(chart, registry)
+        try:
+            got = client.get_manifest(dest)
+        except NotFoundError:
+            result.problems.append(f"{dest}: chart not in the registry")
+            continue
+        if got.digest != chart.digest:
+            result.problems.append(f"{dest}: registry has {got.digest}, expected {chart.digest}")
+        else:
+            result.verified.append(f"{dest}@{got.digest}")

@@ -1,0 +1,1 @@
+"""One module per command: a click adapter from options to one library call."""

@@ -1,0 +1,57 @@
+"""Options every registry-facing command shares, and the objects they build."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mirrorkit.auth import Credentials, CredentialStore
+from mirrorkit.errors import InputError
+from mirrorkit.refs import RegistryTarget
+from mirrorkit.transport import Endpoints
+
+
+def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--source-endpoint", multiple=True, metavar="NAME=URL",
+                     help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001."),
+        click.option("--insecure", multiple=True, metavar="HOST[:PORT]",
+                     help="A registry reached over plain HTTP or without TLS verification (repeatable)."),
+        click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust."),
+        click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
+                     help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and "
+                          "/etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR)."),
+        click.option("--username", help="User for the --registry (the password comes from --password-stdin)."),
+        click.option("--password-stdin", is_flag=True, help="Read the --registry password from standard input."),
+    ]):
+        func = option(func)
+    return func
+
+
+def endpoints_from(p: dict[str, Any]) -> Endpoints:
+    return Endpoints.from_options(p.get("source_endpoint") or (), p.get("insecure") or (), p.get("ca_cert"),
+                                  p.get("certs_dir"))
+
+
+def credentials_from(p: dict[str, Any], registry: RegistryTarget | None) -> CredentialStore:
+    explicit: dict[str, Credentials] = {}
+    if p.get("password_stdin") and not p.get("username"):
+        raise InputError("--password-stdin needs --username")
+    if p.get("username"):
+        if registry is None:
+            raise InputError("--username applies to --registry: give --registry too")
+        if not p.get("password_stdin"):
+            raise InputError("--username needs --password-stdin (passwords never go on the command line)")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InputError("--password-stdin: no password on standard input")
+        explicit[registry.host] = Credentials(p["username"], password)
+    return CredentialStore(explicit)
+
+
+def target_from(p: dict[str, Any]) -> RegistryTarget | None:
+    """None when --registry was not given; an empty --registry "" is an error, not "not given"."""
+    return RegistryTarget.parse(p["registry"]) if p.get("registry") is not None else None

@@ -1,0 +1,254 @@
+"""pull-bundle, push-bundle, mirror, verify, inventory: the commands that move or check bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mirrorkit.commands.common import credentials_from, endpoints_from, registry_options, target_from
+from mirrorkit.errors import InputError, OperationError
+from mirrorkit.mapping import STRATEGIES
+
+MIN_SPLIT = 64 << 10
+JOBS = click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
+                    help="Images (or blobs) in flight at once.")
+FORMAT = click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True,
+                      help="Report form; json is stable for scripts.")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _emit(fmt: str, data: dict[str, Any], text: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(text, err=True)
+
+
+@click.command("pull-bundle", epilog="""
+\b
+Examples:
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu-operator-v23.9.2.tar
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --split 4GiB        # USB-sized volumes
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
+""")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
+@JOBS
+@click.option("--split", metavar="SIZE", help="Write volumes of at most SIZE (e.g. 4GiB), each checkable alone.")
+@click.option("--compress", type=click.Choice(("none", "zstd")), default="none", show_default=True,
+              help="Layers are compressed already; zstd helps only for uncompressed layers.")
+@click.option("--since", type=click.Path(exists=False), help="Leave out blobs an earlier bundle (or its lock) carried.")
+@click.option("--have", type=click.Path(dir_okay=False), help="Leave out blobs the registry already has (mirrorkit inventory).")
+@click.option("--keep-work", is_flag=True, help="Keep the work folder (the fetched blobs) after writing.")
+@click.option("--chart", "charts", multiple=True, metavar="FILE.tgz", type=click.Path(dir_okay=False),
+              help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
+                   "(repeatable).")
+@FORMAT
+@registry_options
+def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
+                        since: str | None, have: str | None, keep_work: bool, charts: tuple[str, ...], fmt: str,
+                        **p: Any) -> None:
+    """Connected side: copy every planned image into one verifiable bundle."""
+    from mirrorkit.files import check_target
+    from mirrorkit.inventory import load_inventory
+    from mirrorkit.plan import load_plan
+    from mirrorkit.progress import bars, human, parse_size
+    from mirrorkit.pull import PullOptions, pull_bundle
+
+    the_plan = load_plan(plan)
+    if output is not None and not output.strip():
+        raise InputError("-o: empty bundle path")
+    if output and output.endswith(".zst") and compress == "none":
+        compress = "zstd"  # the name asks for it; a plain tar under .zst would mislead
+    out = Path(output) if output else Path("bundles") / (Path(plan).stem + (".tar.zst" if compress == "zstd" else ".tar"))
+    check_target(out, "bundle")
+    split_bytes = parse_size(split) if split else None
+    if split_bytes is not None and split_bytes < MIN_SPLIT:
+        raise InputError(f"--split {split}: volumes must be at least 64KiB")
+    omit: set[str] = set()
+    depends: list[str] = []
+    if since:
+        old = _old_lock(since)
+        omit |= {b.digest for b in old.blobs} | {b.digest for b in old.omitted}
+        depends.append(f"bundle {old.id} ({Path(since).name})")
+    if have:
+        blobs, what = load_inventory(have)
+        omit |= set(blobs)
+        depends.append(what)
+    opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
+                       compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
+                       keep_work=keep_work, charts=[Path(c) for c in charts])
+    with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
+        report = pull_bundle(the_plan, opts, endpoints_from(p), credentials_from(p, None), progress)
+    data = {"images": report.images, "copied": report.copied, "reused": report.reused,
+            "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
+            "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
+            "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
+            "lock": str(report.lock_path), "charts": report.charts}
+    if report.up_to_date:
+        text = (f"{out} is up to date: {report.images} images, every digest unchanged "
+                f"({report.seconds:.1f} s); lock {report.lock_path}")
+    else:
+        vols = ", ".join(str(v) for v in report.volumes)
+        text = (f"bundled {report.images} images ({report.copied} copied, {report.reused} already fetched)"
+                + (f" and {_n(report.charts, 'Helm chart')}" if report.charts else "") + f" in {report.seconds:.1f} s\n"
+                f"  unique bytes {human(report.unique_bytes)}, saved by sharing {human(report.saved_bytes)}"
+                + (f", left out (differential) {human(report.omitted_bytes)}" if report.omitted_bytes else "")
+                + f"\n  wrote {vols} (+ .sha256 beside each)\n  lock {report.lock_path}")
+    _emit(fmt, data, text)
+
+
+def _old_lock(path: str):
+    from mirrorkit.inputs import load_plan_or_lock
+
+    _, lock = load_plan_or_lock(path)
+    if lock is None:
+        raise InputError(f"--since {path}: expected an earlier bundle or its lock (NAME.lock.yaml)")
+    return lock
+
+
+@click.command("push-bundle", epilog="""
+\b
+Examples:
+  mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu
+  mirrorkit push-bundle bundles/gpu.tar.001 bundles/gpu.tar.000 --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
+  echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
+""")
+@click.argument("bundle", nargs=-1, required=True, type=click.Path())
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")
+@click.option("--mapping", type=click.Choice(STRATEGIES), help="Mapping when --registry is given (default: the plan's).")
+@JOBS
+@FORMAT
+@registry_options
+def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, jobs: int, fmt: str,
+                        **p: Any) -> None:
+    """Air-gapped side: verify the bundle, push it, verify the registry."""
+    from mirrorkit.progress import bars, human
+    from mirrorkit.push import push_bundle
+    from mirrorkit.registry import RegistryClient
+
+    target = target_from({"registry": registry})
+    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
+            bars(0, None, "uploading") as progress:
+        report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress)
+    data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
+            "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
+            "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
+            "bytes_skipped": report.bytes_skipped, "verified": report.verified,
+            "problems": report.problems, "seconds": round(report.seconds, 2),
+            "charts_pushed": report.charts_pushed, "charts_skipped": report.charts_skipped}
+    text = (f"pushed {report.images_pushed} images ({report.images_skipped} already there)"
+            + (f", {_n(report.charts_pushed, 'Helm chart')} ({report.charts_skipped} already there)"
+               if report.charts_pushed or report.charts_skipped else "")
+            + f" in {report.seconds:.1f} s\n"
+            f"  blobs uploaded {report.blobs_uploaded} ({human(report.bytes_uploaded)}), mounted "
+            f"{report.blobs_mounted}, skipped {report.blobs_skipped} ({human(report.bytes_skipped)})\n"
+            f"  verified {report.verified} destination manifests digest for digest")
+    _emit(fmt, data, text)
+    if report.problems:
+        raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))
+
+
+@click.command("verify", epilog="""
+\b
+Examples:
+  mirrorkit verify plan.yaml --registry harbor.local/gpu
+  mirrorkit verify bundles/gpu.tar --format json
+""")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Registry to check (default: the plan's destinations).")
+@click.option("--mapping", type=click.Choice(STRATEGIES))
+@JOBS
+@FORMAT
+@registry_options
+def verify_command(source: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
+    """Preflight: is every planned image in the registry, digest for digest?"""
+    from mirrorkit.destinations import destination_map
+    from mirrorkit.inputs import load_plan_or_lock
+    from mirrorkit.push import verify_registry
+    from mirrorkit.registry import RegistryClient
+
+    plan, lock = load_plan_or_lock(source)
+    target = target_from({"registry": registry})
+    if lock is not None:
+        items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
+    else:
+        items = [(i.source, i.destination, i.digest, []) for i in plan.images]
+    dest = destination_map(plan, [(s, d) for s, d, _, _ in items], target, mapping)
+    expected = [(dest[s], digest, kids) for s, _, digest, kids in items]
+    if lock is not None and lock.charts:
+        from mirrorkit.charts import destination, lock_charts
+
+        charts = lock_charts(lock)
+        expected += [(destination(c, target), c.digest, []) for c in charts]
+        items += [(c.name, None, c.digest, []) for c in charts]
+    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+        result = verify_registry(client, expected, jobs)
+    data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
+    what = "images and charts" if lock is not None and lock.charts else "images"
+    lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
+    lines += [f"  missing: {m}" for m in result.missing] + [f"  different: {d}" for d in result.different]
+    _emit(fmt, data, "\n".join(lines))
+    if not result.passed:
+        raise OperationError(f"{len(result.missing)} missing, {len(result.different)} different")
+
+
+@click.command("mirror", epilog="""
+\b
+Examples:
+  mirrorkit mirror plan.yaml --registry harbor.local/gpu
+""")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")
+@click.option("--mapping", type=click.Choice(STRATEGIES))
+@JOBS
+@FORMAT
+@registry_options
+def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
+    """Registry to registry, for a host that sees both networks; verified afterwards."""
+    from mirrorkit.mirror import mirror
+    from mirrorkit.plan import load_plan
+    from mirrorkit.registry import RegistryClient
+
+    the_plan = load_plan(plan)
+    target = target_from({"registry": registry})
+    creds = credentials_from(p, target)
+    with RegistryClient(endpoints_from(p), creds) as client:
+        report = mirror(the_plan, client, creds, target, mapping, jobs)
+    data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
+            "problems": report.problems, "seconds": round(report.seconds, 2)}
+    _emit(fmt, data, f"mirrored {report.copied} images ({report.skipped} already there) in {report.seconds:.1f} s; "
+                     f"verified {report.verified}")
+    if report.problems:
+        raise OperationError("after mirroring the registry does not match the plan: " + "; ".join(report.problems))
+
+
+@click.command("inventory", epilog="""
+\b
+Examples:
+  mirrorkit inventory --registry harbor.local/gpu -o inventory.json
+""")
+@click.option("--registry", required=True, metavar="HOST[:PORT][/PREFIX]")
+@click.option("--repos", multiple=True, help="Only these repositories (default: the registry's catalog).")
+@click.option("-o", "--output", help="Write here (default: stdout).")
+@JOBS
+@registry_options
+def inventory_command(registry: str, repos: tuple[str, ...], output: str | None, jobs: int, **p: Any) -> None:
+    """What the registry already holds, for pull-bundle --have."""
+    from mirrorkit.cli import write_output
+    from mirrorkit.inventory import dumps, take_inventory
+    from mirrorkit.registry import RegistryClient
+
+    target = target_from({"registry": registry})
+    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+        inv = take_inventory(client, target, list(repos) or None, jobs)
+    write_output(dumps(inv), output)
+    click.echo(f"{len(inv['repositories'])} repositories, {len(inv['manifests'])} manifests, "
+               f"{len(inv['blobs'])} blobs", err=True)

@@ -1,0 +1,165 @@
+"""rewrite-config and runbook: the configuration and steps that make the cluster pull from the mirror."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mirrorkit.errors import InputError
+from mirrorkit.mapping import STRATEGIES
+
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf")
+DEFAULT_CHART = "nvidia/gpu-operator"
+
+
+def _bundled_chart(lock: Any, registry: str | None) -> tuple[str, str] | None:
+    """``oci://REG/PREFIX/charts/gpu-operator`` when the bundle carried the chart into the registry."""
+    from mirrorkit.charts import destination, lock_charts
+    from mirrorkit.refs import RegistryTarget
+
+    target = RegistryTarget.parse(registry) if registry else None
+    versions = {str(c.get("name")): str(c.get("version")) for c in lock.charts}
+    for chart in lock_charts(lock) if lock.charts else []:
+        if chart.name == "gpu-operator":
+            return f"oci://{destination(chart, target).name}", versions.get(chart.name, chart.tag)
+    return None
+
+
+def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
+    from mirrorkit.destinations import destination_map
+    from mirrorkit.inputs import load_plan_or_lock
+    from mirrorkit.refs import RegistryTarget
+
+    plan, lock = load_plan_or_lock(source)
+    target = RegistryTarget.parse(registry) if registry else None
+    pairs = [(i.source, i.destination) for i in (lock.images if lock else plan.images)]
+    return plan, lock, destination_map(plan, pairs, target, mapping)
+
+
+@click.command("rewrite-config", epilog="""
+\b
+Examples:
+  mirrorkit rewrite-config plan.yaml --format helm -o values-airgap.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format kubesphere --values extension.yaml -o extension.yaml
+  mirrorkit rewrite-config plan.yaml --format set-flags
+  mirrorkit rewrite-config plan.yaml --format containerd -o certs.d --ca-file /etc/pki/mirror-ca.crt
+  mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
+""")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("-o", "--output", help="File (a folder for containerd; default certs.d). Default: stdout.")
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Mirror registry (default: the plan's).")
+@click.option("--mapping", type=click.Choice(STRATEGIES), help="Mapping when --registry is given.")
+@click.option("--values", "values_file", type=click.Path(dir_okay=False),
+              help="Merge into these values (or extension config); every other setting is kept.")
+@click.option("--pin-digests", is_flag=True, help="Pin digests where the operator accepts them.")
+@click.option("--service-monitor", is_flag=True, help="dcgm-exporter ServiceMonitor (interval 15s, honorLabels).")
+@click.option("--chart-ref", default=DEFAULT_CHART, show_default=True,
+              help="Chart for set-flags (default: the chart the bundle carried, if any).")
+@click.option("--namespace", default="gpu-operator", show_default=True)
+@click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="Mirror reached over plain HTTP.")
+@click.option("--ca-file", help="containerd: CA file path on the nodes for the mirror.")
+@click.option("--skip-verify", is_flag=True, help="containerd: skip TLS verification of the mirror.")
+@click.option("--fallback", type=click.Choice(("mirror", "upstream")), default="mirror", show_default=True,
+              help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
+def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
+                           values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
+                           namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
+                           fallback: str) -> None:
+    """Emit configuration pointing the cluster at the mirrored images."""
+    import yaml
+
+    from mirrorkit.cli import write_output
+    from mirrorkit.rewrite import helm
+
+    plan, lock, dest = _inputs(source, registry, mapping)
+    if fmt == "containerd":
+        from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
+
+        hosts = {d.registry for d in dest.values()}
+        scheme = "http" if hosts & set(insecure) and not skip_verify else "https"
+        files = containerd_hosts(plan, dest, scheme=scheme, ca=ca_file, skip_verify=skip_verify, fallback=fallback)
+        written = write_containerd_dir(Path(output or "certs.d"), files)
+        click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+        return
+    if fmt == "registries-conf":
+        from mirrorkit.rewrite.registries_conf import registries_conf
+
+        write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
+        return
+    if plan.release is None and fmt in ("helm", "kubesphere", "set-flags"):
+        raise InputError(f"{source}: this plan has no GPU Operator release; --format {fmt} needs one "
+                         "(containerd and registries-conf work for any image set)")
+    digests = {i.source: i.digest for i in lock.images} if lock else None
+    overlay = helm.image_overlay(plan, dest, digests, pin_digests, service_monitor)
+    if fmt == "set-flags":
+        chart, version = chart_ref, plan.release
+        if chart_ref == DEFAULT_CHART and lock is not None:
+            chart, version = _bundled_chart(lock, registry) or (chart, version)
+        write_output(helm.set_flags(overlay, chart=chart, version=version, namespace=namespace), output)
+        for note in overlay.notes:
+            click.echo(f"note: {note}", err=True)
+        return
+    from mirrorkit.yamlio import load_mapping
+
+    user = load_mapping(values_file, "values file") if values_file else {}
+    build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
+    values, changed = build(overlay, user)
+    header = [f"# GPU Operator {plan.release}: {'KubeSphere extension config' if fmt == 'kubesphere' else 'Helm values'}"
+              " pointing at the mirror, written by mirrorkit rewrite-config."]
+    if values_file:
+        header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept.")
+    header += [f"# {note}" for note in overlay.notes]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(values, sort_keys=False, width=120)
+    write_output(text, output)
+    click.echo(f"{len(changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
+    for key in changed if values_file else []:
+        click.echo(f"  changed {key}", err=True)
+    for note in overlay.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _volumes_for(source: Path) -> list[Path]:
+    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
+    name = source.name
+    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            break
+    else:
+        return []
+    import re
+
+    pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
+    return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())
+
+
+@click.command("runbook", epilog="""
+\b
+Examples:
+  mirrorkit runbook bundles/gpu.tar -o RUNBOOK.md
+  mirrorkit runbook bundles/gpu.lock.yaml --format shell -o install.sh
+""")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(("markdown", "shell")), default="markdown", show_default=True)
+@click.option("-o", "--output", help="Write here (default: stdout).")
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Mirror registry (default: the plan's).")
+@click.option("--mapping", type=click.Choice(STRATEGIES))
+@click.option("--namespace", default="gpu-operator", show_default=True)
+@click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="The mirror is plain HTTP: say so in every step.")
+@click.option("--ca-cert", help="CA file the steps should trust for the mirror.")
+def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
+                    namespace: str, insecure: tuple[str, ...], ca_cert: str | None) -> None:
+    """The offline install runbook, filled in with this plan's real values."""
+    from mirrorkit.cli import write_output
+    from mirrorkit.runbook import RunbookInput, markdown, shell, volumes_of
+
+    plan, lock, dest = _inputs(source, registry, mapping)
+    if registry:
+        plan.registry = registry
+    inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
+                       ca_cert=ca_cert,
+                       volumes=volumes_of(_volumes_for(Path(source))), charts=lock.charts if lock else [])
+    write_output(markdown(inp) if fmt == "markdown" else shell(inp), output)

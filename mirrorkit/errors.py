@@ -1,0 +1,61 @@
+"""One exception tree for the whole library; the CLI maps it to exit codes.
+
+    MirrorkitError                 anything mirrorkit reports on purpose
+    ├── InputError        (exit 2) the user's input is wrong: a file, a flag, a reference
+    │   ├── ReferenceFormatError   an image reference that does not parse
+    │   ├── NodeSpecError          a --node value or node JSON that does not parse
+    │   ├── UnknownReleaseError    no image list for that release (and no --chart)
+    │   └── MappingCollisionError  two sources would land on one destination
+    └── OperationError    (exit 1) something was checked and failed
+        └── RegistryError          a registry refused, failed, or could not be reached
+            ├── AuthError          credentials missing or refused
+            └── NotFoundError      manifest or blob not there
+
+Lower layers (httpx, yaml, json, subprocess) are translated into these at the
+boundary where they happen, so callers never see a foreign exception for a
+user's mistake or a network fault.
+"""
+
+from __future__ import annotations
+
+
+class MirrorkitError(Exception):
+    """Base of every error mirrorkit raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(MirrorkitError):
+    exit_code = 2
+
+
+class ReferenceFormatError(InputError):
+    pass
+
+
+class NodeSpecError(InputError):
+    pass
+
+
+class UnknownReleaseError(InputError):
+    pass
+
+
+class MappingCollisionError(InputError):
+    pass
+
+
+class OperationError(MirrorkitError):
+    exit_code = 1
+
+
+class RegistryError(OperationError):
+    pass
+
+
+class AuthError(RegistryError):
+    pass
+
+
+class NotFoundError(RegistryError):
+    pass

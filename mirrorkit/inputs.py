@@ -1,0 +1,26 @@
+"""``PLAN|BUNDLE`` arguments: a plan file, a bundle lock, or a bundle (tar, volumes, folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirrorkit.errors import InputError
+from mirrorkit.lock import Lock, lock_from_dict
+from mirrorkit.plan import Plan, plan_from_dict
+from mirrorkit.yamlio import load_mapping
+
+
+def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
+    p = Path(path)
+    if p.is_dir() or (p.is_file() and not p.name.endswith((".yaml", ".yml", ".json"))):
+        from mirrorkit.bundle import BundleReader
+
+        with BundleReader([p]) as reader:
+            return reader.lock.plan, reader.lock
+    data = load_mapping(p, "plan or lock")
+    if data.get("kind") == "BundleLock":
+        lock = lock_from_dict(data, str(p))
+        return lock.plan, lock
+    if data.get("kind") == "Plan":
+        return plan_from_dict(data, str(p)), None
+    raise InputError(f"{p}: expected a mirrorkit plan, bundle lock or bundle")

@@ -1,0 +1,170 @@
+"""The bundle lock (``bundle.yaml``): what a bundle holds, digest for digest.
+
+It embeds the plan, names every image (source, destination, digest, platforms,
+the manifests and blobs it needs) and every blob (digest, size), so the
+air-gapped side can check every byte before any of it reaches a registry. A
+differential bundle also names the blobs it left out and what it depends on.
+Reading a lock trusts nothing: every digest and size is validated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mirrorkit.errors import InputError
+from mirrorkit.plan import Plan, image_refs, plan_from_dict
+from mirrorkit.refs import check_digest
+from mirrorkit.yamlio import SafeLoader
+
+API_VERSION = "mirrorkit.dev/v1alpha1"
+KIND = "BundleLock"
+MAX_BLOB_SIZE = 1 << 40
+
+
+@dataclass
+class LockImage:
+    source: str
+    destination: str | None
+    digest: str
+    media_type: str
+    platforms: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    planned_digest: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"source": self.source, "destination": self.destination,
+                             "digest": self.digest, "media_type": self.media_type,
+                             "platforms": self.platforms, "manifests": self.manifests,
+                             "blobs": self.blobs}
+        if self.planned_digest and self.planned_digest != self.digest:
+            d["planned_digest"] = self.planned_digest
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass
+class LockBlob:
+    digest: str
+    size: int
+
+
+@dataclass
+class Lock:
+    id: str
+    created: str
+    generator: str
+    plan: Plan
+    images: list[LockImage]
+    blobs: list[LockBlob]
+    omitted: list[LockBlob] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    charts: list[dict[str, Any]] = field(default_factory=list)
+
+    def blob_sizes(self) -> dict[str, int]:
+        return {b.digest: b.size for b in self.blobs}
+
+    def manifest_digests(self) -> set[str]:
+        out: set[str] = set()
+        for img in self.images:
+            out.add(img.digest)
+            out.update(img.manifests)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION, "kind": KIND, "id": self.id, "created": self.created,
+            "generator": self.generator,
+            "depends_on": self.depends_on,
+            "images": [i.to_dict() for i in self.images],
+            "blobs": [{"digest": b.digest, "size": b.size} for b in self.blobs],
+            "omitted": [{"digest": b.digest, "size": b.size} for b in self.omitted],
+            "charts": self.charts,
+            "plan": self.plan.to_dict(),
+        }
+
+    def dumps(self) -> str:
+        return yaml.dump(self.to_dict(), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                         width=120)
+
+
+def _blob(data: Any, where: str) -> LockBlob:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: each blob must be a mapping")
+    digest = check_digest(data.get("digest"), f"blob digest in {where}")
+    size = data.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or size > MAX_BLOB_SIZE:
+        raise InputError(f"{where}: blob {digest} has an invalid size {size!r}")
+    return LockBlob(digest, size)
+
+
+def _digests(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected a list of digests")
+    return [check_digest(v, where) for v in value]
+
+
+def _image(data: Any, where: str) -> LockImage:
+    source, dest, platforms = image_refs(data, where)
+    media_type = data.get("media_type")
+    if not isinstance(media_type, str):
+        raise InputError(f"{where}: 'media_type' must be a string")
+    planned = data.get("planned_digest")
+    return LockImage(
+        source=source, destination=dest, digest=check_digest(data.get("digest"), f"{where} digest"),
+        media_type=media_type, platforms=platforms,
+        manifests=_digests(data.get("manifests") or [], f"{where} manifests"),
+        blobs=_digests(data.get("blobs") or [], f"{where} blobs"),
+        planned_digest=check_digest(planned, f"{where} planned_digest") if planned else None,
+        note=str(data.get("note") or ""),
+    )
+
+
+def lock_from_dict(data: Any, where: str) -> Lock:
+    if not isinstance(data, dict) or data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
+        raise InputError(f"{where}: not a mirrorkit bundle lock (expected kind {KIND})")
+    for key in ("images", "blobs"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f"{where}: '{key}' must be a list")
+    lock_id = data.get("id")
+    if not isinstance(lock_id, str) or not lock_id or len(lock_id) > 128:
+        raise InputError(f"{where}: invalid bundle id")
+    blobs = [_blob(b, f"{where}: blobs[{n}]") for n, b in enumerate(data["blobs"])]
+    omitted = [_blob(b, f"{where}: omitted[{n}]") for n, b in enumerate(data.get("omitted") or [])]
+    seen: set[str] = set()
+    for b in blobs + omitted:
+        if b.digest in seen:
+            raise InputError(f"{where}: blob {b.digest} is listed twice")
+        seen.add(b.digest)
+    images = [_image(i, f"{where}: images[{n}]") for n, i in enumerate(data["images"])]
+    for img in images:
+        for digest in [img.digest, *img.manifests, *img.blobs]:
+            if digest not in seen:
+                raise InputError(f"{where}: image {img.source} needs {digest}, which the lock "
+                                 "neither carries nor lists as omitted")
+    plan_data = data.get("plan")
+    if not isinstance(plan_data, dict):
+        raise InputError(f"{where}: 'plan' must be a mapping")
+    depends = data.get("depends_on") or []
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        raise InputError(f"{where}: 'depends_on' must be a list of strings")
+    charts = data.get("charts") or []
+    if not isinstance(charts, list):
+        raise InputError(f"{where}: 'charts' must be a list")
+    return Lock(id=lock_id, created=str(data.get("created") or ""),
+                generator=str(data.get("generator") or ""),
+                plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
+                omitted=omitted, depends_on=depends, charts=charts)
+
+
+def loads_lock(text: str, where: str) -> Lock:
+    try:
+        data = yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where}: malformed lock: {str(exc).splitlines()[0]}") from None
+    return lock_from_dict(data, where)

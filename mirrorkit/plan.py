@@ -1,0 +1,147 @@
+"""The Plan: the contract between resolver, copier and rewriter.
+
+Everything downstream reads the Plan (or the lock inside a bundle, which embeds
+it) and never re-derives what the resolver decided. It is versioned
+(``apiVersion``/``kind``) so an old plan read by a newer mirrorkit fails loudly
+rather than being half understood.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirrorkit.errors import InputError
+from mirrorkit.refs import Ref, check_digest
+from mirrorkit.yamlio import load_mapping
+
+API_VERSION = "mirrorkit.dev/v1alpha1"
+KIND = "Plan"
+FORMATS = ("yaml", "json", "txt")
+
+
+@dataclass
+class PlanImage:
+    """One image to carry: where it comes from, where it goes, and why."""
+
+    source: str
+    destination: str | None
+    component: str
+    reason: str
+    digest: str | None = None
+    platforms: list[str] = field(default_factory=list)
+    size: int | None = None
+    setting: str | None = None
+    os_tag: str | None = None
+    kernel: str | None = None
+    target_tag: str | None = None
+
+    @property
+    def source_ref(self) -> Ref:
+        return Ref.parse(self.source)
+
+    @property
+    def destination_ref(self) -> Ref | None:
+        return Ref.parse(self.destination) if self.destination else None
+
+
+@dataclass
+class Plan:
+    images: list[PlanImage]
+    release: str | None = None
+    flavor: str | None = None
+    registry: str | None = None
+    mapping: str = "prefix"
+    platforms: list[str] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    driver: dict[str, Any] = field(default_factory=dict)
+    components: str = "enabled"
+    resolved: bool = False
+    created: str = ""
+    generator: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        images = data.pop("images")
+        out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
+        out.update(data)
+        out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
+                          or k in ("digest", "destination")} for img in images]
+        return out
+
+    def sources(self) -> list[str]:
+        return sorted({img.source for img in self.images})
+
+
+def render(plan: Plan, fmt: str) -> str:
+    if fmt == "yaml":
+        return yaml.safe_dump(plan.to_dict(), sort_keys=False, width=120)
+    if fmt == "json":
+        return json.dumps(plan.to_dict(), indent=2) + "\n"
+    if fmt == "txt":
+        return "".join(f"{s}\n" for s in plan.sources())
+    raise InputError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def image_refs(data: Any, where: str) -> tuple[str, str | None, list[str]]:
+    """The fields a plan image and a lock image share: source, destination, platforms — all checked.
+
+    Plans and locks come from untrusted hands (a USB disk, a colleague), so both
+    are read through this one function.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: each image must be a mapping")
+    source = data.get("source")
+    if not isinstance(source, str):
+        raise InputError(f"{where}: 'source' must be a string")
+    Ref.parse(source)
+    dest = data.get("destination")
+    if dest is not None:
+        if not isinstance(dest, str):
+            raise InputError(f"{where}: 'destination' must be a string")
+        Ref.parse(dest)
+    platforms = data.get("platforms") or []
+    if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms):
+        raise InputError(f"{where}: 'platforms' must be a list of strings")
+    return source, dest, platforms
+
+
+def _image_from_dict(data: Any, where: str) -> PlanImage:
+    source, dest, platforms = image_refs(data, where)
+    if not isinstance(data.get("component"), str):
+        raise InputError(f"{where}: 'component' must be a string")
+    digest = data.get("digest")
+    if digest is not None:
+        check_digest(digest, f"digest of {source}")
+    size = data.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise InputError(f"{where}: 'size' must be a non-negative integer")
+    return PlanImage(
+        source=source, destination=dest, component=data["component"],
+        reason=str(data.get("reason", "")), digest=digest, platforms=platforms, size=size,
+        setting=data.get("setting"), os_tag=data.get("os_tag"), kernel=data.get("kernel"),
+        target_tag=data.get("target_tag"),
+    )
+
+
+def plan_from_dict(data: dict[str, Any], where: str) -> Plan:
+    if data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
+        raise InputError(f"{where}: not a mirrorkit plan (expected apiVersion {API_VERSION}, "
+                         f"kind {KIND})")
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise InputError(f"{where}: 'images' must be a list")
+    known = set(Plan.__dataclass_fields__) - {"images"}
+    extra = {k: v for k, v in data.items() if k in known}
+    plan = Plan(images=[_image_from_dict(i, f"{where}: images[{n}]") for n, i in enumerate(images)],
+                **extra)
+    return plan
+
+
+def load_plan(path: str | Path) -> Plan:
+    return plan_from_dict(load_mapping(path, "plan"), str(path))

@@ -1,0 +1,504 @@
+"""A small registry API client (OCI distribution spec) over httpx.
+
+It does what mirrorkit needs and does it carefully: anonymous, basic and
+bearer-token auth (the ``WWW-Authenticate`` dance nvcr.io and Docker Hub use),
+bounded retries on network faults, 429 and 5xx honouring ``Retry-After``,
+manifests hashed and checked against the digest asked for, and size caps so a
+lying registry cannot exhaust memory. httpx, tenacity and ssl errors are
+translated here into mirrorkit's error tree and never leak past this module.
+Each connect, read or write may take 60 s, or ``MIRRORKIT_HTTP_TIMEOUT`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import email.utils
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from mirrorkit.auth import Credentials, CredentialStore
+from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.refs import Ref
+from mirrorkit.transport import Endpoints
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+MAX_MANIFEST = 4 * 1024 * 1024
+RETRY_AFTER_CAP = 30.0
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    max_total: float = 120.0
+    backoff: float = 0.5
+    backoff_max: float = 8.0
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: '²' is a digit float() refuses
+        return min(float(value), RETRY_AFTER_CAP)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # asctime form (and "-0000") carry no zone; HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    delay = when.timestamp() - (now if now is not None else time.time())
+    return min(max(delay, 0.0), RETRY_AFTER_CAP)
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="…",service="…",scope="…"`` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    i, n = 0, len(rest)
+    while i < n:
+        while i < n and rest[i] in " ,":
+            i += 1
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        key = rest[i:eq].strip().lower()
+        i = eq + 1
+        if i < n and rest[i] == '"':
+            end = rest.find('"', i + 1)
+            end = n if end < 0 else end
+            params[key] = rest[i + 1:end]
+            i = end + 1
+        else:
+            end = rest.find(",", i)
+            end = n if end < 0 else end
+            params[key] = rest[i:end].strip()
+            i = end
+    return scheme.lower(), params
+
+
+def default_timeout() -> float:
+    """Seconds a single connect/read/write may take: ``MIRRORKIT_HTTP_TIMEOUT``, else 60.
+
+    The knob exists for slow links (raise it) and for fault tests (lower it, so a
+    stalled registry is detected, retried and reported within seconds).
+    """
+    value = os.environ.get("MIRRORKIT_HTTP_TIMEOUT", "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_TIMEOUT
+    except ValueError:
+        raise InputError(f"MIRRORKIT_HTTP_TIMEOUT={value!r}: expected a number of seconds") from None
+    if not 0 < seconds <= 3600:
+        raise InputError(f"MIRRORKIT_HTTP_TIMEOUT={value!r}: expected 0 < seconds <= 3600")
+    return seconds
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """One client for every registry a command talks to; thread-safe for parallel jobs."""
+
+    def __init__(self, endpoints: Endpoints | None = None, credentials: CredentialStore | None = None,
+                 transport: httpx.BaseTransport | None = None, retry: RetryPolicy | None = None,
+                 timeout: float | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.endpoints = endpoints or Endpoints()
+        self.credentials = credentials or CredentialStore()
+        self.transport = transport
+        self.retry = retry or RetryPolicy()
+        self.timeout = default_timeout() if timeout is None else timeout
+        self.sleep = sleep
+        self._clients: dict[str, httpx.Client] = {}
+        self._bases: dict[str, str] = {}
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._basic: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- connections ------------------------------------------------------------
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client(self, registry: str) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(registry)
+            if client is None:
+                client = httpx.Client(
+                    verify=self.endpoints.verify(registry), timeout=self.timeout,
+                    follow_redirects=True, transport=self.transport,
+                    headers={"User-Agent": "mirrorkit"},
+                )
+                self._clients[registry] = client
+            return client
+
+    def base_url(self, registry: str) -> str:
+        """The endpoint; for an insecure registry without an explicit scheme, probe https then http."""
+        if registry in self._bases:
+            return self._bases[registry]
+        base = self.endpoints.base_url(registry)
+        if self.endpoints.is_insecure(registry) and registry not in self.endpoints.overrides:
+            try:
+                self._client(registry).get(f"{base}/v2/", timeout=5.0)
+            except (httpx.TransportError, httpx.HTTPError):
+                base = "http://" + base.split("://", 1)[1]
+        self._bases[registry] = base
+        return base
+
+    # -- auth -------------------------------------------------------------------
+    def _creds(self, registry: str) -> Credentials | None:
+        return self.credentials.get(registry)
+
+    def _auth_header(self, registry: str, scope: str) -> dict[str, str]:
+        token = self._tokens.get((registry, scope))
+        if token and token[1] > time.monotonic():
+            return {"Authorization": f"Bearer {token[0]}"}
+        if registry in self._basic:
+            creds = self._creds(registry)
+            if creds:
+                return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
+        return {}
+
+    def _authenticate(self, registry: str, scope: str, challenge: str, sent_basic: bool = False) -> None:
+        scheme, params = parse_challenge(challenge)
+        creds = self._creds(registry)
+        if scheme == "basic":
+            if not creds:
+                raise AuthError(f"{registry}: requires credentials (log in with podman/docker login, "
+                                "or give --username and --password-stdin)")
+            # Refused only if *this* request carried them: parallel requests that went out
+            # before another thread switched the registry to basic auth must simply retry.
+            if sent_basic:
+                raise AuthError(f"{registry}: credentials for user {creds.username!r} were refused")
+            self._basic.add(registry)
+            return
+        if scheme != "bearer" or not params.get("realm"):
+            raise AuthError(f"{registry}: unsupported authentication challenge {scheme!r}")
+        realm = params["realm"]
+        try:
+            realm_url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            raise AuthError(f"{registry}: invalid token realm {realm!r}") from None
+        realm_host = realm_url.host
+        # --insecure names HOST[:PORT]; a realm on a port (http://127.0.0.1:5001/token) must be
+        # matched with its port too, or no --insecure value could ever allow it.
+        realm_netloc = f"{realm_host}:{realm_url.port}" if realm_url.port else realm_host
+        if realm_url.scheme == "http" and not (self.endpoints.is_insecure(registry)
+                                               or realm_host in self.endpoints.insecure
+                                               or realm_netloc in self.endpoints.insecure):
+            raise AuthError(f"{registry}: refusing token realm {realm} over plain HTTP "
+                            f"(name it with --insecure {realm_netloc} if this is intended)")
+        query = {"service": params.get("service", "")} if params.get("service") else {}
+        wanted = scope or params.get("scope", "")
+        if wanted:
+            query["scope"] = wanted
+        auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+        try:
+            resp = self._client(registry).get(realm, params=query, auth=auth)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
+                                f"{type(exc).__name__}") from None
+        if resp.status_code in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
+        if resp.status_code != 200:
+            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise RegistryError(f"{registry}: token service answered with invalid JSON") from None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{registry}: token service answered without a token")
+        try:
+            expires = float(body.get("expires_in") or 60)
+        except (TypeError, ValueError):
+            expires = 60.0
+        self._tokens[(registry, scope)] = (token, time.monotonic() + max(expires - 5, 1))
+
+    # -- requests ---------------------------------------------------------------
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return exc.retry_after
+        return min(self.retry.backoff * 2 ** (state.attempt_number - 1), self.retry.backoff_max)
+
+    def _same_origin(self, registry: str, url: str) -> bool:
+        base = httpx.URL(self.base_url(registry))
+        target = httpx.URL(url)
+        return (base.scheme, base.host, base.port) == (target.scheme, target.host, target.port)
+
+    def request(self, registry: str, method: str, path: str, scope: str = "",
+                headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,),
+                stream: bool = False, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """One API call with auth and bounded retries; returns a response whose status is in ``ok``.
+
+        Credentials go only to the registry's own origin: an upload ``Location`` on
+        another host gets none. ``retry=False`` is for requests whose body is a
+        one-shot stream; the caller then retries the whole operation itself.
+        """
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url(registry)}{path}"
+        what = f"{method} {registry}{httpx.URL(url).path}"
+        send_auth = self._same_origin(registry, url)
+
+        def attempt() -> httpx.Response:
+            for _ in range(3):
+                hdrs = dict(headers or {})
+                if send_auth:
+                    hdrs.update(self._auth_header(registry, scope))
+                try:
+                    req = self._client(registry).build_request(method, url, headers=hdrs, **kwargs)
+                    resp = self._client(registry).send(req, stream=stream)
+                except httpx.TransportError as exc:
+                    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
+                        raise RegistryError(
+                            f"{what}: TLS verification failed at {httpx.URL(url).host}:{httpx.URL(url).port or 443} "
+                            f"({str(exc).split(']')[-1].strip() or exc}); trust its CA with --ca-cert, or name it "
+                            f"with --insecure {self.endpoints.network_host(registry)}") from None
+                    raise _Retryable(f"{what}: {type(exc).__name__}: {exc}") from None
+                if resp.status_code == 401 and resp.headers.get("WWW-Authenticate") and send_auth:
+                    resp.close()
+                    self._tokens.pop((registry, scope), None)
+                    self._authenticate(registry, scope, resp.headers["WWW-Authenticate"],
+                                       sent_basic=hdrs.get("Authorization", "").startswith("Basic "))
+                    continue
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    resp.close()
+                    raise _Retryable(f"{what}: HTTP {resp.status_code}",
+                                     parse_retry_after(resp.headers.get("Retry-After")))
+                return resp
+            raise AuthError(f"{registry}: authentication did not succeed for {what}")
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retry.attempts if retry else 1)
+            | tenacity.stop_after_delay(self.retry.max_total),
+            wait=self._wait, retry=tenacity.retry_if_exception_type(_Retryable),
+            sleep=self.sleep, reraise=True,
+        )
+        try:
+            resp = retrying(attempt)
+        except _Retryable as exc:
+            tries = self.retry.attempts if retry else 1
+            raise RegistryError(f"{exc} (gave up after {tries} attempt{'s' if tries > 1 else ''})") from None
+        if resp.status_code in ok:
+            return resp
+        if not stream:
+            resp.read()
+        resp.close()
+        if resp.status_code == 404:
+            raise NotFoundError(f"{what}: not found")
+        if resp.status_code in (401, 403):
+            raise AuthError(f"{what}: access denied (HTTP {resp.status_code})")
+        raise RegistryError(f"{what}: HTTP {resp.status_code}")
+
+    # -- manifests ----------------------------------------------------------------
+    def get_manifest(self, ref: Ref, reference: str | None = None) -> Manifest:
+        """The manifest's exact bytes, checked against the digest when one is asked for."""
+        reference = reference or ref.reference
+        # The body is streamed, so request()'s retries end with the headers: a connection cut
+        # (or timed out) mid-body is retried here, within the same attempt bound.
+        for n in range(max(1, self.retry.attempts)):
+            resp = self.request(ref.registry, "GET", f"/v2/{ref.repository}/manifests/{reference}",
+                                scope=f"repository:{ref.repository}:pull",
+                                headers={"Accept": ACCEPT}, stream=True)
+            try:
+                declared = int(resp.headers.get("Content-Length") or 0)
+                if declared > MAX_MANIFEST:
+                    raise RegistryError(f"{ref.name}:{reference}: manifest of {declared} bytes exceeds "
+                                        f"the {MAX_MANIFEST} byte limit")
+                chunks, total = [], 0
+                for chunk in resp.iter_bytes():
+                    total += len(chunk)
+                    if total > MAX_MANIFEST:
+                        raise RegistryError(f"{ref.name}:{reference}: manifest exceeds the "
+                                            f"{MAX_MANIFEST} byte limit")
+                    chunks.append(chunk)
+                break
+            except httpx.TransportError as exc:
+                if n + 1 >= self.retry.attempts:
+                    raise RegistryError(f"{ref.name}:{reference}: reading manifest failed: "
+                                        f"{type(exc).__name__} (gave up after {n + 1} attempts)") from None
+                self.sleep(min(self.retry.backoff * 2 ** n, self.retry.backoff_max))
+            except httpx.HTTPError as exc:
+                raise RegistryError(f"{ref.name}:{reference}: reading manifest failed: "
+                                    f"{type(exc).__name__}") from None
+            finally:
+                resp.close()
+        data = b"".join(chunks)
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"{ref.name}@{reference}: registry answered with a manifest whose "
+                                f"digest is {digest}")
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header.startswith("sha256:") and header != digest:
+            raise RegistryError(f"{ref.name}:{reference}: Docker-Content-Digest {header} does not "
+                                f"match the manifest bytes ({digest})")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            media_type = _media_type_from_body(data) or media_type
+        return Manifest(data, media_type, digest)
+
+    def manifest_digest(self, ref: Ref) -> str | None:
+        """Digest of what the registry holds at ref, or None when it has nothing there."""
+        try:
+            return self.get_manifest(ref).digest
+        except NotFoundError:
+            return None
+
+    def blob_exists(self, ref: Ref, digest: str) -> bool:
+        resp = self.request(ref.registry, "HEAD", f"/v2/{ref.repository}/blobs/{digest}",
+                            scope=f"repository:{ref.repository}:pull", ok=(200, 404))
+        return resp.status_code == 200
+
+
+    # -- writing ----------------------------------------------------------------
+    def _location(self, registry: str, resp: httpx.Response) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{registry}: upload started without a Location header")
+        return str(httpx.URL(self.base_url(registry) + "/").join(loc))
+
+    def mount_blob(self, registry: str, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; False when the registry declines (it then expects an upload)."""
+        scope = f"repository:{repo}:pull,push repository:{from_repo}:pull"
+        resp = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
+                            params={"mount": digest, "from": from_repo}, ok=(201, 202))
+        if resp.status_code == 202:
+            with contextlib.suppress(RegistryError):
+                self.request(registry, "DELETE", self._location(registry, resp), scope=scope,
+                             ok=(200, 202, 204, 404, 405))
+        return resp.status_code == 201
+
+    def upload_blob(self, registry: str, repo: str, digest: str, size: int,
+                    opener: Callable[[], Any], attempts: int | None = None) -> None:
+        """POST then a monolithic PUT streamed from ``opener()``, retried as a whole.
+
+        ``opener`` returns a fresh binary file object each time, so a retry
+        re-reads the blob from its start rather than resending a spent stream.
+        """
+        scope = f"repository:{repo}:pull,push"
+        tries = attempts or self.retry.attempts
+        last: Exception | None = None
+        for n in range(tries):
+            try:
+                start = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
+                                     ok=(202,))
+                url = str(httpx.URL(self._location(registry, start)).copy_merge_params({"digest": digest}))
+                with opener() as fh:
+                    def body(fh: Any = fh) -> Any:
+                        while chunk := fh.read(1 << 20):
+                            yield chunk
+                    self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201,),
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Content-Length": str(size)},
+                                 content=body())
+                return
+            except (RegistryError, OSError) as exc:
+                if isinstance(exc, AuthError):
+                    raise
+                last = exc
+                if n + 1 < tries:
+                    self.sleep(min(self.retry.backoff * 2 ** n, self.retry.backoff_max))
+        raise RegistryError(f"uploading {digest} to {registry}/{repo} failed: {last}")
+
+    def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """Upload manifest bytes exactly as given (never re-serialised); returns their digest."""
+        digest = sha256_digest(data)
+        resp = self.request(registry, "PUT", f"/v2/{repo}/manifests/{reference}",
+                            scope=f"repository:{repo}:pull,push",
+                            headers={"Content-Type": media_type}, content=data, ok=(201, 200))
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header != digest:
+            raise RegistryError(f"{registry}/{repo}:{reference}: registry stored digest {header}, "
+                                f"expected {digest}")
+        return digest
+
+    def _paged(self, registry: str, path: str, scope: str, key: str, max_pages: int = 1000) -> list[str]:
+        out: list[str] = []
+        url: str | None = f"{path}?n=1000"
+        pages = 0
+        seen: set[str] = set()
+        while url and pages < max_pages:
+            if url in seen:
+                raise RegistryError(f"{registry}{path}: the registry's page links loop back to {url}; giving up")
+            seen.add(url)
+            pages += 1
+            resp = self.request(registry, "GET", url, scope=scope)
+            try:
+                items = resp.json().get(key) or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{registry}{path}: invalid JSON listing") from None
+            out.extend(str(i) for i in items if isinstance(i, str))
+            link = resp.headers.get("Link", "")
+            url = None
+            if 'rel="next"' in link and link.startswith("<"):
+                url = str(httpx.URL(self.base_url(registry) + "/").join(link[1:link.index(">")]))
+        if url:
+            raise RegistryError(f"{registry}{path}: more than {max_pages} pages; giving up")
+        return out
+
+    def list_tags(self, registry: str, repo: str) -> list[str]:
+        return self._paged(registry, f"/v2/{repo}/tags/list", f"repository:{repo}:pull", "tags")
+
+    def catalog(self, registry: str) -> list[str]:
+        return self._paged(registry, "/v2/_catalog", "registry:catalog:*", "repositories")
+
+
+def _media_type_from_body(data: bytes) -> str | None:
+    import json
+
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if isinstance(doc.get("mediaType"), str):
+        return doc["mediaType"]
+    if "manifests" in doc:
+        return OCI_INDEX
+    if "layers" in doc:
+        return OCI_MANIFEST
+    return None

@@ -1,0 +1,1 @@
+"""Configuration that makes a cluster pull from the mirror."""

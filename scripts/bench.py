@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""``make bench``: mirrorkit's copier measured against skopeo on the same data, loopback only.
+
+Builds a synthetic GPU-Operator-shaped set (multi-arch images whose platform
+manifests share one base layer per architecture, as UBI-based images do),
+serves it from a real docker-registry on 127.0.0.1, and prints each figure as a
+ratio measured in the same run. Results are also written as JSON
+(bundles/bench/results.json) for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mirrorkit.testkit.images import GPU_OPERATOR_REFS, gpu_operator_like_set, unique_blobs  # noqa: E402
+from mirrorkit.testkit.push import push_image  # noqa: E402
+from mirrorkit.testkit.registryd import RegistryServer  # noqa: E402
+
+MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
+WORK = ROOT / "bundles" / "bench"
+
+
+def du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+class Sampler:
+    """Samples a folder's size while a command runs, to find its peak scratch use."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.peak, self._stop = folder, 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, du(self.folder))
+            time.sleep(0.05)
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, du(self.folder))
+
+
+# A small, freshly started parent forks and execs the measured command: the bench process
+# itself holds the synthetic data set, and a child forked from it would report that memory too.
+_WRAPPER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nMAXRSS {usage.ru_maxrss * 1024}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a command and the children it waited for."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], capture_output=True, env=env, check=False)
+    elapsed = time.monotonic() - start
+    err = proc.stderr.decode()
+    if proc.returncode != 0:
+        sys.stderr.write(err[-2000:])
+        raise SystemExit(f"bench: {' '.join(argv[:3])} ... exited {proc.returncode}")
+    rss = int(err.rsplit("MAXRSS ", 1)[1].split()[0])
+    return elapsed, rss
+
+
+def seed(upstream: RegistryServer, layer_size: int, count: int) -> tuple[list[str], int]:
+    refs = list(GPU_OPERATOR_REFS)[:count]
+    content = gpu_operator_like_set(refs, layer_size=layer_size)
+    for (repo, tag) in refs:
+        push_image(upstream.url, repo, tag, content[f"{repo}:{tag}"])
+    unique = sum(b.size for b in unique_blobs(content.values()).values())
+    manifests = sum(len(i.data) + sum(len(c.manifest) for c in i.images) for i in content.values())
+    return [f"nvcr.io/{r}:{t}" for r, t in refs], unique + manifests
+
+
+def run_set(label: str, layer_size: int, count: int, compare: bool) -> dict:
+    work = WORK / label
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    res: dict = {"layer_size": layer_size, "images": count}
+    with RegistryServer() as upstream, RegistryServer() as reg_skopeo, RegistryServer() as reg_mk:
+        t0 = time.monotonic()
+        sources, unique = seed(upstream, layer_size, count)
+        res["seed_seconds"] = round(time.monotonic() - t0, 1)
+        res["unique_blob_bytes"] = unique
+        ep = ["--source-endpoint", f"nvcr.io=http://{upstream.host}"]
+        plan = work / "plan.yaml"
+        args = [MIRRORKIT, "plan", "--registry", f"{reg_mk.host}/bench", "--resolve", *ep, "-o", str(plan)]
+        for s in sources:
+            args += ["--image", s]
+        subprocess.run(args, check=True, capture_output=True)
+
+        if compare:
+            spec = work / "sync.yaml"
+            spec.write_text(json.dumps({upstream.host: {
+                "tls-verify": False,
+                "images": {s.split("/", 1)[1].rsplit(":", 1)[0]: [s.rsplit(":", 1)[1]] for s in sources}}}))
+            sync_dir = work / "skopeo-sync"
+            res["skopeo_sync_seconds"], _ = timed(["skopeo", "--insecure-policy", "sync", "--all", "--src", "yaml",
+                                                   "--dest", "dir", str(spec), str(sync_dir)])
+            res["skopeo_sync_bytes"] = du(sync_dir)
+            shutil.rmtree(sync_dir)
+
+        bundle = work / "bench.tar"
+        res["pull_seconds"], res["pull_peak_rss"] = timed([MIRRORKIT, "pull-bundle", str(plan), "-o", str(bundle),
+                                                           *ep, "--format", "json"])
+        res["bundle_bytes"] = du(bundle)
+        res["pull_rerun_seconds"], _ = timed([MIRRORKIT, "pull-bundle", str(plan), "-o", str(bundle), *ep])
+
+        if compare:
+            layout = work / "oci-layout"
+            shared = work / "oci-blobs"
+            for n, s in enumerate(sources):
+                subprocess.run(["skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests",
+                                "--src-tls-verify=false", "--dest-shared-blob-dir", str(shared),
+                                f"docker://{upstream.host}/{s.split('/', 1)[1]}", f"oci:{layout}:img{n}"],
+                               check=True, capture_output=True)
+            start = time.monotonic()
+            for n, s in enumerate(sources):
+                subprocess.run(["skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests",
+                                "--src-shared-blob-dir", str(shared), "--dest-tls-verify=false",
+                                f"oci:{layout}:img{n}", f"docker://{reg_skopeo.host}/{s.split('/', 1)[1]}"],
+                               check=True, capture_output=True)
+            res["skopeo_copy_push_seconds"] = time.monotonic() - start
+            shutil.rmtree(layout)
+            shutil.rmtree(shared)
+
+        scratch = work / "tmp"
+        scratch.mkdir()
+        env = dict(os.environ, TMPDIR=str(scratch))
+        with Sampler(scratch) as sampler:
+            res["push_seconds"], res["push_peak_rss"] = timed(
+                [MIRRORKIT, "push-bundle", str(bundle), "--insecure", reg_mk.host, "--format", "json"], env)
+        res["push_peak_scratch"] = sampler.peak
+        res["push_rerun_seconds"], _ = timed([MIRRORKIT, "push-bundle", str(bundle), "--insecure", reg_mk.host])
+    shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def report(main: dict, small: dict) -> dict:
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 3) if b else float("inf")
+
+    r = {
+        "pull_vs_skopeo_sync": ratio(main["pull_seconds"], main["skopeo_sync_seconds"]),
+        "bundle_vs_unique": ratio(main["bundle_bytes"], main["unique_blob_bytes"]),
+        "skopeo_sync_vs_unique": ratio(main["skopeo_sync_bytes"], main["unique_blob_bytes"]),
+        "push_vs_skopeo_copy": ratio(main["push_seconds"], main["skopeo_copy_push_seconds"]),
+        "pull_rerun_vs_first": ratio(main["pull_rerun_seconds"], main["pull_seconds"]),
+        "push_rerun_vs_first": ratio(main["push_seconds"] and main["push_rerun_seconds"], main["push_seconds"]),
+        "push_peak_rss_mb": round(main["push_peak_rss"] / 1e6, 1),
+        "push_peak_rss_mb_small_layers": round(small["push_peak_rss"] / 1e6, 1),
+        "pull_peak_rss_mb": round(main["pull_peak_rss"] / 1e6, 1),
+        "push_scratch_vs_bundle": ratio(main["push_peak_scratch"], main["bundle_bytes"]),
+    }
+    targets = {"pull_vs_skopeo_sync": 1.0, "bundle_vs_unique": 1.01, "push_vs_skopeo_copy": 1.0,
+               "pull_rerun_vs_first": 0.1, "push_rerun_vs_first": 0.1, "push_peak_rss_mb": 200,
+               "push_scratch_vs_bundle": 0.05}
+    print("\nfigure                              measured   target   verdict")
+    for key, value in r.items():
+        target = targets.get(key)
+        verdict = "" if target is None else ("met" if value <= target else "MISSED")
+        shown = f"<= {target}" if target is not None else ""
+        print(f"{key:<35} {value:>9}   {shown:<8} {verdict}")
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--layer-mib", type=int, default=10, help="own-layer size of the main set (MiB)")
+    ap.add_argument("--images", type=int, default=16)
+    args = ap.parse_args()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"machine: {os.cpu_count()} cores, {memory:.0f} GiB", flush=True)
+    small = run_set("small", 1 << 20, args.images, compare=False)
+    print(f"small set: {small['unique_blob_bytes'] / 1e6:.0f} MB unique, push peak RSS "
+          f"{small['push_peak_rss'] / 1e6:.0f} MB", flush=True)
+    main_set = run_set("main", args.layer_mib << 20, args.images, compare=True)
+    print(json.dumps(main_set, indent=2))
+    ratios = report(main_set, small)
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "results.json").write_text(json.dumps({"main": main_set, "small": small, "ratios": ratios}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The whole mission, as `make demo` runs it: plan -> pull-bundle -> push-bundle -> verify -> rewrite-config
+-> runbook -> a real containerd pulls the upstream names through the emitted hosts.toml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def servers_under(folder: Path) -> list[str]:
+    """Registry and containerd processes whose configs live under folder (the demo's own TMPDIR)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(folder) in line and not line.startswith("ps ")]
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    # short, because containerd's unix socket path must fit in 108 bytes
+    scratch = Path(tempfile.mkdtemp(prefix="mkd-", dir="/tmp"))
+    env = dict(os.environ, MIRRORKIT_DEMO_OUT=str(tmp_path / "out"), TMPDIR=str(scratch))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("ctr pulled ") == 12
+    assert "13 of 13 images and charts present with the expected digest" in proc.stdout
+    values = yaml.safe_load((tmp_path / "out" / "values-airgap.yaml").read_text())
+    assert values["driver"]["usePrecompiled"] is True and values["driver"]["version"] == "550"
+    ext = yaml.safe_load((tmp_path / "out" / "extension-config.yaml").read_text())
+    assert ext["gpu-operator"]["dcgmExporter"]["serviceMonitor"]["honorLabels"] is True
+    hosts = tomllib.loads((tmp_path / "out" / "certs.d" / "nvcr.io" / "hosts.toml").read_text())
+    assert hosts["server"].startswith("http://127.0.0.1:")
+    assert "helm install --wait gpu-operator oci://127.0.0.1:" in (tmp_path / "out" / "helm-install.sh").read_text()
+    runbook = (tmp_path / "out" / "RUNBOOK.md").read_text()
+    assert "helm install --wait gpu-operator oci://127.0.0.1:" in runbook and "/kse/charts/gpu-operator" in runbook
+    assert servers_under(scratch) == [], "the demo must stop every registry and containerd it started"
+    shutil.rmtree(scratch, ignore_errors=True)
