@@ -76,6 +76,7 @@ class Hit:
     query: str
     status: int                    # 0: the connection was dropped before any status
     fault: str = ""
+    seq: int = 0                   # arrival order: hits are logged when answered, which can be much later
 
 
 class _Cut(Exception):
@@ -112,8 +113,11 @@ class FaultProxy:
         self.faults = list(faults or [])
         self.timeout = timeout
         self.log: list[Hit] = []
+        self.arrived = 0               # requests received so far; a Hit's seq is its place in this count
+        self.forwarding = 0            # requests being passed to the registry or answered right now
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._unstall = threading.Event()
         self._conns: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -140,8 +144,18 @@ class FaultProxy:
         with self._lock:
             return [h for h in self.log if re.fullmatch(method, h.method) and re.search(path, h.path)]
 
+    def end_stalls(self) -> None:
+        """Cut every stalled request now: a killed client's held request must never reach the registry late."""
+        self._unstall.set()
+
+    def since(self, mark: int) -> list[Hit]:
+        """Hits for requests that arrived after ``arrived`` was ``mark``, whenever they were answered."""
+        with self._lock:
+            return [h for h in self.log if h.seq > mark]
+
     def start(self) -> FaultProxy:
         self._stopping = threading.Event()
+        self._unstall = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -155,6 +169,7 @@ class FaultProxy:
         if server is None:
             return
         self._stopping.set()
+        self._unstall.set()
         server.shutdown()
         with self._lock:
             for conn in self._conns:
@@ -213,9 +228,12 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         length = -1 if chunked else int(self.headers.get("Content-Length") or 0)
+        with proxy._lock:
+            proxy.arrived += 1
+            seq = proxy.arrived
         fault = proxy._take(self.command, path, query, length)
         kind = fault.kind if fault else ""
-        self._req, self._answered = (self.command, path, query, kind), False
+        self._req, self._answered = (self.command, path, query, kind, seq), False
         cut = fault.after if fault and kind == "drop" and fault.request else None
         body = _Body(self.rfile, length, cut)
         if fault and kind == "status":
@@ -223,8 +241,21 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             value = fault.retry_after() if callable(fault.retry_after) else fault.retry_after
             return self._answer(fault.status, [("Retry-After", value)] if value is not None else [], b"")
-        if fault and kind == "stall" and proxy._stopping.wait(fault.seconds):
-            return self._abort()                                   # stopping: never forward late
+        if fault and kind == "stall" and proxy._unstall.wait(fault.seconds):
+            return self._abort()                                   # stalls ended: never forward late
+        with proxy._lock:
+            proxy.forwarding += 1
+        try:
+            self._forward(body, chunked, length, fault)
+        finally:
+            with proxy._lock:
+                proxy.forwarding -= 1
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_ANY
+
+    def _forward(self, body: _Body, chunked: bool, length: int, fault: Fault | None) -> None:
+        proxy, kind = self.server.proxy, (fault.kind if fault else "")
+        path, _, query = self.path.partition("?")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
         headers["Host"] = proxy.upstream
         if chunked:
@@ -245,8 +276,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(502, [("Connection", "close")], b"upstream unreachable\n")
         finally:
             conn.close()
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_ANY
 
     def _relay(self, resp: http.client.HTTPResponse, fault: Fault | None) -> None:
         kind, origin = (fault.kind if fault else ""), self.server.proxy.url
@@ -317,9 +346,9 @@ class _Handler(BaseHTTPRequestHandler):
         return json.dumps({**doc, key: page}).encode()
 
     def _hit(self, status: int) -> None:
-        method, path, query, kind = self._req
+        method, path, query, kind, seq = self._req
         with self.server.proxy._lock:
-            self.server.proxy.log.append(Hit(method, path, query, status, kind))
+            self.server.proxy.log.append(Hit(method, path, query, status, kind, seq))
 
     def _abort(self) -> None:
         """Close the connection now, without (the rest of) an answer."""
