@@ -7,13 +7,16 @@ store, each blob kept once. skopeo 1.9's ``oci:`` destination cannot hold a
 Docker manifest list without rewriting it (it refuses under
 ``--preserve-digests``), so ``dir:`` is the transport that keeps every digest.
 An image whose blobs are all in the store already is not copied again: that is
-what makes an interrupted or repeated pull cheap.
+what makes an interrupted or repeated pull cheap. Layers of OCI-typed images from
+8 MiB up are fetched first by mirrorkit.download, which resumes a cut download
+with Range (in this run or the next); skopeo then finds them in the shared store.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from mirrorkit import __version__, manifests
 from mirrorkit.auth import CredentialStore
+from mirrorkit.download import fetch_blob
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
@@ -33,6 +37,7 @@ from mirrorkit.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.store import BlobStore
 from mirrorkit.transport import Endpoints
 
+RESUMABLE_MIN = 8 << 20
 OCI_TYPES = frozenset({"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"})
 
 
@@ -46,6 +51,7 @@ class PullOptions:
     depends_on: list[str] = field(default_factory=list)
     keep_work: bool = False
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
+    resumable_min: int = RESUMABLE_MIN  # layers this big are fetched by mirrorkit.download, resumably
 
 
 @dataclass
@@ -111,6 +117,8 @@ class Puller:
         self.progress = progress or (lambda what, n: None)
         self.store = BlobStore(work_dir_for(opts.output))
         self.cert_dirs: dict[str, str] = {}  # network host -> CA folder for skopeo (set by copy_all)
+        self._blob_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def source_for_skopeo(self, ref: Ref, digest: str) -> tuple[str, bool]:
         base = self.client.base_url(ref.registry)
@@ -164,6 +172,8 @@ class Puller:
         if not self.missing(f):
             return False
         all_images = len(f.children) > 0 and len(f.copy_refs) == 1
+        if f.media_type in OCI_TYPES:
+            self._fetch_large(f)
         for k, (src, insecure) in enumerate(f.copy_refs):
             if f.media_type in OCI_TYPES and self._copy_oci(f, n, k, src, insecure, all_images, authfile):
                 continue
@@ -172,6 +182,19 @@ class Puller:
         if still:
             raise OperationError(f"{f.img.source}: skopeo did not deliver {still[0]}")
         return True
+
+    def _fetch_large(self, f: _Fetched) -> None:
+        """Big layers first, resumably (mirrorkit.download); skopeo's ``oci:`` copy then finds
+        them in the shared blob folder. Only for OCI-typed images: ``dir:`` would fetch them again."""
+        for digest, size in f.blobs:
+            if size < self.opts.resumable_min or digest in self.opts.omit:
+                continue
+            with self._locks_lock:
+                lock = self._blob_locks.setdefault(digest, threading.Lock())
+            with lock:                        # two images sharing a layer: one download, one file
+                if not self.store.has(digest):
+                    fetch_blob(self.client, f.img.source_ref, digest, size, self.store,
+                               lambda n: self.progress("bytes", n))
 
     def _copy_oci(self, f: _Fetched, n: int, k: int, src: str, insecure: bool, all_images: bool,
                   authfile: str | None) -> bool:
@@ -191,7 +214,8 @@ class Puller:
             raise
         finally:
             shutil.rmtree(layout, ignore_errors=True)
-        self.progress("bytes", sum(size for d, size in f.blobs if d not in self.opts.omit))
+        self.progress("bytes", sum(size for d, size in f.blobs
+                                   if d not in self.opts.omit and size < self.opts.resumable_min))
         return True
 
     def _copy_dir(self, f: _Fetched, n: int, k: int, src: str, insecure: bool, all_images: bool,

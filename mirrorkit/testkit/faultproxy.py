@@ -17,8 +17,10 @@ and query regexes (after letting ``skip`` through):
     paginate             serve a tag list / catalog ``page`` items at a time with a Link header
                          (``loop=True``: the Link always points back at the first page)
     content_type_params  append ``; charset=utf-8`` to a manifest's Content-Type
+    ignore_range         forward without the Range header, as a CDN that always sends the whole object
 
-``proxy.log`` holds a :class:`Hit` per answered request; ``fault.fired`` counts firings.
+``proxy.log`` holds a :class:`Hit` per answered request (logged when answered; ``seq`` is the
+arrival order, and ``proxy.since(mark)`` selects by it); ``fault.fired`` counts firings.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Hit:
     status: int                    # 0: the connection was dropped before any status
     fault: str = ""
     seq: int = 0                   # arrival order: hits are logged when answered, which can be much later
+    byte_range: str = ""           # the request's Range header: a resumed download asks for the rest
 
 
 class _Cut(Exception):
@@ -233,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
             seq = proxy.arrived
         fault = proxy._take(self.command, path, query, length)
         kind = fault.kind if fault else ""
-        self._req, self._answered = (self.command, path, query, kind, seq), False
+        self._req, self._answered = (self.command, path, query, kind, seq, self.headers.get("Range", "")), False
         cut = fault.after if fault and kind == "drop" and fault.request else None
         body = _Body(self.rfile, length, cut)
         if fault and kind == "status":
@@ -256,10 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _forward(self, body: _Body, chunked: bool, length: int, fault: Fault | None) -> None:
         proxy, kind = self.server.proxy, (fault.kind if fault else "")
         path, _, query = self.path.partition("?")
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-        headers["Host"] = proxy.upstream
+        headers: dict[str, str] = {}
+        for key in dict.fromkeys(k.lower() for k in self.headers):   # a repeated header (Accept) is one list
+            if key not in HOP:
+                headers[key] = ", ".join(self.headers.get_all(key) or [])
+        headers["host"] = proxy.upstream
         if chunked:
-            headers["Transfer-Encoding"] = "chunked"
+            headers["transfer-encoding"] = "chunked"
+        if kind == "ignore_range":
+            headers.pop("range", None)          # a CDN that always answers with the whole object
         target = path + (f"?{query}" if query and kind not in ("mount_refused", "paginate") else "")
         conn = http.client.HTTPConnection(proxy.upstream, timeout=proxy.timeout)
         try:
@@ -346,9 +354,9 @@ class _Handler(BaseHTTPRequestHandler):
         return json.dumps({**doc, key: page}).encode()
 
     def _hit(self, status: int) -> None:
-        method, path, query, kind, seq = self._req
         with self.server.proxy._lock:
-            self.server.proxy.log.append(Hit(method, path, query, status, kind, seq))
+            method, path, query, kind, seq, byte_range = self._req
+            self.server.proxy.log.append(Hit(method, path, query, status, kind, seq, byte_range))
 
     def _abort(self) -> None:
         """Close the connection now, without (the rest of) an answer."""
