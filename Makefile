@@ -7,7 +7,10 @@ APT_PKGS := skopeo docker-registry containerd openssl procps
 
 .PHONY: test demo bench lint setup system-deps clean
 
+# Byte-compiled once here, as pip does for an installed package: an editable install under
+# PYTHONDONTWRITEBYTECODE would otherwise compile every module on every command.
 setup: $(STAMP) system-deps
+	@$(PY) -m compileall -q mirrorkit
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -8,6 +8,7 @@ traceback for a user's mistake.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,33 @@ import click
 from mirrorkit import __version__
 from mirrorkit.errors import MirrorkitError
 
+# name -> (module, attribute). A command's module is imported only when that command runs:
+# push-bundle need not load the resolver, nor plan the registry client (click's lazy-loading pattern).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("mirrorkit.commands.plan", "command"),
+    "releases": ("mirrorkit.commands.plan", "releases_command"),
+    "pull-bundle": ("mirrorkit.commands.copy", "pull_bundle_command"),
+    "push-bundle": ("mirrorkit.commands.copy", "push_bundle_command"),
+    "verify": ("mirrorkit.commands.copy", "verify_command"),
+    "mirror": ("mirrorkit.commands.copy", "mirror_command"),
+    "inventory": ("mirrorkit.commands.copy", "inventory_command"),
+    "rewrite-config": ("mirrorkit.commands.rewrite", "rewrite_config_command"),
+    "runbook": ("mirrorkit.commands.rewrite", "runbook_command"),
+}
+
 
 class _Group(click.Group):
-    """Turns mirrorkit's exceptions into one-line errors and exit codes."""
+    """Turns mirrorkit's exceptions into one-line errors and exit codes; loads commands on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,18 +89,6 @@ def _apply_config(ctx: click.Context, loader: Callable[[str], dict[str, Any]],
         if source in (None, click.core.ParameterSource.DEFAULT):
             params[name] = value
     return params
-
-
-from mirrorkit.commands import copy as _copy  # noqa: E402
-from mirrorkit.commands import plan as _plan  # noqa: E402
-from mirrorkit.commands import rewrite as _rewrite  # noqa: E402
-
-main.add_command(_plan.command)
-main.add_command(_plan.releases_command)
-for _command in (_copy.pull_bundle_command, _copy.push_bundle_command, _copy.verify_command,
-                 _copy.mirror_command, _copy.inventory_command, _rewrite.rewrite_config_command,
-                 _rewrite.runbook_command):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

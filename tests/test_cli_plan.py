@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -184,3 +185,16 @@ def test_cli_flavor_choices_match_the_catalog() -> None:
     from mirrorkit.commands.plan import FLAVORS as CLI_FLAVORS
 
     assert CLI_FLAVORS == FLAVORS
+
+
+def test_every_command_loads_under_its_own_name_and_help_lists_them_all() -> None:
+    from mirrorkit.cli import COMMANDS
+
+    ctx = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name
+    res = CliRunner().invoke(main, ["--help"])
+    listed = [line.split()[0] for line in res.output.split("Commands:", 1)[1].splitlines() if line.strip()]
+    assert listed == sorted(COMMANDS) and "push-bundle" in listed and "rewrite-config" in listed
+    assert main.get_command(ctx, "nope") is None
