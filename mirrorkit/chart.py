@@ -78,6 +78,7 @@ class ChartFiles:
     def __init__(self, files: dict[str, bytes], origin: str) -> None:
         self.files = files
         self.origin = origin
+        self.duplicates: list[str] = []      # repeated keys in its values: Helm keeps the last
 
     def yaml(self, rel: str) -> Any:
         if rel not in self.files:
@@ -86,7 +87,7 @@ class ChartFiles:
             text = self.files[rel].decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{self.origin}: {rel} is not UTF-8 text") from None
-        return parse_yaml(text, f"{self.origin}:{rel}")
+        return parse_yaml(text, f"{self.origin}:{rel}", self.duplicates)
 
 
 def _wanted(rel: str) -> bool:
@@ -179,6 +180,7 @@ def _subchart(chart: ChartFiles, name: str) -> tuple[Any, Any]:
     for rel, data in chart.files.items():
         if rel.startswith(f"charts/{name}-") and rel.endswith(".tgz"):
             inner = ChartFiles(_from_tar(data, f"{chart.origin}:{rel}"), f"{chart.origin}:{rel}")
+            inner.duplicates = chart.duplicates
             return _image_block(inner, "values.yaml"), inner.yaml("Chart.yaml")
     return None, None
 
@@ -287,7 +289,7 @@ def image_list_from_chart(
                    app_version=app_version,
                    source=f"{meta.get('name', 'chart')} {release}: values.yaml and the "
                           "node-feature-discovery subchart")
-    return il, warnings
+    return il, warnings + chart.duplicates
 
 
 __all__ = ["API_VERSION", "image_list_from_chart", "read_chart", "sample_for"]

@@ -18,8 +18,31 @@ from mirrorkit.errors import InputError
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 # kubectl's node lists are JSON and big on big clusters; JSON parses fast, YAML does not
 MAX_JSON_BYTES = 64 * 1024 * 1024
-# libyaml's loader when the wheel has it: locks of big bundles parse several times faster
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader (locks of big bundles parse several times faster) that sees
+    duplicate keys. PyYAML keeps the last one silently; for mirrorkit's own files (plans,
+    locks, configs) that is ambiguity we refuse. Helm accepts a values file with duplicates
+    (last wins), so there they are only recorded in ``duplicates`` for a warning."""
+
+    duplicates: list[str] | None = None      # a list: record and go on; None: refuse
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    if self.duplicates is None:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"duplicate key {key_node.value!r}", key_node.start_mark)
+                    self.duplicates.append(f"line {key_node.start_mark.line + 1}: duplicate key "
+                                           f"{key_node.value!r}")
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def read_text(path: str | Path, what: str = "file", limit: int | None = None) -> str:
@@ -48,18 +71,28 @@ def read_text(path: str | Path, what: str = "file", limit: int | None = None) ->
         raise InputError(f"{p}: {what} is not UTF-8 text (byte {exc.start})") from None
 
 
-def parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> Any:
+    """YAML from a user's file. With ``duplicates`` (a list), a repeated key is noted there as a
+    warning and the last one wins, as in Helm; without, it is refused."""
+    loader = SafeLoader(text)
+    if duplicates is not None:
+        loader.duplicates = []
     try:
-        return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a safe loader
+        data = loader.get_single_data()
+        if duplicates is not None and loader.duplicates:
+            duplicates.extend(f"{source}: {d} (the last one wins, as in Helm)" for d in loader.duplicates)
+        return data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"{source}{where}: malformed YAML: {problem}") from None
+    finally:
+        loader.dispose()
 
 
-def load_yaml(path: str | Path, what: str = "YAML file") -> Any:
-    return parse_yaml(read_text(path, what), str(path))
+def load_yaml(path: str | Path, what: str = "YAML file", duplicates: list[str] | None = None) -> Any:
+    return parse_yaml(read_text(path, what), str(path), duplicates)
 
 
 def load_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -70,9 +103,9 @@ def load_json(path: str | Path, what: str = "JSON file") -> Any:
         raise InputError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
 
 
-def load_mapping(path: str | Path, what: str) -> dict[str, Any]:
+def load_mapping(path: str | Path, what: str, duplicates: list[str] | None = None) -> dict[str, Any]:
     """A YAML (or JSON, which is YAML) file whose top level must be a mapping; empty is {}."""
-    data = load_yaml(path, what)
+    data = load_yaml(path, what, duplicates)
     if data is None:
         return {}
     if not isinstance(data, dict):

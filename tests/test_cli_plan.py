@@ -198,3 +198,53 @@ def test_every_command_loads_under_its_own_name_and_help_lists_them_all() -> Non
     listed = [line.split()[0] for line in res.output.split("Commands:", 1)[1].splitlines() if line.strip()]
     assert listed == sorted(COMMANDS) and "push-bundle" in listed and "rewrite-config" in listed
     assert main.get_command(ctx, "nope") is None
+
+
+def test_duplicate_keys_warn_in_a_values_file_and_are_refused_in_a_plan(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("driver:\n  version: 535.104.05\n  # later edit\n  version: 550.54.15\n")
+    res = run("plan", "--version", "v23.9.2", "--node", SEED_NODE, "--values", str(values), "--format", "txt",
+              "-o", str(tmp_path / "plan.txt"))
+    assert res.exit_code == 0, res.output
+    # Helm keeps the last value; so does mirrorkit, and it says so
+    assert "nvcr.io/nvidia/driver:550.54.15-ubuntu22.04" in (tmp_path / "plan.txt").read_text().splitlines()
+    assert f"{values}: line 4: duplicate key 'version' (the last one wins, as in Helm)" in res.stderr
+    plan = tmp_path / "plan.yaml"
+    assert run("plan", "--version", "v23.9.2", "--node", SEED_NODE, "--registry", "harbor.local/gpu",
+               "-o", str(plan)).exit_code == 0
+    res = run("rewrite-config", str(plan), "--format", "helm", "--values", str(values))
+    assert res.exit_code == 0, res.output
+    assert "duplicate key 'version'" in res.stderr
+    text = plan.read_text()
+    head, _, rest = text.partition("\n")
+    plan.write_text(f"{head}\n{rest}{rest.splitlines()[0]}\n")   # the first key of the plan, again
+    res = run("verify", str(plan), "--registry", "127.0.0.1:9")
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and "duplicate key" in res.output and f"{plan}:" in res.output
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("bad ver!", "letters, digits"),
+    ("", "letters, digits"),
+    ("550.54.14-ubuntu22.04", "without the OS suffix"),
+    ("550.54.14-rhel9.4", "without the OS suffix"),
+])
+def test_bad_driver_version_is_named_as_the_flag(value: str, problem: str) -> None:
+    res = run("plan", "--version", "v23.9.2", "--node", SEED_NODE, "--driver-version", value)
+    assert res.exit_code == 2
+    assert res.output.startswith(f"error: --driver-version {value!r}") and problem in res.output
+
+
+def test_source_endpoint_for_a_registry_no_image_comes_from_is_warned_about(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mirrorkit import registry as registry_mod
+
+    monkeypatch.setattr(registry_mod.RetryPolicy.__init__, "__defaults__", (1, 5.0, 0.01, 0.01))
+    plan = tmp_path / "plan.yaml"
+    assert run("plan", "--image", "nvcr.io/nvidia/gpu-operator:v23.9.2", "-o", str(plan)).exit_code == 0
+    # pull-bundle warns before it contacts anything; the unreachable upstream then fails the run
+    res = run("pull-bundle", str(plan), "-o", str(tmp_path / "b.tar"), "--source-endpoint",
+              "nvcr.com=http://127.0.0.1:9", "--source-endpoint", "NVCR.io=http://127.0.0.1:9")
+    assert ("warning: --source-endpoint nvcr.com=...: no image in the plan comes from nvcr.com "
+            "(they come from nvcr.io)") in res.stderr
+    assert "nvcr.io=..." not in res.stderr

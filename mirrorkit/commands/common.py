@@ -36,6 +36,15 @@ def endpoints_from(p: dict[str, Any]) -> Endpoints:
                                   p.get("certs_dir"))
 
 
+def warn_unused_endpoints(endpoints: Endpoints, registries: set[str]) -> None:
+    """A --source-endpoint whose name no image comes from is almost always a typo (nvcr.io vs
+    nvcr.com): the images would then be fetched from the internet name, which behind a proxy
+    or a mirror-only network fails later and less clearly."""
+    for name in sorted(set(endpoints.overrides) - registries):
+        click.echo(f"warning: --source-endpoint {name}=...: no image in the plan comes from {name} "
+                   f"(they come from {', '.join(sorted(registries)) or 'nowhere'})", err=True)
+
+
 def credentials_from(p: dict[str, Any], registry: RegistryTarget | None) -> CredentialStore:
     explicit: dict[str, Credentials] = {}
     if p.get("password_stdin") and not p.get("username"):

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from mirrorkit.commands.common import credentials_from, endpoints_from, registry_options, target_from
+from mirrorkit.commands.common import (
+    credentials_from,
+    endpoints_from,
+    registry_options,
+    target_from,
+    warn_unused_endpoints,
+)
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.mapping import STRATEGIES
 
@@ -85,8 +91,10 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
                        keep_work=keep_work, charts=[Path(c) for c in charts])
+    endpoints = endpoints_from(p)
+    warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
-        report = pull_bundle(the_plan, opts, endpoints_from(p), credentials_from(p, None), progress)
+        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress)
     data = {"images": report.images, "copied": report.copied, "reused": report.reused,
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
@@ -220,7 +228,9 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
     the_plan = load_plan(plan)
     target = target_from({"registry": registry})
     creds = credentials_from(p, target)
-    with RegistryClient(endpoints_from(p), creds) as client:
+    endpoints = endpoints_from(p)
+    warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
+    with RegistryClient(endpoints, creds) as client:
         report = mirror(the_plan, client, creds, target, mapping, jobs)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2)}

@@ -107,8 +107,10 @@ def command(ctx: click.Context, **params: Any) -> None:
     endpoints = Endpoints.from_options(p["source_endpoint"], p["insecure"], p.get("ca_cert"), p.get("certs_dir"))
     plan = build_plan(p)
     if p["resolve"]:
+        from mirrorkit.commands.common import warn_unused_endpoints
         from mirrorkit.lookup import resolve_plan
 
+        warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in plan.images})
         resolve_plan(plan, endpoints)
     write_output(render(plan, p["fmt"]), p["output"])
     click.echo(_summary(plan), err=True)
@@ -138,7 +140,8 @@ def build_plan(p: dict[str, Any]) -> Plan:
         extras.append((ref, "--image"))
     for path in p.get("image_list") or ():
         extras.extend(load_image_list(path))
-    values = load_mapping(p["values"], "values file") if p.get("values") else {}
+    duplicates: list[str] = []
+    values = load_mapping(p["values"], "values file", duplicates) if p.get("values") else {}
     req = PlanRequest(
         image_list=image_list,
         nodes=nodes,
@@ -146,7 +149,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         values_source=p.get("values") or "values",
         components=p.get("components") or "enabled",
         driver_branch=_branch(p.get("driver_branch")),
-        driver_version=p.get("driver_version"),
+        driver_version=_driver_version(p.get("driver_version")),
         precompiled=p.get("precompiled"),
         os_aliases=_aliases(p.get("os_alias") or (), parse_os_alias),
         extras=extras,
@@ -156,7 +159,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         platforms=[_platform(x) for x in p.get("platform") or ()],
     )
     plan = resolve(req)
-    plan.warnings[:0] = warnings + node_warnings
+    plan.warnings[:0] = warnings + node_warnings + duplicates
     return plan
 
 
@@ -167,6 +170,22 @@ def _branch(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"\d+(\.\d+)*", str(value).strip()):
         raise InputError(f"--driver-branch {value!r}: expected a driver branch such as 550")
     return str(value).strip() if value is not None else None
+
+
+def _driver_version(value: str | None) -> str | None:
+    """The driver tag without its OS suffix (550.54.14): a tag's characters, and never the suffix itself."""
+    import re
+
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", text):
+        raise InputError(f"--driver-version {value!r}: expected a driver version such as 550.54.14 "
+                         "(letters, digits, '.', '_' and '-' only)")
+    if re.search(r"-(ubuntu|rhel|rocky|ol|sles|centos|amzn|debian)\d", text):
+        raise InputError(f"--driver-version {value!r}: give the version without the OS suffix "
+                         "(the operator appends it per node)")
+    return text
 
 
 def _aliases(items: Any, parse: Any) -> dict[str, str]:

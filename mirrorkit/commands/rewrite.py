@@ -104,7 +104,10 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         return
     from mirrorkit.yamlio import load_mapping
 
-    user = load_mapping(values_file, "values file") if values_file else {}
+    duplicates: list[str] = []
+    user = load_mapping(values_file, "values file", duplicates) if values_file else {}
+    for warning in duplicates:
+        click.echo(f"warning: {warning}", err=True)
     build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
     values, changed = build(overlay, user)
     header = [f"# GPU Operator {plan.release}: {'KubeSphere extension config' if fmt == 'kubesphere' else 'Helm values'}"
