@@ -41,6 +41,7 @@ from typing import IO, Any, cast
 import yaml
 import zstandard
 
+from mirrorkit import interrupt
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import API_VERSION, Lock, loads_lock
 from mirrorkit.refs import is_digest
@@ -130,6 +131,7 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
             hexdigest = _write_volume(partial, head, group, compress, mtime, progress, written)
             current = sha_path
             _write_synced(sha_partial, f"{hexdigest}  {path.name}\n".encode())
+        interrupt.check()              # Ctrl-C while writing: not one volume is presented as complete
         for temp, final in temps:
             current = final
             os.replace(temp, final)

@@ -48,8 +48,11 @@ class _Group(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        from mirrorkit.interrupt import handling_ctrl_c
+
         try:
-            return super().invoke(ctx)
+            with handling_ctrl_c():
+                return super().invoke(ctx)
         except MirrorkitError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
 from mirrorkit.refs import Ref, check_digest
 from mirrorkit.registry import RegistryClient
@@ -89,6 +90,7 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
             with partial.open(mode) as fh:
                 start = fh.tell()
                 for chunk in resp.iter_bytes(CHUNK):
+                    interrupt.check()
                     if start + added + len(chunk) > size:
                         raise OperationError(f"{ref.registry}/{ref.repository}@{digest}: the registry sent more "
                                              f"than the {size} bytes the manifest declares")

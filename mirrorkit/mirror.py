@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from mirrorkit import interrupt
 from mirrorkit.auth import CredentialStore
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import InputError
@@ -49,6 +50,7 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
             hosts[_network(client, ref)[0]] = ref.registry
 
     def one(img: PlanImage, authfile: str | None, certs: dict[str, str]) -> tuple[bool, str]:
+        interrupt.check()
         src, target = img.source_ref, dest[img.source]
         digest = img.digest or client.get_manifest(src).digest
         if client.manifest_digest(target) == digest:

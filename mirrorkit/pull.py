@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorkit import __version__, manifests
+from mirrorkit import __version__, interrupt, manifests
 from mirrorkit.auth import CredentialStore
 from mirrorkit.download import fetch_blob
 from mirrorkit.errors import InputError, OperationError
@@ -189,6 +189,7 @@ class Puller:
         for digest, size in f.blobs:
             if size < self.opts.resumable_min or digest in self.opts.omit:
                 continue
+            interrupt.check()
             with self._locks_lock:
                 lock = self._blob_locks.setdefault(digest, threading.Lock())
             with lock:                        # two images sharing a layer: one download, one file
@@ -259,6 +260,7 @@ class Puller:
         return self.cert_dirs.get(src.split("://", 1)[-1].split("/", 1)[0])
 
     def _copy_one(self, f: _Fetched, n: int, authfile: str | None) -> bool:
+        interrupt.check()
         copied = self.copy(f, n, authfile)
         self.progress("image", 1)
         return copied
@@ -336,6 +338,7 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     report.unique_bytes += chart_bytes
     report.total_bytes += chart_bytes
     report.charts = len(charts)
+    interrupt.check()
     volumes = write_bundle(puller.store.root, lock, opts.output, split=opts.split, compress=opts.compress,
                            progress=(lambda n: progress("write", n)) if progress else None)
     tmp = lock_file.with_name(f".{lock_file.name}.partial")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirrorkit import manifests
+from mirrorkit import interrupt, manifests
 from mirrorkit.bundle import BundleReader
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import NotFoundError, OperationError
@@ -174,6 +174,7 @@ class Pusher:
         """
         still = []
         for repo in missing:
+            interrupt.check()
             source = next((h for h in holders if h.registry == repo.registry), None)
             if source and self.client.mount_blob(repo.registry, repo.repository, digest, source.repository):
                 self._count(mounted=1)
@@ -189,6 +190,7 @@ class Pusher:
         self._count(uploaded=size)
         self.progress("bytes", size)
         for repo in rest:
+            interrupt.check()
             if self.client.mount_blob(repo.registry, repo.repository, digest, first.repository):
                 self._count(mounted=1)
             else:
@@ -204,8 +206,10 @@ class Pusher:
 
     def _blob_task(self, digest: str, repos: list[Ref]) -> None:
         """HEAD each repository that needs the blob, then upload or mount where it is missing."""
+        interrupt.check()
         missing, holders = [], []
         for repo in repos:
+            interrupt.check()
             if self.client.blob_exists(repo, digest):
                 holders.append(repo)
                 with self._lock:
@@ -253,6 +257,7 @@ class Pusher:
     # -- manifests -------------------------------------------------------------------
     def push_manifests(self, done: set[str]) -> None:
         def one(img: Any) -> bool:
+            interrupt.check()
             if img.source in done:
                 return False
             dest = self.dest[img.source]

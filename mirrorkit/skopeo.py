@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mirrorkit import interrupt
 from mirrorkit.auth import CredentialStore
 from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
 
@@ -148,6 +149,7 @@ def run_copy(argv: list[str], what: str, attempts: int = 3, backoff: float = 1.0
     argv = [skopeo_path(), *argv[1:]]
     message = ""
     for attempt in range(1, attempts + 1):
+        interrupt.check()              # skopeo dies with Ctrl-C too: that is no reason to try again
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL, check=False)
@@ -156,6 +158,7 @@ def run_copy(argv: list[str], what: str, attempts: int = 3, backoff: float = 1.0
             continue
         if proc.returncode == 0:
             return
+        interrupt.check()
         message = _last_error(proc.stderr)
         for secret in secrets or ():
             message = message.replace(secret, "***")

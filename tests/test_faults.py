@@ -351,6 +351,26 @@ def test_push_bundle_rides_out_a_registry_restart(bundle: Path, registry: Regist
     assert rep["bytes_uploaded"] == 0 and rep["images_skipped"] == len(IMAGES)
 
 
+def test_ctrl_c_stops_push_bundle_starting_nothing_new_and_a_rerun_completes(
+        bundle: Path, registry: RegistryServer, procs: list) -> None:
+    held = Fault("stall", method="PUT", path=UPLOAD, skip=1, seconds=2)     # the second blob's upload
+    with FaultProxy(registry.host, [held]) as proxy:
+        proc = spawn(procs, *push_args(proxy, bundle))
+        wait_until(lambda: held.fired == 1 or proc.poll() is not None)
+        assert proc.poll() is None
+        started = len(proxy.hits("POST", START))
+        os.killpg(proc.pid, signal.SIGINT)
+        code, out, err = finish(proc)
+        assert code == 130 and out == "" and err.strip() == "error: interrupted"
+        # the uploads in flight end; none is started after Ctrl-C (two jobs: at most one other was starting)
+        assert len(proxy.hits("POST", START)) <= started + 1
+        assert proxy.hits("PUT", "/manifests/") == []
+        again = subprocess.run([MIRRORKIT, *push_args(proxy, bundle)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["images_pushed"] == len(IMAGES)
+    assert_identical(registry)
+
+
 @pytest.mark.parametrize("kind", ["tar", "zstd"])
 def test_push_bundle_killed_with_the_registry_then_rerun_uploads_only_the_rest(
         kind: str, bundles: dict[str, Path], registry: RegistryServer, procs: list) -> None:

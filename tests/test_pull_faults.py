@@ -50,7 +50,7 @@ def test_ctrl_c_leaves_no_bundle_and_a_rerun_completes(tmp_path: Path, registry)
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0, "the pull should have been interrupted"
+    assert proc.returncode != 0, f"the pull should have been interrupted: {err.decode()[-2000:]}"
     assert not out.exists() and not list(out.parent.glob("*.partial")) and not list(out.parent.glob(".*.partial"))
     assert not (out.parent / "gpu.lock.yaml").exists()
     fetched_before = len(list(work.iterdir()))
