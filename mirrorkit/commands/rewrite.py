@@ -112,10 +112,21 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     values, changed = build(overlay, user)
     header = [f"# GPU Operator {plan.release}: {'KubeSphere extension config' if fmt == 'kubesphere' else 'Helm values'}"
               " pointing at the mirror, written by mirrorkit rewrite-config."]
+    body = None
     if values_file:
-        header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept.")
+        from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
+        from mirrorkit.yamlio import read_text
+
+        body = edit_values(read_text(values_file, "values file"), leaf_changes(user, values), values)
+        kept = "its comments and layout kept" if body is not None else "rewritten (its comments are not kept)"
+        header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept, "
+                      f"{kept}.")
+        if body is None:
+            click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
+                       "documents): the merged values are written afresh, without its comments", err=True)
     header += [f"# {note}" for note in overlay.notes]
-    text = "\n".join(header) + "\n" + yaml.safe_dump(values, sort_keys=False, width=120)
+    body = body if body is not None else yaml.safe_dump(values, sort_keys=False, width=120)
+    text = "\n".join(header) + "\n" + body
     write_output(text, output)
     click.echo(f"{len(changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
     for key in changed if values_file else []:
