@@ -7,19 +7,24 @@ and every destination manifest fetched and hashed afterwards.
 
 from __future__ import annotations
 
+import re
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mirrorkit import interrupt
 from mirrorkit.auth import CredentialStore
 from mirrorkit.destinations import destination_map
-from mirrorkit.errors import InputError
+from mirrorkit.download import fetch_blob
+from mirrorkit.errors import AuthError, InputError, RegistryError
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.push import verify_registry
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.registry import RegistryClient
 from mirrorkit.skopeo import auth_file, cert_dirs, copy_argv, run_copy
+from mirrorkit.store import BlobStore
 
 
 @dataclass
@@ -34,6 +39,24 @@ class MirrorReport:
 def _network(client: RegistryClient, ref: Ref) -> tuple[str, bool]:
     base = client.base_url(ref.registry)
     return base.split("://", 1)[1], base.startswith("http://") or client.endpoints.is_insecure(ref.registry)
+
+
+# skopeo's words when the destination fails on the blob it checks before copying
+_BROKEN_LINK = re.compile(r"reuse blob (sha256:[0-9a-f]{64}) at destination: .*?: 5\d\d")
+
+
+def repair_blob(client: RegistryClient, src: Ref, target: Ref, digest: str) -> None:
+    """Upload one blob again, from the source through a temporary file.
+
+    distribution killed while linking a blob into a repository leaves an empty link
+    file: from then on it answers 500 for that blob there, to skopeo and to every
+    node pulling the image, until the blob is uploaded into that repository again.
+    """
+    with tempfile.TemporaryDirectory(prefix="mirrorkit-repair-") as tmp:
+        store = BlobStore(Path(tmp))
+        fetch_blob(client, src, digest, client.blob_size(src, digest), store)
+        client.upload_blob(target.registry, target.repository, digest, store.size(digest),
+                           lambda: store.path(digest).open("rb"))
 
 
 def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, registry: RegistryTarget | None,
@@ -62,7 +85,14 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
                          else f"docker://{dst_host}/{target.repository}",
                          src_insecure=src_insecure, dest_insecure=dst_insecure, authfile=authfile,
                          src_cert_dir=certs.get(src_host), dest_cert_dir=certs.get(dst_host))
-        run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
+        try:
+            run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
+        except RegistryError as exc:
+            broken = _BROKEN_LINK.search(str(exc))
+            if not broken or isinstance(exc, AuthError):
+                raise
+            repair_blob(client, src, target, broken.group(1))
+            run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
         return True, digest
 
     # skopeo verifies TLS with the client's CAs (--ca-cert, certs.d), per host

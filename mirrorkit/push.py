@@ -24,7 +24,7 @@ from typing import Any
 from mirrorkit import interrupt, manifests
 from mirrorkit.bundle import BundleReader
 from mirrorkit.destinations import destination_map
-from mirrorkit.errors import NotFoundError, OperationError
+from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.lock import Lock
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.registry import RegistryClient
@@ -130,7 +130,7 @@ class Pusher:
         omitted = {b.digest for b in self.lock.omitted}
         lacking = []
         for digest in sorted(omitted & set(needs)):
-            holders = [r for r in needs[digest] if self.client.blob_exists(r, digest)]
+            holders = [r for r in needs[digest] if self._blob_there(r, digest)]
             for repo in needs[digest]:
                 if repo in holders:
                     continue
@@ -147,7 +147,7 @@ class Pusher:
         todo = [(d, r) for d, repos in needs.items() for r in repos]
 
         def has(pair: tuple[str, Ref]) -> bool:
-            return self.client.blob_exists(pair[1], pair[0])
+            return self._blob_there(pair[1], pair[0])
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             present = list(pool.map(has, todo))
@@ -204,13 +204,24 @@ class Pusher:
                 self.report.bytes_uploaded += uploaded
             self.report.blobs_mounted += mounted
 
+    def _blob_there(self, repo: Ref, digest: str) -> bool:
+        """HEAD the blob; a registry that keeps failing on it has a broken link there (distribution
+        killed while writing it answers 500 for that blob in that repository, forever), and
+        uploading the blob again is what repairs it."""
+        try:
+            return self.client.blob_exists(repo, digest)
+        except (AuthError, NotFoundError):
+            raise
+        except RegistryError:
+            return False
+
     def _blob_task(self, digest: str, repos: list[Ref]) -> None:
         """HEAD each repository that needs the blob, then upload or mount where it is missing."""
         interrupt.check()
         missing, holders = [], []
         for repo in repos:
             interrupt.check()
-            if self.client.blob_exists(repo, digest):
+            if self._blob_there(repo, digest):
                 holders.append(repo)
                 with self._lock:
                     self.report.blobs_skipped += 1

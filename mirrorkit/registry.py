@@ -303,6 +303,10 @@ class RegistryClient:
                     self._tokens.pop((registry, scope), None)
                     self._authenticate(registry, scope, resp.headers["WWW-Authenticate"],
                                        sent_basic=hdrs.get("Authorization", "").startswith("Basic "))
+                    if not retry:
+                        # the body was a one-shot stream, already (partly) sent: the caller
+                        # starts the operation again, now with the renewed authorization
+                        raise RegistryError(f"{what}: authorization renewed mid-upload; starting it again")
                     continue
                 if resp.status_code == 429 or resp.status_code >= 500:
                     resp.close()
@@ -386,6 +390,15 @@ class RegistryClient:
             return self.get_manifest(ref).digest
         except NotFoundError:
             return None
+
+    def blob_size(self, ref: Ref, digest: str) -> int:
+        """The blob's size from a HEAD (its Content-Length)."""
+        resp = self.request(ref.registry, "HEAD", f"/v2/{ref.repository}/blobs/{digest}",
+                            scope=f"repository:{ref.repository}:pull")
+        try:
+            return int(resp.headers["Content-Length"])
+        except (KeyError, ValueError):
+            raise RegistryError(f"{ref.name}@{digest}: the registry gave no size for the blob") from None
 
     def blob_exists(self, ref: Ref, digest: str) -> bool:
         resp = self.request(ref.registry, "HEAD", f"/v2/{ref.repository}/blobs/{digest}",

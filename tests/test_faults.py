@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -444,6 +445,44 @@ def test_mirror_killed_with_the_registry_then_rerun_uploads_only_the_rest(
 
 
 # -- tag-list pagination -------------------------------------------------------------------
+
+def broken_link_left_by_a_crash(registry: RegistryServer) -> tuple[str, str]:
+    """What distribution leaves when killed while linking a blob: the image's blobs in the
+    repository, no manifest yet, and one link file empty (it then answers 500 for that blob)."""
+    name = "nvidia/cloud-native/gpu-operator-validator:v23.9.2"
+    repo, tag = name.split(":")
+    push_image(registry.url, f"{PRIVATE_PREFIX}/{repo}", tag, IMAGES[name])
+    root = registry.storage_dir / "docker/registry/v2/repositories" / PRIVATE_PREFIX / repo
+    shutil.rmtree(root / "_manifests")
+    layer = IMAGES[name].images[0].layers[-1].digest
+    (root / "_layers/sha256" / layer[7:] / "link").write_text("")
+    assert httpx.head(f"{registry.url}/v2/{PRIVATE_PREFIX}/{repo}/blobs/{layer}").status_code == 500
+    return f"{PRIVATE_PREFIX}/{repo}", layer
+
+
+def test_push_bundle_repairs_a_blob_link_a_crashed_registry_left_broken(
+        bundle: Path, registry: RegistryServer) -> None:
+    repo, layer = broken_link_left_by_a_crash(registry)
+    args = ["push-bundle", str(bundle), "--registry", f"{registry.host}/{PRIVATE_PREFIX}", "--insecure",
+            registry.host, "--format", "json"]
+    res = subprocess.run([MIRRORKIT, *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["images_pushed"] == len(IMAGES)
+    assert httpx.head(f"{registry.url}/v2/{repo}/blobs/{layer}").status_code == 200
+    assert_identical(registry)
+
+
+def test_mirror_repairs_a_blob_link_a_crashed_registry_left_broken(
+        bundles: dict[str, Path], upstream: RegistryServer, registry: RegistryServer) -> None:
+    repo, layer = broken_link_left_by_a_crash(registry)
+    args = ["mirror", str(bundles["plan"]), "--source-endpoint", f"nvcr.io=http://{upstream.host}", "--registry",
+            f"{registry.host}/{PRIVATE_PREFIX}", "--insecure", registry.host, "--format", "json"]
+    res = subprocess.run([MIRRORKIT, *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["verified"] == len(IMAGES)
+    assert httpx.head(f"{registry.url}/v2/{repo}/blobs/{layer}").status_code == 200
+    assert_identical(registry)
+
 
 def test_inventory_follows_forced_pagination_and_bounds_an_endless_link_loop(tmp_path: Path,
                                                                              registry: RegistryServer) -> None:

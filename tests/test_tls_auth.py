@@ -348,6 +348,34 @@ def test_expired_tokens_are_renewed_mid_run(bundle: Path, front) -> None:
     assert revoked.expired_presented >= 1 and revoked.renewals() >= 1
 
 
+def test_a_token_expiring_before_an_upload_body_restarts_that_upload(front) -> None:
+    """The PUT's body is a one-shot stream: a 401 on it must restart the upload, never resend it."""
+    import hashlib
+    import io
+
+    from mirrorkit.auth import Credentials, CredentialStore
+    from mirrorkit.refs import Ref
+    from mirrorkit.registry import RegistryClient
+    from mirrorkit.transport import Endpoints
+
+    proxy = front(expires_in=300, lifetime=0.5)
+    data = b"layer bytes " * 40_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    opened: list[float] = []
+
+    def opener() -> io.BytesIO:
+        if not opened:
+            time.sleep(0.8)           # the first upload's token expires before its PUT arrives
+        opened.append(time.monotonic())
+        return io.BytesIO(data)
+
+    creds = CredentialStore({proxy.host: Credentials(USER, PASSWORD)}, files=[])
+    with RegistryClient(Endpoints(insecure={proxy.host}), creds) as client:
+        client.upload_blob(proxy.host, f"{PREFIX}/slow", digest, len(data), opener)
+        assert client.blob_exists(Ref.parse(f"{proxy.host}/{PREFIX}/slow:x"), digest)
+    assert len(opened) == 2 and proxy.expired_presented >= 1
+
+
 def test_plain_http_realm_refused_unless_named(tmp_path: Path, upstream, front, ca: TestCA,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # an HTTPS registry whose token service is plain HTTP on another port
