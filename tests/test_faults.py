@@ -105,10 +105,12 @@ def stored(reg: RegistryServer) -> set[str]:
 
 
 def linked(reg: RegistryServer) -> set[tuple[str, str]]:
-    """(repository, blob digest) pairs the registry serves: a blob counts only in repositories linking it."""
+    """(repository, blob digest) pairs the registry serves: a blob counts only in repositories linking it,
+    and only by a whole link (a registry killed while writing one leaves it empty, and then fails on it)."""
     root = reg.storage_dir / "docker/registry/v2/repositories"
     return {(str(p.parents[3].relative_to(root)), f"sha256:{p.parent.name}")
-            for p in root.glob("**/_layers/sha256/*/link")} if root.is_dir() else set()
+            for p in root.glob("**/_layers/sha256/*/link")
+            if p.read_text().strip() == f"sha256:{p.parent.name}"} if root.is_dir() else set()
 
 
 def killed(proc: subprocess.Popen[str], proxy: FaultProxy) -> int:
