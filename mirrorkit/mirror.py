@@ -102,7 +102,7 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
     report.copied = sum(1 for copied, _ in results if copied)
     report.skipped = len(results) - report.copied
     expected = [(dest[img.source], digest, []) for img, (_, digest) in zip(plan.images, results, strict=True)]
-    result = verify_registry(client, expected, jobs)
+    result = verify_registry(client, expected, jobs, blobs=True)
     report.verified = len(result.ok)
     report.problems = result.missing + result.different
     report.seconds = time.monotonic() - start

@@ -59,12 +59,15 @@ class VerifyResult:
 
 
 def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None, list[str]]],
-                    jobs: int = 4, children: bool = True) -> VerifyResult:
+                    jobs: int = 4, children: bool = True, blobs: bool = False) -> VerifyResult:
     """Fetch and hash every destination manifest, and fetch each child by digest.
 
     ``children=False`` checks only the top-level manifests: a registry accepts an
     index only when the manifests it lists are there, so this is the cheap
-    "is there anything to do?" question a rerun asks first.
+    "is there anything to do?" question a rerun asks first. ``blobs=True`` also
+    asks for every config and layer of every platform (HEAD): a registry that lost
+    a blob, or whose link to it a crash left broken, still serves the manifest, and
+    nodes would find out only when they pull.
     """
     result = VerifyResult()
 
@@ -76,11 +79,14 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
             return "missing", str(dest), "not in the registry"
         if digest and got.digest != digest:
             return "different", str(dest), f"registry has {got.digest}, expected {digest}"
-        for child in children_of if children else []:
+        for child in children_of if children and not blobs else []:
             try:
                 client.get_manifest(dest, child)
             except NotFoundError:
                 return "missing", str(dest), f"child manifest {child} is missing"
+        problem = _unreadable_blob(client, dest, got.data, got.media_type) if blobs else None
+        if problem:
+            return "missing", str(dest), problem
         return "ok", str(dest), got.digest
 
     # verification is many small GETs: twice the copy's parallelism keeps the round trips overlapped
@@ -96,11 +102,36 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
     return result
 
 
+def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str) -> str | None:
+    """The first child manifest or blob of the image the registry cannot serve, described; else None."""
+    what = str(dest)
+    doc = manifests.parse(data, what)
+    docs = [doc]
+    if manifests.is_index(doc, media_type):
+        docs = []
+        for child in manifests.children(doc, what):
+            try:
+                docs.append(manifests.parse(client.get_manifest(dest, child.digest).data, f"{what}@{child.digest}"))
+            except NotFoundError:
+                return f"child manifest {child.digest} is missing"
+    for image in docs:
+        for digest, _ in manifests.image_blobs(image, what):
+            try:
+                if not client.blob_exists(dest, digest):
+                    return f"blob {digest} is missing"
+            except (AuthError, NotFoundError):
+                raise
+            except RegistryError as exc:
+                return f"blob {digest} cannot be read: {exc}"
+    return None
+
+
 class Pusher:
     def __init__(self, reader: BundleReader, client: RegistryClient, registry: RegistryTarget | None,
                  mapping: str | None, jobs: int = 4,
-                 progress: Callable[[str, int], None] | None = None) -> None:
+                 progress: Callable[[str, int], None] | None = None, check_blobs: bool = False) -> None:
         self.reader = reader
+        self.check_blobs = check_blobs
         self.lock: Lock = reader.lock
         self.client = client
         self.jobs = max(1, jobs)
@@ -294,7 +325,7 @@ class Pusher:
     def run(self) -> PushReport:
         """Check the registry first: what it already holds digest for digest needs no bytes at all."""
         start = time.monotonic()
-        before = verify_registry(self.client, self.expected(), self.jobs, children=False)
+        before = verify_registry(self.client, self.expected(), self.jobs, children=False, blobs=self.check_blobs)
         done = {i.source for i, ok in zip(self.lock.images, before.states, strict=True) if ok == "ok"}
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
@@ -309,7 +340,7 @@ class Pusher:
             self.check_omitted(needs)
             self.push_blobs(needs)
             self.push_manifests(done)
-            after = verify_registry(self.client, self.expected(), self.jobs)
+            after = verify_registry(self.client, self.expected(), self.jobs, blobs=True)
         else:
             self.report.images_skipped = len(done)
             after = before
@@ -354,7 +385,11 @@ def _media_type(data: bytes) -> str:
 
 def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTarget | None = None,
                 mapping: str | None = None, jobs: int = 4,
-                progress: Callable[[str, int], None] | None = None) -> PushReport:
-    """Verify (unless the registry already holds every image), push, verify the registry."""
+                progress: Callable[[str, int], None] | None = None, check_blobs: bool = False) -> PushReport:
+    """Verify (unless the registry already holds every image), push, verify the registry.
+
+    ``check_blobs``: an image counts as already there only if every blob of it can be read,
+    so one whose blob the registry lost (or cannot serve) is pushed again, which repairs it.
+    """
     with BundleReader(paths) as reader:
-        return Pusher(reader, client, registry, mapping, jobs, progress).run()
+        return Pusher(reader, client, registry, mapping, jobs, progress, check_blobs).run()

@@ -486,6 +486,32 @@ def test_mirror_repairs_a_blob_link_a_crashed_registry_left_broken(
     assert_identical(registry)
 
 
+def test_verify_finds_a_blob_the_registry_cannot_serve_although_every_manifest_is_there(
+        bundle: Path, registry: RegistryServer, fast_retries: None) -> None:
+    dest = ("--registry", f"{registry.host}/{PRIVATE_PREFIX}", "--insecure", registry.host)
+    assert cli("push-bundle", str(bundle), *dest).exit_code == 0
+    name = "nvidia/k8s-device-plugin:v0.14.5-ubi8"
+    layer = IMAGES[name].images[1].layers[-1].digest              # arm64's own layer: no node of ours pulls it
+    link = (registry.storage_dir / "docker/registry/v2/repositories" / PRIVATE_PREFIX / name.split(":")[0]
+            / "_layers/sha256" / layer[7:] / "link")
+    link.write_text("")
+    assert cli("verify", str(bundle), *dest, "--manifests-only").exit_code == 0
+    res = cli("verify", str(bundle), *dest, "--format", "json")
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert not doc["passed"] and len(doc["ok"]) == len(IMAGES) - 1 and doc["different"] == []
+    assert len(doc["missing"]) == 1 and layer in doc["missing"][0] and "HTTP 500" in doc["missing"][0]
+    link.unlink()                                                  # the registry lost the link entirely
+    doc = json.loads(cli("verify", str(bundle), *dest, "--format", "json").stdout)
+    assert doc["missing"] == [f"{registry.host}/{PRIVATE_PREFIX}/{name}: blob {layer} is missing"]
+    assert "push-bundle --check-blobs" in cli("verify", str(bundle), *dest).stderr
+    # a plain rerun trusts the manifests it finds; --check-blobs looks further and puts the blob back
+    again = json.loads(cli("push-bundle", str(bundle), *dest, "--check-blobs", "--format", "json").stdout)
+    assert again["images_pushed"] == 1 and again["blobs_uploaded"] == 1 and again["problems"] == []
+    assert cli("verify", str(bundle), *dest).exit_code == 0
+    assert_identical(registry)
+
+
 def test_inventory_follows_forced_pagination_and_bounds_an_endless_link_loop(tmp_path: Path,
                                                                              registry: RegistryServer) -> None:
     image = make_image("many", [make_layer("many", 4 << 10)])

@@ -132,11 +132,14 @@ Examples:
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")
 @click.option("--mapping", type=click.Choice(STRATEGIES), help="Mapping when --registry is given (default: the plan's).")
+@click.option("--check-blobs", is_flag=True,
+              help="Count an image as already there only if every blob of it can be read; push the rest again "
+                   "(repairs what verify reports as missing or unreadable blobs).")
 @JOBS
 @FORMAT
 @registry_options
-def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, jobs: int, fmt: str,
-                        **p: Any) -> None:
+def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
+                        jobs: int, fmt: str, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
     from mirrorkit.progress import bars, human
     from mirrorkit.push import push_bundle
@@ -145,7 +148,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     target = target_from({"registry": registry})
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
-        report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress)
+        report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs)
     data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
             "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
             "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
@@ -173,11 +176,14 @@ Examples:
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Registry to check (default: the plan's destinations).")
 @click.option("--mapping", type=click.Choice(STRATEGIES))
+@click.option("--manifests-only", is_flag=True,
+              help="Check manifests only, not that every blob of every platform can be read (faster).")
 @JOBS
 @FORMAT
 @registry_options
-def verify_command(source: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
-    """Preflight: is every planned image in the registry, digest for digest?"""
+def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
+                   **p: Any) -> None:
+    """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
     from mirrorkit.destinations import destination_map
     from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.push import verify_registry
@@ -198,14 +204,16 @@ def verify_command(source: str, registry: str | None, mapping: str | None, jobs:
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
-        result = verify_registry(client, expected, jobs)
+        result = verify_registry(client, expected, jobs, blobs=not manifests_only)
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
     lines += [f"  missing: {m}" for m in result.missing] + [f"  different: {d}" for d in result.different]
     _emit(fmt, data, "\n".join(lines))
     if not result.passed:
-        raise OperationError(f"{len(result.missing)} missing, {len(result.different)} different")
+        hint = ("; push-bundle --check-blobs (or mirror) puts unreadable blobs back"
+                if any(": blob sha256:" in m for m in result.missing) else "")
+        raise OperationError(f"{len(result.missing)} missing, {len(result.different)} different{hint}")
 
 
 @click.command("mirror", epilog="""
