@@ -85,15 +85,17 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
                          else f"docker://{dst_host}/{target.repository}",
                          src_insecure=src_insecure, dest_insecure=dst_insecure, authfile=authfile,
                          src_cert_dir=certs.get(src_host), dest_cert_dir=certs.get(dst_host))
-        try:
-            run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
-        except RegistryError as exc:
-            broken = _BROKEN_LINK.search(str(exc))
-            if not broken or isinstance(exc, AuthError):
-                raise
-            repair_blob(client, src, target, broken.group(1))
-            run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
-        return True, digest
+        repaired: set[str] = set()
+        while True:                          # one repair per broken blob; a blob that stays broken is reported
+            try:
+                run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
+                return True, digest
+            except RegistryError as exc:
+                broken = _BROKEN_LINK.search(str(exc))
+                if not broken or isinstance(exc, AuthError) or broken.group(1) in repaired:
+                    raise
+                repaired.add(broken.group(1))
+                repair_blob(client, src, target, broken.group(1))
 
     # skopeo verifies TLS with the client's CAs (--ca-cert, certs.d), per host
     with auth_file(credentials, hosts) as authfile, cert_dirs(client.endpoints, hosts) as certs, \

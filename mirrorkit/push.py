@@ -86,7 +86,7 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
                 return "missing", str(dest), f"child manifest {child} is missing"
         problem = _unreadable_blob(client, dest, got.data, got.media_type) if blobs else None
         if problem:
-            return "missing", str(dest), problem
+            return "blob", str(dest), problem
         return "ok", str(dest), got.digest
 
     # verification is many small GETs: twice the copy's parallelism keeps the round trips overlapped
@@ -95,7 +95,7 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
             result.states.append(state)
             if state == "ok":
                 result.ok.append(f"{name}@{detail}")
-            elif state == "missing":
+            elif state in ("missing", "blob"):       # "blob": the manifest is there, a blob of it is not
                 result.missing.append(f"{name}: {detail}")
             else:
                 result.different.append(f"{name}: {detail}")

@@ -91,10 +91,6 @@ def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> A
         loader.dispose()
 
 
-def load_yaml(path: str | Path, what: str = "YAML file", duplicates: list[str] | None = None) -> Any:
-    return parse_yaml(read_text(path, what), str(path), duplicates)
-
-
 def load_json(path: str | Path, what: str = "JSON file") -> Any:
     text = read_text(path, what, MAX_JSON_BYTES)
     try:
@@ -105,11 +101,16 @@ def load_json(path: str | Path, what: str = "JSON file") -> Any:
 
 def load_mapping(path: str | Path, what: str, duplicates: list[str] | None = None) -> dict[str, Any]:
     """A YAML (or JSON, which is YAML) file whose top level must be a mapping; empty is {}."""
-    data = load_yaml(path, what, duplicates)
+    return parse_mapping(read_text(path, what), str(path), what, duplicates)
+
+
+def parse_mapping(text: str, source: str, what: str, duplicates: list[str] | None = None) -> dict[str, Any]:
+    """``load_mapping`` for text already read (a caller that also edits that text)."""
+    data = parse_yaml(text, source, duplicates)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputError(f"{path}: {what} must be a mapping at the top level, got {type(data).__name__}")
+        raise InputError(f"{source}: {what} must be a mapping at the top level, got {type(data).__name__}")
     return data
 
 

@@ -329,7 +329,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def push_args(proxy: FaultProxy, bundle: Path) -> list[str]:
+def push_args(proxy: FaultProxy | RegistryServer, bundle: Path) -> list[str]:
     return ["push-bundle", str(bundle), "--registry", f"{proxy.host}/{PRIVATE_PREFIX}", "--insecure", proxy.host,
             "--format", "json", "--jobs", "2"]
 
@@ -399,7 +399,7 @@ def test_push_bundle_killed_with_the_registry_then_rerun_uploads_only_the_rest(
     assert_identical(registry)
 
 
-def mirror_args(proxy: FaultProxy, upstream: RegistryServer, plan: Path) -> list[str]:
+def mirror_args(proxy: FaultProxy | RegistryServer, upstream: RegistryServer, plan: Path) -> list[str]:
     return ["mirror", str(plan), "--source-endpoint", f"nvcr.io=http://{upstream.host}", "--registry",
             f"{proxy.host}/{PRIVATE_PREFIX}", "--insecure", proxy.host, "--format", "json", "--jobs", "2"]
 
@@ -448,41 +448,32 @@ def test_mirror_killed_with_the_registry_then_rerun_uploads_only_the_rest(
 
 # -- tag-list pagination -------------------------------------------------------------------
 
-def broken_link_left_by_a_crash(registry: RegistryServer) -> tuple[str, str]:
-    """What distribution leaves when killed while linking a blob: the image's blobs in the
-    repository, no manifest yet, and one link file empty (it then answers 500 for that blob)."""
+def broken_links_left_by_a_crash(registry: RegistryServer) -> tuple[str, list[str]]:
+    """What distribution leaves when killed while linking blobs: the image's blobs in the
+    repository, no manifest yet, and link files empty (it then answers 500 for those blobs)."""
     name = "nvidia/cloud-native/gpu-operator-validator:v23.9.2"
     repo, tag = name.split(":")
     push_image(registry.url, f"{PRIVATE_PREFIX}/{repo}", tag, IMAGES[name])
     root = registry.storage_dir / "docker/registry/v2/repositories" / PRIVATE_PREFIX / repo
     shutil.rmtree(root / "_manifests")
-    layer = IMAGES[name].images[0].layers[-1].digest
-    (root / "_layers/sha256" / layer[7:] / "link").write_text("")
-    assert httpx.head(f"{registry.url}/v2/{PRIVATE_PREFIX}/{repo}/blobs/{layer}").status_code == 500
-    return f"{PRIVATE_PREFIX}/{repo}", layer
+    layers = [image.layers[-1].digest for image in IMAGES[name].images]        # each platform's own layer
+    for layer in layers:
+        (root / "_layers/sha256" / layer[7:] / "link").write_text("")
+        assert httpx.head(f"{registry.url}/v2/{PRIVATE_PREFIX}/{repo}/blobs/{layer}").status_code == 500
+    return f"{PRIVATE_PREFIX}/{repo}", layers
 
 
-def test_push_bundle_repairs_a_blob_link_a_crashed_registry_left_broken(
-        bundle: Path, registry: RegistryServer) -> None:
-    repo, layer = broken_link_left_by_a_crash(registry)
-    args = ["push-bundle", str(bundle), "--registry", f"{registry.host}/{PRIVATE_PREFIX}", "--insecure",
-            registry.host, "--format", "json"]
-    res = subprocess.run([MIRRORKIT, *args], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["images_pushed"] == len(IMAGES)
-    assert httpx.head(f"{registry.url}/v2/{repo}/blobs/{layer}").status_code == 200
-    assert_identical(registry)
-
-
-def test_mirror_repairs_a_blob_link_a_crashed_registry_left_broken(
-        bundles: dict[str, Path], upstream: RegistryServer, registry: RegistryServer) -> None:
-    repo, layer = broken_link_left_by_a_crash(registry)
-    args = ["mirror", str(bundles["plan"]), "--source-endpoint", f"nvcr.io=http://{upstream.host}", "--registry",
-            f"{registry.host}/{PRIVATE_PREFIX}", "--insecure", registry.host, "--format", "json"]
-    res = subprocess.run([MIRRORKIT, *args], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+@pytest.mark.parametrize("command", ["push-bundle", "mirror"])
+def test_blob_links_a_crashed_registry_left_broken_are_repaired(
+        command: str, bundles: dict[str, Path], upstream: RegistryServer, registry: RegistryServer,
+        fast_retries: None) -> None:
+    repo, layers = broken_links_left_by_a_crash(registry)
+    args = push_args(registry, bundles["tar"]) if command == "push-bundle" else \
+        mirror_args(registry, upstream, bundles["plan"])
+    res = cli(*args)
+    assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["verified"] == len(IMAGES)
-    assert httpx.head(f"{registry.url}/v2/{repo}/blobs/{layer}").status_code == 200
+    assert [httpx.head(f"{registry.url}/v2/{repo}/blobs/{layer}").status_code for layer in layers] == [200, 200]
     assert_identical(registry)
 
 

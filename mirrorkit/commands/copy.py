@@ -212,7 +212,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     _emit(fmt, data, "\n".join(lines))
     if not result.passed:
         hint = ("; push-bundle --check-blobs (or mirror) puts unreadable blobs back"
-                if any(": blob sha256:" in m for m in result.missing) else "")
+                if "blob" in result.states else "")
         raise OperationError(f"{len(result.missing)} missing, {len(result.different)} different{hint}")
 
 

@@ -102,10 +102,11 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         for note in overlay.notes:
             click.echo(f"note: {note}", err=True)
         return
-    from mirrorkit.yamlio import load_mapping
+    from mirrorkit.yamlio import parse_mapping, read_text
 
     duplicates: list[str] = []
-    user = load_mapping(values_file, "values file", duplicates) if values_file else {}
+    values_text = read_text(values_file, "values file") if values_file else ""
+    user = parse_mapping(values_text, values_file, "values file", duplicates) if values_file else {}
     for warning in duplicates:
         click.echo(f"warning: {warning}", err=True)
     build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
@@ -115,9 +116,8 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     body = None
     if values_file:
         from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
-        from mirrorkit.yamlio import read_text
 
-        body = edit_values(read_text(values_file, "values file"), leaf_changes(user, values), values)
+        body = edit_values(values_text, leaf_changes(user, values), values)
         kept = "its comments and layout kept" if body is not None else "rewritten (its comments are not kept)"
         header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept, "
                       f"{kept}.")

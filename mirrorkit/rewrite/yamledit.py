@@ -38,40 +38,59 @@ def leaf_changes(before: Any, after: Any, prefix: KeyPath = ()) -> list[tuple[Ke
 
 
 def edit_values(text: str, changes: list[tuple[KeyPath, Any]], expected: dict[str, Any]) -> str | None:
-    """``text`` with every change applied, or None when it cannot be done faithfully."""
-    for path, value in changes:
-        try:
-            edited = _apply(text, path, value)
-        except (yaml.YAMLError, InputError):
-            return None
-        if edited is None:
-            return None
-        text = edited
+    """``text`` with every change applied, or None when it cannot be done faithfully.
+
+    The text is parsed once; replacements and insertions are planned against that one
+    tree and applied from the bottom of the file up, so no edit moves another's place.
+    """
     try:
-        result = parse_yaml(text, "edited values")
-    except InputError:
+        root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a safe loader, composing only
+    except yaml.YAMLError:
         return None
-    return text if result == expected else None
-
-
-def _apply(text: str, path: KeyPath, value: Any) -> str | None:
-    root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a safe loader, composing only
-    if root is None or not isinstance(root, yaml.MappingNode) or root.flow_style:
+    if not isinstance(root, yaml.MappingNode) or root.flow_style or not root.value:
         return None
     lines = text.splitlines(keepends=True)
-    node: yaml.MappingNode = root
-    for depth, key in enumerate(path):
-        pair = next(((k, v) for k, v in node.value
-                     if isinstance(k, yaml.ScalarNode) and k.value == key), None)
-        if pair is None:
-            return _insert(lines, node, path[depth:], value)
-        key_node, value_node = pair
-        if depth == len(path) - 1:
-            return _replace(lines, key_node, value_node, value)
-        if not isinstance(value_node, yaml.MappingNode) or value_node.flow_style or not value_node.value:
-            return None                      # `driver: {}` or `driver:` with nothing: leave it to a rewrite
-        node = value_node
-    return None
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    replacements: list[tuple[int, int, int, str]] = []        # line, start column, end column, new text
+    additions: dict[int, tuple[yaml.MappingNode, dict[str, Any]]] = {}   # per existing mapping: what it gains
+    for path, value in changes:
+        node = root
+        for depth, key in enumerate(path):
+            pair = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+            if pair is None:
+                _nest(additions.setdefault(id(node), (node, {}))[1], path[depth:], value)
+                break
+            key_node, value_node = pair
+            if depth == len(path) - 1:
+                edit = _replacement(key_node, value_node, value)
+                if edit is None:
+                    return None
+                replacements.append(edit)
+                break
+            if not isinstance(value_node, yaml.MappingNode) or value_node.flow_style or not value_node.value:
+                return None                  # `driver: {}` or `driver:` with nothing: leave it to a rewrite
+            node = value_node
+    for line, start, end, new in replacements:
+        lines[line] = lines[line][:start] + new + lines[line][end:]
+    # deepest mapping last at equal places: its lines then sit directly under its own content
+    inserts = sorted(((min(_last_line(n) + 1, len(lines)), n.value[0][0].start_mark.column, n, tree)
+                      for n, tree in additions.values()), key=lambda t: (-t[0], t[1]))
+    for at, indent, parent, tree in inserts:
+        block = yaml.safe_dump(tree, default_flow_style=False, sort_keys=False, indent=_step(parent), width=10_000)
+        lines[at:at] = [" " * indent + line + "\n" for line in block.splitlines()]
+    edited = "".join(lines)
+    try:
+        result = parse_yaml(edited, "edited values")
+    except InputError:
+        return None
+    return edited if result == expected else None
+
+
+def _nest(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
 
 
 def _scalar(value: Any) -> str | None:
@@ -83,33 +102,14 @@ def _scalar(value: Any) -> str | None:
     return None if "\n" in dumped else dumped
 
 
-def _replace(lines: list[str], key_node: yaml.Node, value_node: yaml.Node, value: Any) -> str | None:
+def _replacement(key_node: yaml.Node, value_node: yaml.Node, value: Any) -> tuple[int, int, int, str] | None:
+    """Where and what to write for a scalar edited where it stands; None when that cannot be done."""
     new = _scalar(value)
     start, end = value_node.start_mark, value_node.end_mark
     if new is None or not isinstance(value_node, yaml.ScalarNode) or start.line != end.line \
             or start.line != key_node.start_mark.line or value_node.style in ("|", ">"):
         return None                          # block scalars, values on their own line: not edited in place
-    line = lines[start.line]
-    lines[start.line] = line[:start.column] + new + line[end.column:]
-    return "".join(lines)
-
-
-def _insert(lines: list[str], parent: yaml.MappingNode, rest: KeyPath, value: Any) -> str | None:
-    """Add ``rest: value`` (nested as needed) after the last entry of a block mapping."""
-    if parent.flow_style or not parent.value:
-        return None
-    indent = parent.value[0][0].start_mark.column
-    step = _step(parent)
-    nested: Any = value
-    for key in reversed(rest):
-        nested = {key: nested}
-    block = yaml.safe_dump(nested, default_flow_style=False, sort_keys=False, indent=step, width=10_000)
-    new_lines = [" " * indent + line + "\n" for line in block.splitlines()]
-    at = min(_last_line(parent) + 1, len(lines))
-    if at == len(lines) and lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    lines[at:at] = new_lines
-    return "".join(lines)
+    return start.line, start.column, end.column, new
 
 
 def _last_line(node: yaml.Node) -> int:
