@@ -52,6 +52,7 @@ class VerifyResult:
     missing: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
+    unreadable: set[tuple[str, str, str]] = field(default_factory=set)   # (registry, repository, blob digest)
 
     @property
     def passed(self) -> bool:
@@ -86,7 +87,8 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
                 return "missing", str(dest), f"child manifest {child} is missing"
         problem = _unreadable_blob(client, dest, got.data, got.media_type) if blobs else None
         if problem:
-            return "blob", str(dest), problem
+            result.unreadable.add((dest.registry, dest.repository, problem[0]))
+            return "blob", str(dest), problem[1]
         return "ok", str(dest), got.digest
 
     # verification is many small GETs: twice the copy's parallelism keeps the round trips overlapped
@@ -102,8 +104,8 @@ def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None
     return result
 
 
-def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str) -> str | None:
-    """The first child manifest or blob of the image the registry cannot serve, described; else None."""
+def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str) -> tuple[str, str] | None:
+    """The first child manifest or blob of the image the registry cannot serve (digest, description)."""
     what = str(dest)
     doc = manifests.parse(data, what)
     docs = [doc]
@@ -113,16 +115,16 @@ def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type:
             try:
                 docs.append(manifests.parse(client.get_manifest(dest, child.digest).data, f"{what}@{child.digest}"))
             except NotFoundError:
-                return f"child manifest {child.digest} is missing"
+                return child.digest, f"child manifest {child.digest} is missing"
     for image in docs:
         for digest, _ in manifests.image_blobs(image, what):
             try:
                 if not client.blob_exists(dest, digest):
-                    return f"blob {digest} is missing"
+                    return digest, f"blob {digest} is missing"
             except (AuthError, NotFoundError):
                 raise
             except RegistryError as exc:
-                return f"blob {digest} cannot be read: {exc}"
+                return digest, f"blob {digest} cannot be read: {exc}"
     return None
 
 
@@ -132,6 +134,7 @@ class Pusher:
                  progress: Callable[[str, int], None] | None = None, check_blobs: bool = False) -> None:
         self.reader = reader
         self.check_blobs = check_blobs
+        self.unreadable: set[tuple[str, str, str]] = set()
         self.lock: Lock = reader.lock
         self.client = client
         self.jobs = max(1, jobs)
@@ -239,6 +242,8 @@ class Pusher:
         """HEAD the blob; a registry that keeps failing on it has a broken link there (distribution
         killed while writing it answers 500 for that blob in that repository, forever), and
         uploading the blob again is what repairs it."""
+        if (repo.registry, repo.repository, digest) in self.unreadable:
+            return False                     # the first check found it unreadable: do not ask (and wait) again
         try:
             return self.client.blob_exists(repo, digest)
         except (AuthError, NotFoundError):
@@ -327,6 +332,7 @@ class Pusher:
         start = time.monotonic()
         before = verify_registry(self.client, self.expected(), self.jobs, children=False, blobs=self.check_blobs)
         done = {i.source for i, ok in zip(self.lock.images, before.states, strict=True) if ok == "ok"}
+        self.unreadable = before.unreadable
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
         if chart_todo or len(done) < len(self.lock.images):

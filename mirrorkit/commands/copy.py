@@ -155,7 +155,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             "bytes_skipped": report.bytes_skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
             "charts_pushed": report.charts_pushed, "charts_skipped": report.charts_skipped}
-    text = (f"pushed {report.images_pushed} images ({report.images_skipped} already there)"
+    text = (f"pushed {_n(report.images_pushed, 'image')} ({report.images_skipped} already there)"
             + (f", {_n(report.charts_pushed, 'Helm chart')} ({report.charts_skipped} already there)"
                if report.charts_pushed or report.charts_skipped else "")
             + f" in {report.seconds:.1f} s\n"
