@@ -22,10 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test kit (images, registries) lives with the tests
 
-from mirrorkit.testkit.images import GPU_OPERATOR_REFS, gpu_operator_like_set, unique_blobs  # noqa: E402
-from mirrorkit.testkit.push import push_image  # noqa: E402
-from mirrorkit.testkit.registryd import RegistryServer  # noqa: E402
+from kit.images import GPU_OPERATOR_REFS, gpu_operator_like_set, unique_blobs  # noqa: E402
+from kit.push import push_image  # noqa: E402
+from kit.registryd import RegistryServer  # noqa: E402
 
 MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
 WORK = ROOT / "bundles" / "bench"

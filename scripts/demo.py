@@ -21,11 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test kit (images, registries) lives with the tests
+
+from kit.images import gpu_operator_like_set  # noqa: E402
+from kit.push import push_image  # noqa: E402
+from kit.registryd import RegistryServer  # noqa: E402
 
 from mirrorkit.refs import Ref  # noqa: E402
-from mirrorkit.testkit.images import gpu_operator_like_set  # noqa: E402
-from mirrorkit.testkit.push import push_image  # noqa: E402
-from mirrorkit.testkit.registryd import RegistryServer  # noqa: E402
 
 OUT = Path(os.environ.get("MIRRORKIT_DEMO_OUT") or ROOT / "bundles" / "demo")
 MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
@@ -135,7 +137,7 @@ def demo_chart() -> Path:
 
 
 def node_pull(sources: list[str]) -> None:
-    from mirrorkit.testkit.containerd import Containerd
+    from kit.containerd import Containerd
 
     with Containerd() as ctrd:
         for source in sources:

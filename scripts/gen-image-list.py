@@ -3,7 +3,7 @@
 
     scripts/gen-image-list.py CHART.tgz|CHART_DIR [--release vX.Y.Z] [-o FILE]
 
-With no -o the file goes to image-lists/helm/<chart version>.yaml. Components the
+With no -o the file goes to mirrorkit/resolve/image-lists/helm/<chart version>.yaml. Components the
 tables in mirrorkit/chart.py do not know are reported on stderr: teach the
 tables (gates, OS tag) before shipping the file.
 """
@@ -18,9 +18,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mirrorkit.catalog import default_lists_dir, image_list_to_dict  # noqa: E402
-from mirrorkit.chart import image_list_from_chart  # noqa: E402
 from mirrorkit.errors import MirrorkitError  # noqa: E402
+from mirrorkit.resolve.catalog import default_lists_dir, image_list_to_dict  # noqa: E402
+from mirrorkit.resolve.chart import image_list_from_chart  # noqa: E402
 
 
 def main() -> int:

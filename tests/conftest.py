@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from mirrorkit.testkit.registryd import DEFAULT_BINARY, RegistryServer
+from kit.registryd import DEFAULT_BINARY, RegistryServer
 
 TEST_USERS = {"alice": "s3cret-Pa55"}
 

@@ -15,13 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mirrorkit import bundle
-from mirrorkit.bundle import BundleReader, write_bundle
-from mirrorkit.errors import InputError, OperationError
-from mirrorkit.lock import Lock, LockBlob, LockImage
-from mirrorkit.plan import Plan
-from mirrorkit.testkit.images import (
+from kit.images import (
     OCI_INDEX,
     OCI_MANIFEST,
     canonical_json,
@@ -31,6 +25,12 @@ from mirrorkit.testkit.images import (
     sha256_digest,
     unique_blobs,
 )
+
+from mirrorkit.bundle import tarball as bundle
+from mirrorkit.bundle.tarball import BundleReader, write_bundle
+from mirrorkit.errors import InputError, OperationError
+from mirrorkit.lock import Lock, LockBlob, LockImage
+from mirrorkit.plan import Plan
 
 CREATED = "2024-05-01T12:00:00Z"
 SPLIT = 40_000

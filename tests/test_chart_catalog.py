@@ -12,11 +12,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mirrorkit.catalog import image_list_from_dict, known_releases, load_release
-from mirrorkit.chart import image_list_from_chart
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.errors import InputError
 from mirrorkit.refs import Ref
+from mirrorkit.resolve.catalog import image_list_from_dict, known_releases, load_release
+from mirrorkit.resolve.chart import image_list_from_chart
 
 ROOT = Path(__file__).resolve().parent.parent
 

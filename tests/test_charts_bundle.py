@@ -17,13 +17,13 @@ import oras.client
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
-from mirrorkit import charts
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
+from mirrorkit.copy import charts
 from mirrorkit.errors import InputError
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
 
 PREFIX = "kse"
 CHART_YAML = """apiVersion: v2

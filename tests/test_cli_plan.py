@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.plan import load_plan
 
 DATA = Path(__file__).parent / "data"
@@ -181,14 +181,14 @@ def test_output_is_not_half_written_on_error(tmp_path: Path) -> None:
 
 
 def test_cli_flavor_choices_match_the_catalog() -> None:
-    from mirrorkit.catalog import FLAVORS
-    from mirrorkit.commands.plan import FLAVORS as CLI_FLAVORS
+    from mirrorkit.cli.plan import FLAVORS as CLI_FLAVORS
+    from mirrorkit.resolve.catalog import FLAVORS
 
     assert CLI_FLAVORS == FLAVORS
 
 
 def test_every_command_loads_under_its_own_name_and_help_lists_them_all() -> None:
-    from mirrorkit.cli import COMMANDS
+    from mirrorkit.cli.main import COMMANDS
 
     ctx = click.Context(main)
     for name in COMMANDS:
@@ -237,7 +237,7 @@ def test_bad_driver_version_is_named_as_the_flag(value: str, problem: str) -> No
 
 def test_source_endpoint_for_a_registry_no_image_comes_from_is_warned_about(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mirrorkit import registry as registry_mod
+    from mirrorkit.oci import client as registry_mod
 
     monkeypatch.setattr(registry_mod.RetryPolicy.__init__, "__defaults__", (1, 5.0, 0.01, 0.01))
     plan = tmp_path / "plan.yaml"

@@ -13,17 +13,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from mirrorkit.testkit.containerd import (
+from kit.containerd import (
     DEFAULT_BINARY,
     DEFAULT_CTR,
     Containerd,
     ContainerdError,
     write_hosts_toml,
 )
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer, free_port
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer, free_port
 
 UPSTREAM = "nvcr.io"
 PREFIX = "mirror"

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from kit.images import Image, Index, make_image, make_index, make_layer, unique_blobs
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
-from mirrorkit.cli import main
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer, unique_blobs
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
+from mirrorkit.cli.main import main
 
 ARCHES = ("amd64", "arm64")
 PRIVATE_PREFIX = "kse"
@@ -268,8 +268,8 @@ def test_mirror_registry_to_registry(tmp_path: Path, pair) -> None:
 
 def test_containerd_pulls_upstream_names_from_the_private_registry(tmp_path: Path, pair) -> None:
     """The node's view: after push-bundle, containerd resolves nvcr.io/... through hosts.toml."""
-    from mirrorkit.testkit.containerd import Containerd, write_hosts_toml
-    from mirrorkit.testkit.registryd import free_port
+    from kit.containerd import Containerd, write_hosts_toml
+    from kit.registryd import free_port
 
     upstream, private = pair
     plan = make_plan(tmp_path, upstream, private)

@@ -1,4 +1,4 @@
-"""Registry faults on real registries through a fault-injecting proxy (mirrorkit.testkit.faultproxy).
+"""Registry faults on real registries through a fault-injecting proxy (kit.faultproxy).
 
 Every scenario ends with the destination compared byte for byte with the source
 (each manifest and blob fetched straight from the registry, not through the
@@ -27,13 +27,13 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from kit.faultproxy import Fault, FaultProxy
+from kit.images import Image, Index, make_image, make_index, make_layer, unique_blobs
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
-from mirrorkit import registry as registry_mod
-from mirrorkit.cli import main
-from mirrorkit.testkit.faultproxy import Fault, FaultProxy
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer, unique_blobs
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
+from mirrorkit.cli.main import main
+from mirrorkit.oci import client as registry_mod
 
 MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
 ACCEPT = ", ".join(sorted(registry_mod.INDEX_TYPES | registry_mod.MANIFEST_TYPES))

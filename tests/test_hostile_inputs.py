@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 
 GOOD_IMAGE = ("  - source: nvcr.io/nvidia/gpu-operator:v23.9.2\n"
               "    destination: reg.local/nvidia/gpu-operator:v23.9.2\n    component: operator\n    reason: x\n")

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
-from mirrorkit.auth import Credentials, CredentialStore
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.errors import AuthError, NotFoundError
-from mirrorkit.lookup import resolve_plan
+from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
-from mirrorkit.transport import Endpoints
+from mirrorkit.resolve.lookup import resolve_plan
 
 PASSWORD = "s3cret-Pa55"
 ARCHES = ("amd64", "arm64")

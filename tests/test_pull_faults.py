@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mirrorkit.testkit.images import make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
+from kit.images import make_image, make_index, make_layer
+from kit.push import push_image
 
 MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
 

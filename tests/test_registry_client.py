@@ -20,11 +20,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from mirrorkit import registry as registry_mod
-from mirrorkit.auth import Credentials, CredentialStore, auth_file_candidates
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError
-from mirrorkit.refs import Ref
-from mirrorkit.registry import (
+from mirrorkit.oci import client as registry_mod
+from mirrorkit.oci.client import (
     DOCKER_LIST,
     MAX_MANIFEST,
     OCI_INDEX,
@@ -35,7 +33,9 @@ from mirrorkit.registry import (
     parse_retry_after,
     sha256_digest,
 )
-from mirrorkit.transport import Endpoints
+from mirrorkit.oci.credentials import Credentials, CredentialStore, auth_file_candidates
+from mirrorkit.oci.transport import Endpoints
+from mirrorkit.refs import Ref
 
 PASSWORD = "s3cret-Pa55"
 REF = Ref.parse("reg.example/a/b:v1")

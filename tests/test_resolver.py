@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mirrorkit.catalog import known_releases, load_release
 from mirrorkit.errors import InputError
-from mirrorkit.nodes import load_nodes_json, parse_node_spec
-from mirrorkit.ostag import os_tag
 from mirrorkit.plan import Plan, plan_from_dict, render
 from mirrorkit.refs import Ref, RegistryTarget
-from mirrorkit.resolver import PlanRequest, resolve
+from mirrorkit.resolve.catalog import known_releases, load_release
+from mirrorkit.resolve.nodes import load_nodes_json, parse_node_spec
+from mirrorkit.resolve.ostag import os_tag
+from mirrorkit.resolve.resolver import PlanRequest, resolve
 
 DATA = Path(__file__).parent / "data"
 UBUNTU = parse_node_spec("ubuntu22.04/5.15.0-131-generic")

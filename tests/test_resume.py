@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from kit.faultproxy import Fault, FaultProxy, Hit
+from kit.images import Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
-from mirrorkit import registry as registry_mod
-from mirrorkit.cli import main
-from mirrorkit.testkit.faultproxy import Fault, FaultProxy, Hit
-from mirrorkit.testkit.images import Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
+from mirrorkit.cli.main import main
+from mirrorkit.oci import client as registry_mod
 
 BIG = 10 << 20                 # above pull-bundle's 8 MiB threshold for its own, resumable download
 CUT = 4 << 20

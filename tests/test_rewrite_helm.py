@@ -9,13 +9,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mirrorkit.catalog import known_releases, load_release
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.destinations import destination_map
-from mirrorkit.nodes import parse_node_spec
 from mirrorkit.plan import render
 from mirrorkit.refs import RegistryTarget
-from mirrorkit.resolver import PlanRequest, resolve
+from mirrorkit.resolve.catalog import known_releases, load_release
+from mirrorkit.resolve.nodes import parse_node_spec
+from mirrorkit.resolve.resolver import PlanRequest, resolve
 from mirrorkit.rewrite import helm
 
 REGISTRY = "dockerhub.kubekey.local/kse"

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from kit.containerd import Containerd
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer, free_port
 
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan, PlanImage, load_plan
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
 from mirrorkit.rewrite.registries_conf import registries_conf
-from mirrorkit.testkit.containerd import Containerd
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer, free_port
 
 REG = "reg.example:5000"
 SOURCES = ["nvcr.io/nvidia/gpu-operator:v23.9.2", "nvcr.io/nvidia/cloud-native/k8s-driver-manager:v0.6.5",

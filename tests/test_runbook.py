@@ -7,12 +7,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mirrorkit.catalog import load_release
-from mirrorkit.cli import main
-from mirrorkit.nodes import parse_node_spec
+from mirrorkit.cli.main import main
 from mirrorkit.plan import render
 from mirrorkit.refs import RegistryTarget
-from mirrorkit.resolver import PlanRequest, resolve
+from mirrorkit.resolve.catalog import load_release
+from mirrorkit.resolve.nodes import parse_node_spec
+from mirrorkit.resolve.resolver import PlanRequest, resolve
 
 REG = "harbor.site.local/gpu"
 
@@ -64,7 +64,7 @@ def test_runbook_names_the_bundle_volumes_and_checksums(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
         (tmp_path / f"{name}.sha256").write_text(f"{'ab' * 32}  {name}\n")
     (tmp_path / "other.tar").write_bytes(b"y")
-    from mirrorkit.commands.rewrite import _volumes_for
+    from mirrorkit.cli.rewrite import _volumes_for
 
     assert [p.name for p in _volumes_for(lock)] == ["gpu.000.tar", "gpu.001.tar"]
 
@@ -82,7 +82,7 @@ def test_shell_runbook_is_valid_bash(tmp_path: Path) -> None:
 def test_runbook_installs_the_bundled_chart_from_the_registry(tmp_path: Path) -> None:
     from mirrorkit.destinations import destination_map
     from mirrorkit.plan import load_plan
-    from mirrorkit.runbook import RunbookInput, markdown
+    from mirrorkit.rewrite.runbook import RunbookInput, markdown
 
     plan = load_plan(write_plan(tmp_path))
     dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], None, None)
@@ -95,7 +95,7 @@ def test_runbook_installs_the_bundled_chart_from_the_registry(tmp_path: Path) ->
 def test_checksum_step_works_from_anywhere(tmp_path: Path) -> None:
     import hashlib
 
-    from mirrorkit.runbook import _checksum
+    from mirrorkit.rewrite.runbook import _checksum
 
     folder = tmp_path / "usb"
     folder.mkdir()

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.tokenauth import TokenAuthProxy
 
-from mirrorkit.cli import main
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.tokenauth import TokenAuthProxy
+from mirrorkit.cli.main import main
 
 # unique per run: other test sessions on this machine must not be able to trip the search
 KNOWN = f"Zq9-known-SECRET-7731-{secrets.token_hex(4)}"

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from mirrorkit.testkit.images import (
+from kit.images import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     Index,
@@ -21,8 +20,8 @@ from mirrorkit.testkit.images import (
     make_layer,
     unique_blobs,
 )
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
+from kit.push import push_image
+from kit.registryd import RegistryServer
 
 
 def two_arch_index(docker: bool = False) -> Index:

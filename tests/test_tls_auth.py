@@ -23,15 +23,15 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer
+from kit.tls import TestCA, make_ca
+from kit.tokenauth import ReverseProxy, TokenAuthProxy
 
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
+from mirrorkit.copy.skopeo import copy_argv, run_copy
 from mirrorkit.errors import RegistryError
-from mirrorkit.skopeo import copy_argv, run_copy
-from mirrorkit.testkit.images import Image, Index, make_image, make_index, make_layer
-from mirrorkit.testkit.push import push_image
-from mirrorkit.testkit.registryd import RegistryServer
-from mirrorkit.testkit.tls import TestCA, make_ca
-from mirrorkit.testkit.tokenauth import ReverseProxy, TokenAuthProxy
 
 USER = "$oauthtoken"
 PASSWORD = "nv-api-key-Tok3n-0427"
@@ -353,10 +353,10 @@ def test_a_token_expiring_before_an_upload_body_restarts_that_upload(front) -> N
     import hashlib
     import io
 
-    from mirrorkit.auth import Credentials, CredentialStore
+    from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.oci.credentials import Credentials, CredentialStore
+    from mirrorkit.oci.transport import Endpoints
     from mirrorkit.refs import Ref
-    from mirrorkit.registry import RegistryClient
-    from mirrorkit.transport import Endpoints
 
     proxy = front(expires_in=300, lifetime=0.5)
     data = b"layer bytes " * 40_000

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from mirrorkit.cli import main
+from mirrorkit.cli.main import main
 from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
 from mirrorkit.yamlio import parse_yaml
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from mirrorkit.errors import InputError, NotFoundError
 from mirrorkit.lock import Lock, LockBlob
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, RegistryTarget, check_digest
-from mirrorkit.registry import RegistryClient
-from mirrorkit.store import BlobStore
 from mirrorkit.yamlio import parse_yaml
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"

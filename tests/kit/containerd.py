@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from mirrorkit.testkit import daemon
+from kit import daemon
 
 DEFAULT_BINARY = "containerd"
 DEFAULT_CTR = "ctr"

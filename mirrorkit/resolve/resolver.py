@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirrorkit import __version__
-from mirrorkit.catalog import Component, ImageList
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES, check_collisions, map_ref
-from mirrorkit.nodes import Node, split_os
-from mirrorkit.ostag import PRECOMPILED_SINCE, os_tag, supports_precompiled
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.resolve.catalog import Component, ImageList
+from mirrorkit.resolve.nodes import Node, split_os
+from mirrorkit.resolve.ostag import PRECOMPILED_SINCE, os_tag, supports_precompiled
 from mirrorkit.yamlio import dig
 
 COMPONENT_MODES = ("enabled", "all")

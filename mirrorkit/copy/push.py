@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mirrorkit import interrupt, manifests
-from mirrorkit.bundle import BundleReader
+from mirrorkit import interrupt
+from mirrorkit.bundle.tarball import BundleReader
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.lock import Lock
+from mirrorkit.oci import manifests
+from mirrorkit.oci.client import RegistryClient
 from mirrorkit.refs import Ref, RegistryTarget
-from mirrorkit.registry import RegistryClient
 
 
 @dataclass
@@ -338,7 +339,7 @@ class Pusher:
         if chart_todo or len(done) < len(self.lock.images):
             self.reader.verify(require_complete=True)
             if chart_todo:
-                from mirrorkit import charts
+                from mirrorkit.copy import charts
 
                 chart_blobs = charts.read_checked(self.reader, chart_todo)
         if len(done) < len(self.lock.images):
@@ -360,7 +361,7 @@ class Pusher:
         """The bundle's Helm charts the registry lacks (none to ask about for most bundles)."""
         if not self.lock.charts:
             return []
-        from mirrorkit import charts
+        from mirrorkit.copy import charts
 
         return charts.pending(self.client, charts.lock_charts(self.lock), self.registry)
 
@@ -368,7 +369,7 @@ class Pusher:
         """After the images: push each missing chart, then check every chart by tag."""
         if not self.lock.charts:
             return
-        from mirrorkit import charts
+        from mirrorkit.copy import charts
 
         all_charts = charts.lock_charts(self.lock)
         pushed = charts.push_charts(self.client, todo, blobs, self.registry)

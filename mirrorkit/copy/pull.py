@@ -24,18 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorkit import __version__, interrupt, manifests
-from mirrorkit.auth import CredentialStore
-from mirrorkit.download import fetch_blob
+from mirrorkit import __version__, interrupt
+from mirrorkit.copy.download import fetch_blob
+from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
+from mirrorkit.oci import manifests
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref
-from mirrorkit.registry import RegistryClient
-from mirrorkit.skopeo import auth_file, cert_dirs, copy_argv, run_copy
-from mirrorkit.store import BlobStore
-from mirrorkit.transport import Endpoints
 
 RESUMABLE_MIN = 8 << 20
 OCI_TYPES = frozenset({"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"})
@@ -311,8 +312,8 @@ class Puller:
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
                 progress: Callable[[str, int], None] | None = None) -> PullReport:
     """Fetch, lock and write the bundle; up to date bundles are left alone."""
-    from mirrorkit.bundle import write_bundle
-    from mirrorkit.charts import add_to_bundle, load_charts, lock_entries
+    from mirrorkit.bundle.tarball import write_bundle
+    from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
 
     if not plan.images:
         raise InputError("the plan has no images")

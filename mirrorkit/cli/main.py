@@ -22,15 +22,15 @@ from mirrorkit.errors import MirrorkitError
 # name -> (module, attribute). A command's module is imported only when that command runs:
 # push-bundle need not load the resolver, nor plan the registry client (click's lazy-loading pattern).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("mirrorkit.commands.plan", "command"),
-    "releases": ("mirrorkit.commands.plan", "releases_command"),
-    "pull-bundle": ("mirrorkit.commands.copy", "pull_bundle_command"),
-    "push-bundle": ("mirrorkit.commands.copy", "push_bundle_command"),
-    "verify": ("mirrorkit.commands.copy", "verify_command"),
-    "mirror": ("mirrorkit.commands.copy", "mirror_command"),
-    "inventory": ("mirrorkit.commands.copy", "inventory_command"),
-    "rewrite-config": ("mirrorkit.commands.rewrite", "rewrite_config_command"),
-    "runbook": ("mirrorkit.commands.rewrite", "runbook_command"),
+    "plan": ("mirrorkit.cli.plan", "command"),
+    "releases": ("mirrorkit.cli.plan", "releases_command"),
+    "pull-bundle": ("mirrorkit.cli.copy", "pull_bundle_command"),
+    "push-bundle": ("mirrorkit.cli.copy", "push_bundle_command"),
+    "verify": ("mirrorkit.cli.copy", "verify_command"),
+    "mirror": ("mirrorkit.cli.copy", "mirror_command"),
+    "inventory": ("mirrorkit.cli.copy", "inventory_command"),
+    "rewrite-config": ("mirrorkit.cli.rewrite", "rewrite_config_command"),
+    "runbook": ("mirrorkit.cli.rewrite", "runbook_command"),
 }
 
 

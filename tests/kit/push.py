@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from mirrorkit.testkit.images import Blob, Image, Index
+from kit.images import Blob, Image, Index
 
 Auth = tuple[str, str] | None
 

@@ -81,7 +81,7 @@ def _sample(inp: RunbookInput) -> str | None:
 
 
 def _chart_ref(inp: RunbookInput) -> tuple[str, str]:
-    from mirrorkit.charts import chart_repository
+    from mirrorkit.copy.charts import chart_repository
     from mirrorkit.refs import RegistryTarget
 
     for chart in inp.charts:

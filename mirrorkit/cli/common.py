@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from mirrorkit.auth import Credentials, CredentialStore
 from mirrorkit.errors import InputError
+from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import RegistryTarget
-from mirrorkit.transport import Endpoints
 
 
 def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mirrorkit import manifests
 from mirrorkit.errors import InputError, NotFoundError
+from mirrorkit.oci import manifests
+from mirrorkit.oci.client import RegistryClient
 from mirrorkit.refs import Ref, RegistryTarget, check_digest
-from mirrorkit.registry import RegistryClient
 from mirrorkit.yamlio import load_json
 
 KIND = "Inventory"

@@ -16,7 +16,7 @@ DEFAULT_CHART = "nvidia/gpu-operator"
 
 def _bundled_chart(lock: Any, registry: str | None) -> tuple[str, str] | None:
     """``oci://REG/PREFIX/charts/gpu-operator`` when the bundle carried the chart into the registry."""
-    from mirrorkit.charts import destination, lock_charts
+    from mirrorkit.copy.charts import destination, lock_charts
     from mirrorkit.refs import RegistryTarget
 
     target = RegistryTarget.parse(registry) if registry else None
@@ -71,7 +71,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     """Emit configuration pointing the cluster at the mirrored images."""
     import yaml
 
-    from mirrorkit.cli import write_output
+    from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
@@ -167,8 +167,8 @@ Examples:
 def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                     namespace: str, insecure: tuple[str, ...], ca_cert: str | None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
-    from mirrorkit.cli import write_output
-    from mirrorkit.runbook import RunbookInput, markdown, shell, volumes_of
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if registry:

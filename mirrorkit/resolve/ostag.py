@@ -17,7 +17,7 @@ fix quickly, so the rules live in one table with the release that brought each.
 
 from __future__ import annotations
 
-from mirrorkit.catalog import _release_key
+from mirrorkit.resolve.catalog import _release_key
 
 # OS IDs whose tag drops the minor version, and (for rhel in v26.3) the first major that does
 _RULES: tuple[tuple[str, dict[str, int]], ...] = (

@@ -1,6 +1,6 @@
 """The shipped image lists: one YAML file per operator release and flavor.
 
-The files under ``image-lists/`` are facts taken from each release's own chart
+The files under ``mirrorkit/resolve/image-lists/`` are facts taken from each release's own chart
 (``scripts/gen-image-list.py`` writes them), in our own format, so the resolver
 never has to guess from release notes. This module only loads and validates
 them; deciding what a cluster needs is the resolver's job.
@@ -25,7 +25,7 @@ def default_lists_dir() -> Path:
     env = os.environ.get("MIRRORKIT_IMAGE_LISTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "image-lists"
+    return Path(__file__).resolve().parent / "image-lists"
 
 
 @dataclass(frozen=True)

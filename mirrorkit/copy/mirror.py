@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import interrupt
-from mirrorkit.auth import CredentialStore
+from mirrorkit.copy.download import fetch_blob
+from mirrorkit.copy.push import verify_registry
+from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.destinations import destination_map
-from mirrorkit.download import fetch_blob
 from mirrorkit.errors import AuthError, InputError, RegistryError
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import Plan, PlanImage
-from mirrorkit.push import verify_registry
 from mirrorkit.refs import Ref, RegistryTarget
-from mirrorkit.registry import RegistryClient
-from mirrorkit.skopeo import auth_file, cert_dirs, copy_argv, run_copy
-from mirrorkit.store import BlobStore
 
 
 @dataclass

@@ -20,9 +20,9 @@ import httpx
 
 from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, check_digest
-from mirrorkit.registry import RegistryClient
-from mirrorkit.store import BlobStore
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

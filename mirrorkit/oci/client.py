@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import tenacity
 
-from mirrorkit.auth import Credentials, CredentialStore
 from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
-from mirrorkit.transport import Endpoints
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

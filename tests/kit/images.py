@@ -191,7 +191,7 @@ def make_image(
         "created": "1970-01-01T00:00:00Z",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Labels": {"io.mirrorkit.testkit.seed": config_seed},
+            "Labels": {"io.kit.seed": config_seed},
         },
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"testkit {config_seed}"}],

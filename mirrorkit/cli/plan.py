@@ -34,7 +34,7 @@ Examples:
 
 
 def _nodes(specs: tuple[str, ...], nodes_json: str | None) -> tuple[list[Any], list[str]]:
-    from mirrorkit.nodes import load_nodes_json, parse_node_spec
+    from mirrorkit.resolve.nodes import load_nodes_json, parse_node_spec
 
     nodes = [parse_node_spec(s) for s in specs]
     warnings: list[str] = []
@@ -99,16 +99,16 @@ def _summary(plan: Plan) -> str:
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """Resolve the images a GPU Operator release needs on these nodes into a plan."""
-    from mirrorkit.cli import _apply_config, write_output
+    from mirrorkit.cli.main import _apply_config, write_output
     from mirrorkit.config import load_plan_config
-    from mirrorkit.transport import Endpoints
+    from mirrorkit.oci.transport import Endpoints
 
     p = _apply_config(ctx, load_plan_config, params)
     endpoints = Endpoints.from_options(p["source_endpoint"], p["insecure"], p.get("ca_cert"), p.get("certs_dir"))
     plan = build_plan(p)
     if p["resolve"]:
-        from mirrorkit.commands.common import warn_unused_endpoints
-        from mirrorkit.lookup import resolve_plan
+        from mirrorkit.cli.common import warn_unused_endpoints
+        from mirrorkit.resolve.lookup import resolve_plan
 
         warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in plan.images})
         resolve_plan(plan, endpoints)
@@ -118,11 +118,11 @@ def command(ctx: click.Context, **params: Any) -> None:
 
 def build_plan(p: dict[str, Any]) -> Plan:
     """Options (flags and config merged) -> Plan, without the network."""
-    from mirrorkit import catalog
-    from mirrorkit.chart import image_list_from_chart
-    from mirrorkit.imagelist import load_image_list
     from mirrorkit.refs import Ref, RegistryTarget
-    from mirrorkit.resolver import PlanRequest, parse_os_alias, resolve
+    from mirrorkit.resolve import catalog
+    from mirrorkit.resolve.chart import image_list_from_chart
+    from mirrorkit.resolve.imagelist import load_image_list
+    from mirrorkit.resolve.resolver import PlanRequest, parse_os_alias, resolve
     from mirrorkit.yamlio import load_mapping
 
     image_list = None
@@ -214,7 +214,7 @@ Examples:
 @click.option("--flavor", type=click.Choice(FLAVORS), default="helm", show_default=True)
 def releases_command(flavor: str) -> None:
     """List the GPU Operator releases mirrorkit ships image lists for."""
-    from mirrorkit import catalog
+    from mirrorkit.resolve import catalog
 
     for name in catalog.known_releases(flavor):
         click.echo(name)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mirrorkit.commands.common import (
+from mirrorkit.cli.common import (
     credentials_from,
     endpoints_from,
     registry_options,
@@ -62,11 +62,11 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                         since: str | None, have: str | None, keep_work: bool, charts: tuple[str, ...], fmt: str,
                         **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
+    from mirrorkit.copy.inventory import load_inventory
+    from mirrorkit.copy.pull import PullOptions, pull_bundle
     from mirrorkit.files import check_target
-    from mirrorkit.inventory import load_inventory
     from mirrorkit.plan import load_plan
     from mirrorkit.progress import bars, human, parse_size
-    from mirrorkit.pull import PullOptions, pull_bundle
 
     the_plan = load_plan(plan)
     if output is not None and not output.strip():
@@ -141,9 +141,9 @@ Examples:
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
+    from mirrorkit.copy.push import push_bundle
+    from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
-    from mirrorkit.push import push_bundle
-    from mirrorkit.registry import RegistryClient
 
     target = target_from({"registry": registry})
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
@@ -184,10 +184,10 @@ Examples:
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
+    from mirrorkit.copy.push import verify_registry
     from mirrorkit.destinations import destination_map
     from mirrorkit.inputs import load_plan_or_lock
-    from mirrorkit.push import verify_registry
-    from mirrorkit.registry import RegistryClient
+    from mirrorkit.oci.client import RegistryClient
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
@@ -198,7 +198,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     dest = destination_map(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[s], digest, kids) for s, _, digest, kids in items]
     if lock is not None and lock.charts:
-        from mirrorkit.charts import destination, lock_charts
+        from mirrorkit.copy.charts import destination, lock_charts
 
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
@@ -229,9 +229,9 @@ Examples:
 @registry_options
 def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
     """Registry to registry, for a host that sees both networks; verified afterwards."""
-    from mirrorkit.mirror import mirror
+    from mirrorkit.copy.mirror import mirror
+    from mirrorkit.oci.client import RegistryClient
     from mirrorkit.plan import load_plan
-    from mirrorkit.registry import RegistryClient
 
     the_plan = load_plan(plan)
     target = target_from({"registry": registry})
@@ -260,9 +260,9 @@ Examples:
 @registry_options
 def inventory_command(registry: str, repos: tuple[str, ...], output: str | None, jobs: int, **p: Any) -> None:
     """What the registry already holds, for pull-bundle --have."""
-    from mirrorkit.cli import write_output
-    from mirrorkit.inventory import dumps, take_inventory
-    from mirrorkit.registry import RegistryClient
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.copy.inventory import dumps, take_inventory
+    from mirrorkit.oci.client import RegistryClient
 
     target = target_from({"registry": registry})
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:

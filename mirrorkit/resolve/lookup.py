@@ -10,13 +10,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mirrorkit import manifests
-from mirrorkit.auth import CredentialStore
 from mirrorkit.errors import MirrorkitError
+from mirrorkit.oci import manifests
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref
-from mirrorkit.registry import RegistryClient
-from mirrorkit.transport import Endpoints
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mirrorkit.catalog import API_VERSION, Component, Condition, Extra, ImageList
 from mirrorkit.errors import InputError
+from mirrorkit.resolve.catalog import API_VERSION, Component, Condition, Extra, ImageList
 from mirrorkit.yamlio import dig, parse_yaml
 
 MAX_MEMBER = 8 * 1024 * 1024
@@ -217,7 +217,7 @@ def _conditions(path: str, values: dict[str, Any]) -> tuple[Condition, ...]:
 
 
 def sample_for(release: str) -> str:
-    from mirrorkit.catalog import _release_key
+    from mirrorkit.resolve.catalog import _release_key
 
     key = _release_key(release)
     for first, ref in SAMPLES:

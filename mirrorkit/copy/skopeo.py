@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mirrorkit import interrupt
-from mirrorkit.auth import CredentialStore
 from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.oci.credentials import CredentialStore
 
 if TYPE_CHECKING:
-    from mirrorkit.transport import Endpoints
+    from mirrorkit.oci.transport import Endpoints
 
 SKOPEO = "skopeo"
 PERMANENT = ("manifest unknown", "unauthorized", "authentication required", "denied",

@@ -25,7 +25,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from mirrorkit.testkit import daemon
+from kit import daemon
 
 DEFAULT_BINARY = "docker-registry"
 

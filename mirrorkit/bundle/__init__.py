@@ -1,0 +1,1 @@
+"""Bundles on disk: tar volumes written and read back without trusting them."""

@@ -1,1 +1,0 @@
-"""One module per command: a click adapter from options to one library call."""

@@ -1,0 +1,1 @@
+"""Moving bytes: pull-bundle, push-bundle, mirror, verify, inventory."""

@@ -1,0 +1,1 @@
+"""The resolver: from an operator release, nodes and values to the images a cluster needs."""
