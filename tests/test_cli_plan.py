@@ -237,9 +237,10 @@ def test_bad_driver_version_is_named_as_the_flag(value: str, problem: str) -> No
 
 def test_source_endpoint_for_a_registry_no_image_comes_from_is_warned_about(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mirrorkit.oci import client as registry_mod
 
-    monkeypatch.setattr(registry_mod.RetryPolicy.__init__, "__defaults__", (1, 5.0, 0.01, 0.01))
+    monkeypatch.setenv("MIRRORKIT_RETRY_ATTEMPTS", "1")
+    monkeypatch.setenv("MIRRORKIT_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("MIRRORKIT_RETRY_MAX_TOTAL", "5")
     plan = tmp_path / "plan.yaml"
     assert run("plan", "--image", "nvcr.io/nvidia/gpu-operator:v23.9.2", "-o", str(plan)).exit_code == 0
     # pull-bundle warns before it contacts anything; the unreachable upstream then fails the run

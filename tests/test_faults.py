@@ -178,7 +178,9 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """3 attempts, 0.1 s backoff: RegistryClient's own policy, made quick for the test."""
-    monkeypatch.setattr(registry_mod.RetryPolicy.__init__, "__defaults__", (3, 30.0, 0.1, 0.2))
+    monkeypatch.setenv("MIRRORKIT_RETRY_ATTEMPTS", "3")
+    monkeypatch.setenv("MIRRORKIT_RETRY_BACKOFF", "0.1")
+    monkeypatch.setenv("MIRRORKIT_RETRY_MAX_TOTAL", "30")
 
 
 def resolve(tmp: Path, proxy: FaultProxy, out: str = "plan.yaml") -> Result:

@@ -34,6 +34,7 @@ from mirrorkit.oci.client import (
     sha256_digest,
 )
 from mirrorkit.oci.credentials import Credentials, CredentialStore, auth_file_candidates
+from mirrorkit.oci.retry import RetryPolicy
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
 
@@ -58,7 +59,8 @@ def make_client(handler: Handler, *, creds: dict[str, Credentials] | None = None
         endpoints or Endpoints(),
         store or CredentialStore(explicit=creds or {}, files=[]),
         transport=httpx.MockTransport(handler),
-        sleep=sleeps.append,
+        # injected: no jitter, a clock that advances only by the sleeps taken
+        retry=RetryPolicy(jitter=0.0, sleep=sleeps.append, clock=lambda: sum(sleeps)),
     )
     return client, sleeps
 

@@ -15,7 +15,6 @@ from kit.push import push_image
 from kit.registryd import RegistryServer
 
 from mirrorkit.cli.main import main
-from mirrorkit.oci import client as registry_mod
 
 BIG = 10 << 20                 # above pull-bundle's 8 MiB threshold for its own, resumable download
 CUT = 4 << 20
@@ -44,7 +43,9 @@ def plan(tmp_path: Path, registry: RegistryServer, image: Index) -> Path:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_mod.RetryPolicy.__init__, "__defaults__", (3, 30.0, 0.1, 0.2))
+    monkeypatch.setenv("MIRRORKIT_RETRY_ATTEMPTS", "3")
+    monkeypatch.setenv("MIRRORKIT_RETRY_BACKOFF", "0.1")
+    monkeypatch.setenv("MIRRORKIT_RETRY_MAX_TOTAL", "30")
 
 
 def big_layer(image: Index) -> tuple[str, int]:

@@ -2,20 +2,23 @@
 
 It does what mirrorkit needs and does it carefully: anonymous, basic and
 bearer-token auth (the ``WWW-Authenticate`` dance nvcr.io and Docker Hub use),
-bounded retries on network faults, 429 and 5xx honouring ``Retry-After``,
+retries under the one policy of mirrorkit.oci.retry (network faults, 429 and
+5xx honouring ``Retry-After``, stalls), resumable chunked uploads,
 manifests hashed and checked against the digest asked for, and size caps so a
 lying registry cannot exhaust memory. httpx, tenacity and ssl errors are
 translated here into mirrorkit's error tree and never leak past this module.
-Each connect, read or write may take 60 s, or ``MIRRORKIT_HTTP_TIMEOUT`` seconds.
+A connect, read or write with no progress for the policy's ``stall_timeout`` (60 s,
+or ``MIRRORKIT_STALL_TIMEOUT`` seconds) is cut, and retried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import email.utils
 import hashlib
-import os
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import tenacity
 
-from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.oci import retry as retries
 from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.retry import RetryPolicy, TransientError
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
 
@@ -39,7 +43,6 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
 RETRY_AFTER_CAP = 30.0
-DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -51,20 +54,6 @@ class Manifest:
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 6
-    max_total: float = 120.0
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -112,22 +101,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def default_timeout() -> float:
-    """Seconds a single connect/read/write may take: ``MIRRORKIT_HTTP_TIMEOUT``, else 60.
-
-    The knob exists for slow links (raise it) and for fault tests (lower it, so a
-    stalled registry is detected, retried and reported within seconds).
-    """
-    value = os.environ.get("MIRRORKIT_HTTP_TIMEOUT", "").strip()
-    try:
-        seconds = float(value) if value else DEFAULT_TIMEOUT
-    except ValueError:
-        raise InputError(f"MIRRORKIT_HTTP_TIMEOUT={value!r}: expected a number of seconds") from None
-    if not 0 < seconds <= 3600:
-        raise InputError(f"MIRRORKIT_HTTP_TIMEOUT={value!r}: expected 0 < seconds <= 3600")
-    return seconds
-
-
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -137,13 +110,19 @@ class RegistryClient:
 
     def __init__(self, endpoints: Endpoints | None = None, credentials: CredentialStore | None = None,
                  transport: httpx.BaseTransport | None = None, retry: RetryPolicy | None = None,
-                 timeout: float | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 timeout: float | None = None, sleep: Callable[[float], None] | None = None) -> None:
         self.endpoints = endpoints or Endpoints()
         self.credentials = credentials or CredentialStore()
         self.transport = transport
-        self.retry = retry or RetryPolicy()
-        self.timeout = default_timeout() if timeout is None else timeout
-        self.sleep = sleep
+        policy = retry or RetryPolicy.from_env()
+        if sleep is not None:
+            policy = dataclasses.replace(policy, sleep=sleep)
+        if timeout is not None:
+            policy = dataclasses.replace(policy, stall_timeout=timeout)
+        self.retry = policy
+        # no byte for stall_timeout seconds (connect, read or write) cuts the transfer; the
+        # retry policy then resumes it
+        self.timeout = policy.stall_timeout
         self._clients: dict[str, httpx.Client] = {}
         self._bases: dict[str, str] = {}
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
@@ -259,12 +238,6 @@ class RegistryClient:
         self._tokens[(registry, scope)] = (token, time.monotonic() + max(expires - 5, 1))
 
     # -- requests ---------------------------------------------------------------
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return exc.retry_after
-        return min(self.retry.backoff * 2 ** (state.attempt_number - 1), self.retry.backoff_max)
-
     def _same_origin(self, registry: str, url: str) -> bool:
         base = httpx.URL(self.base_url(registry))
         target = httpx.URL(url)
@@ -273,15 +246,18 @@ class RegistryClient:
     def request(self, registry: str, method: str, path: str, scope: str = "",
                 headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,),
                 stream: bool = False, retry: bool = True, **kwargs: Any) -> httpx.Response:
-        """One API call with auth and bounded retries; returns a response whose status is in ``ok``.
+        """One API call with auth; returns a response whose status is in ``ok``.
 
-        Credentials go only to the registry's own origin: an upload ``Location`` on
-        another host gets none. ``retry=False`` is for requests whose body is a
-        one-shot stream; the caller then retries the whole operation itself.
+        ``retry=True`` runs the call under the retry policy. ``retry=False`` sends one
+        attempt and raises :class:`TransientError` for a failure worth another try: the
+        caller is then itself one operation under the policy (a download, an upload),
+        so retries never nest. Credentials go only to the registry's own origin: an
+        upload ``Location`` on another host gets none.
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url(registry)}{path}"
         what = f"{method} {registry}{httpx.URL(url).path}"
         send_auth = self._same_origin(registry, url)
+        one_shot = not isinstance(kwargs.get("content"), bytes | None)   # a streamed body cannot be re-sent
 
         def attempt() -> httpx.Response:
             for _ in range(3):
@@ -292,61 +268,64 @@ class RegistryClient:
                     req = self._client(registry).build_request(method, url, headers=hdrs, **kwargs)
                     resp = self._client(registry).send(req, stream=stream)
                 except httpx.TransportError as exc:
-                    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
-                        raise RegistryError(
-                            f"{what}: TLS verification failed at {httpx.URL(url).host}:{httpx.URL(url).port or 443} "
-                            f"({str(exc).split(']')[-1].strip() or exc}); trust its CA with --ca-cert, or name it "
-                            f"with --insecure {self.endpoints.network_host(registry)}") from None
-                    raise _Retryable(f"{what}: {type(exc).__name__}: {exc}") from None
+                    raise self.transport_error(exc, what, registry, url) from None
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate") and send_auth:
                     resp.close()
                     self._tokens.pop((registry, scope), None)
                     self._authenticate(registry, scope, resp.headers["WWW-Authenticate"],
                                        sent_basic=hdrs.get("Authorization", "").startswith("Basic "))
-                    if not retry:
-                        # the body was a one-shot stream, already (partly) sent: the caller
-                        # starts the operation again, now with the renewed authorization
-                        raise RegistryError(f"{what}: authorization renewed mid-upload; starting it again")
+                    if one_shot:
+                        # the body may have been a one-shot stream, already (partly) sent: the
+                        # caller's operation starts again, now with the renewed authorization
+                        raise TransientError(f"{what}: authorization renewed mid-request; starting it again",
+                                             retry_after=0.0)
                     continue
                 if resp.status_code == 429 or resp.status_code >= 500:
+                    code = "" if stream else error_code(resp)
                     resp.close()
-                    raise _Retryable(f"{what}: HTTP {resp.status_code}",
-                                     parse_retry_after(resp.headers.get("Retry-After")))
+                    raise TransientError(f"{what}: HTTP {resp.status_code}{' ' + code if code else ''}",
+                                         parse_retry_after(resp.headers.get("Retry-After")))
                 return resp
             raise AuthError(f"{registry}: authentication did not succeed for {what}")
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts if retry else 1)
-            | tenacity.stop_after_delay(self.retry.max_total),
-            wait=self._wait, retry=tenacity.retry_if_exception_type(_Retryable),
-            sleep=self.sleep, reraise=True,
-        )
-        try:
-            resp = retrying(attempt)
-        except _Retryable as exc:
-            tries = self.retry.attempts if retry else 1
-            raise RegistryError(f"{exc} (gave up after {tries} attempt{'s' if tries > 1 else ''})") from None
+        resp = retries.run(self.retry, attempt) if retry else attempt()
         if resp.status_code in ok:
             return resp
-        if not stream:
-            resp.read()
+        if stream:
+            with contextlib.suppress(httpx.HTTPError):
+                resp.read()
         resp.close()
+        code = error_code(resp)
         if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found")
+            raise NotFoundError(f"{what}: not found{' (' + code + ')' if code else ''}")
         if resp.status_code in (401, 403):
-            raise AuthError(f"{what}: access denied (HTTP {resp.status_code})")
-        raise RegistryError(f"{what}: HTTP {resp.status_code}")
+            raise AuthError(f"{what}: access denied (HTTP {resp.status_code}{' ' + code if code else ''})")
+        raise RegistryAPIError(f"{code + ': ' if code else ''}{what}: HTTP {resp.status_code}", code)
+
+    def transport_error(self, exc: httpx.TransportError, what: str, registry: str, url: str) -> RegistryError:
+        """A network failure as mirrorkit's error: TLS and name resolution are final, the rest transient."""
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
+            return RegistryError(
+                f"TLS verification failed at {httpx.URL(url).host}:{httpx.URL(url).port or 443} "
+                f"({str(exc).split(']')[-1].strip() or exc}) for {what}; trust its CA with --ca-cert, or name it "
+                f"with --insecure {self.endpoints.network_host(registry)}")
+        if retries.is_name_resolution_failure(exc):
+            return RegistryError(f"cannot resolve {httpx.URL(url).host}: {exc} ({what})")
+        return TransientError(f"{type(exc).__name__}: {exc or 'connection failed'} ({what})")
 
     # -- manifests ----------------------------------------------------------------
     def get_manifest(self, ref: Ref, reference: str | None = None) -> Manifest:
-        """The manifest's exact bytes, checked against the digest when one is asked for."""
+        """The manifest's exact bytes, checked against the digest when one is asked for.
+
+        Headers and body are one attempt: a body cut or stalled midway is asked for again.
+        """
         reference = reference or ref.reference
-        # The body is streamed, so request()'s retries end with the headers: a connection cut
-        # (or timed out) mid-body is retried here, within the same attempt bound.
-        for n in range(max(1, self.retry.attempts)):
-            resp = self.request(ref.registry, "GET", f"/v2/{ref.repository}/manifests/{reference}",
-                                scope=f"repository:{ref.repository}:pull",
-                                headers={"Accept": ACCEPT}, stream=True)
+        path = f"/v2/{ref.repository}/manifests/{reference}"
+        what = f"GET {ref.registry}{path}"
+
+        def attempt() -> tuple[httpx.Response, bytes]:
+            resp = self.request(ref.registry, "GET", path, scope=f"repository:{ref.repository}:pull",
+                                headers={"Accept": ACCEPT}, stream=True, retry=False)
             try:
                 declared = int(resp.headers.get("Content-Length") or 0)
                 if declared > MAX_MANIFEST:
@@ -359,18 +338,15 @@ class RegistryClient:
                         raise RegistryError(f"{ref.name}:{reference}: manifest exceeds the "
                                             f"{MAX_MANIFEST} byte limit")
                     chunks.append(chunk)
-                break
-            except httpx.TransportError as exc:
-                if n + 1 >= self.retry.attempts:
-                    raise RegistryError(f"{ref.name}:{reference}: reading manifest failed: "
-                                        f"{type(exc).__name__} (gave up after {n + 1} attempts)") from None
-                self.sleep(min(self.retry.backoff * 2 ** n, self.retry.backoff_max))
+                return resp, b"".join(chunks)
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                raise TransientError(f"reading manifest cut off: {type(exc).__name__} ({what})") from None
             except httpx.HTTPError as exc:
-                raise RegistryError(f"{ref.name}:{reference}: reading manifest failed: "
-                                    f"{type(exc).__name__}") from None
+                raise RegistryError(f"reading manifest failed: {type(exc).__name__} ({what})") from None
             finally:
                 resp.close()
-        data = b"".join(chunks)
+
+        resp, data = retries.run(self.retry, attempt)
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"{ref.name}@{reference}: registry answered with a manifest whose "
@@ -425,36 +401,83 @@ class RegistryClient:
         return resp.status_code == 201
 
     def upload_blob(self, registry: str, repo: str, digest: str, size: int,
-                    opener: Callable[[], Any], attempts: int | None = None) -> None:
-        """POST then a monolithic PUT streamed from ``opener()``, retried as a whole.
+                    opener: Callable[[], Any], progress: Callable[[int], None] | None = None) -> None:
+        """Upload one blob as one operation under the retry policy, resuming where the registry allows.
 
-        ``opener`` returns a fresh binary file object each time, so a retry
-        re-reads the blob from its start rather than resending a spent stream.
+        POST opens an upload session; one PATCH streams the bytes (with ``Content-Range``);
+        PUT ``?digest=`` closes it. After a cut, the session's status (GET, ``Range:
+        0-N``) says how much arrived and the next PATCH sends only the rest; a session
+        the registry forgot, or a close it refuses after a resume, starts over.
+        ``opener`` returns a fresh binary file object each time.
         """
         scope = f"repository:{repo}:pull,push"
-        tries = attempts or self.retry.attempts
-        last: Exception | None = None
-        for n in range(tries):
-            try:
+        session: dict[str, Any] = {"url": None, "resumed": False, "confirmed": 0}
+
+        def attempt() -> None:
+            if session["url"] is None:
                 start = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
-                                     ok=(202,))
-                url = str(httpx.URL(self._location(registry, start)).copy_merge_params({"digest": digest}))
+                                     ok=(202,), retry=False)
+                session.update(url=self._location(registry, start), resumed=False)
+                offset = 0
+            else:
+                offset = self._upload_offset(registry, session, scope)
+                session["resumed"] = offset > 0
+                session["confirmed"] = max(session["confirmed"], offset)
+            if offset < size:
                 with opener() as fh:
+                    _skip(fh, offset)
+
                     def body(fh: Any = fh) -> Any:
                         while chunk := fh.read(1 << 20):
+                            if progress:
+                                progress(len(chunk))
                             yield chunk
-                    self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201,),
-                                 headers={"Content-Type": "application/octet-stream",
-                                          "Content-Length": str(size)},
-                                 content=body())
-                return
-            except (RegistryError, OSError) as exc:
-                if isinstance(exc, AuthError):
-                    raise
-                last = exc
-                if n + 1 < tries:
-                    self.sleep(min(self.retry.backoff * 2 ** n, self.retry.backoff_max))
-        raise RegistryError(f"uploading {digest} to {registry}/{repo} failed: {last}")
+                    try:
+                        resp = self.request(registry, "PATCH", session["url"], scope=scope, retry=False,
+                                            ok=(202, 204), content=body(),
+                                            headers={"Content-Type": "application/octet-stream",
+                                                     "Content-Range": f"{offset}-{size - 1}",
+                                                     "Content-Length": str(size - offset)})
+                    except RegistryAPIError as exc:
+                        if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID") or "416" in str(exc):
+                            session["url"] = None       # the registry lost or refused the session
+                            raise TransientError(f"{exc}; starting the upload again") from None
+                        raise
+                session["url"] = self._location(registry, resp)
+                session["confirmed"] = size
+            url = str(httpx.URL(session["url"]).copy_merge_params({"digest": digest}))
+            try:
+                self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201, 204),
+                             headers={"Content-Length": "0"})
+            except RegistryAPIError as exc:
+                if exc.code in ("DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "SIZE_INVALID") \
+                        and (session["resumed"] or exc.code == "BLOB_UPLOAD_UNKNOWN"):
+                    session["url"] = None           # the resumed session held something else: once more, whole
+                    raise TransientError(f"{exc}; starting the upload again") from None
+                raise
+
+        try:
+            retries.run(self.retry, attempt, progress=lambda: int(session["confirmed"]))
+        except RegistryError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            raise type(exc)(f"{exc} (uploading {digest} to {registry}/{repo})") from None
+
+    def _upload_offset(self, registry: str, session: dict[str, Any], scope: str) -> int:
+        """Bytes the registry holds for an open upload session (0 when it cannot say)."""
+        try:
+            resp = self.request(registry, "GET", session["url"], scope=scope, ok=(204, 200), retry=False)
+        except NotFoundError:
+            session["url"] = None
+            raise TransientError("the registry forgot the upload session; starting it again",
+                                 retry_after=0.0) from None
+        if resp.headers.get("Location"):
+            session["url"] = self._location(registry, resp)
+        end = resp.headers.get("Range", "").strip().removeprefix("bytes=")
+        try:
+            return int(end.split("-", 1)[1]) + 1 if "-" in end else 0
+        except ValueError:
+            return 0
 
     def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str) -> str:
         """Upload manifest bytes exactly as given (never re-serialised); returns their digest."""
@@ -497,6 +520,44 @@ class RegistryClient:
 
     def catalog(self, registry: str) -> list[str]:
         return self._paged(registry, "/v2/_catalog", "registry:catalog:*", "repositories")
+
+
+class RegistryAPIError(RegistryError):
+    """A registry's refusal, with its own error code (``MANIFEST_BLOB_UNKNOWN``…) when it gave one."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_code(resp: httpx.Response) -> str:
+    """The first ``errors[].code`` of a distribution error body, or ''."""
+    try:
+        body = resp.json()
+    except (ValueError, httpx.HTTPError, UnicodeDecodeError):
+        return ""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 64:
+            return code
+    return ""
+
+
+def _skip(fh: Any, offset: int) -> None:
+    """Position a fresh blob stream at ``offset``: seek when it can, else read past."""
+    if not offset:
+        return
+    with contextlib.suppress(OSError, AttributeError, io.UnsupportedOperation):
+        if fh.seekable():
+            fh.seek(offset)
+            return
+    left = offset
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 20))
+        if not chunk:
+            raise OSError("blob stream ended before the resume offset")
+        left -= len(chunk)
 
 
 def _media_type_from_body(data: bytes) -> str | None:
