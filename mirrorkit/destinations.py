@@ -2,7 +2,9 @@
 
 push-bundle, verify and mirror accept ``--registry``/``--mapping`` given on the
 air-gapped side (a registry name the connected side never knew); the OS-alias
-tag the resolver chose is kept either way.
+tag the resolver chose is kept either way. One source can have several
+destinations (Rocky 8.5 and 8.6 nodes both served by the centos8 driver, under
+two tags), so the copy commands key destinations by (source, recorded destination).
 """
 
 from __future__ import annotations
@@ -12,19 +14,34 @@ from mirrorkit.mapping import check_collisions, map_ref
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref, RegistryTarget
 
+Pair = tuple[str, str | None]
 
-def destination_map(plan: Plan, sources: list[tuple[str, str | None]], registry: RegistryTarget | None,
-                    mapping: str | None) -> dict[str, Ref]:
-    """source -> destination Ref for ``(source, recorded destination)`` pairs."""
-    target_tags = {i.source: i.target_tag for i in plan.images}
-    out: dict[str, Ref] = {}
-    for source, recorded in sources:
+
+def destination_pairs(plan: Plan, pairs: list[Pair], registry: RegistryTarget | None,
+                      mapping: str | None) -> dict[Pair, Ref]:
+    """(source, recorded destination) -> destination Ref, one entry per pair."""
+    target_tags: dict[Pair, str | None] = {(i.source, i.destination): i.target_tag for i in plan.images}
+    by_source: dict[str, str | None] = {}
+    for i in plan.images:
+        by_source.setdefault(i.source, i.target_tag)
+    out: dict[Pair, Ref] = {}
+    for source, recorded in pairs:
         src = Ref.parse(source)
         if registry is not None:
-            out[source] = map_ref(src, registry, mapping or plan.mapping or "prefix", target_tags.get(source))
+            tag = target_tags.get((source, recorded), by_source.get(source))
+            out[(source, recorded)] = map_ref(src, registry, mapping or plan.mapping or "prefix", tag)
         elif recorded:
-            out[source] = Ref.parse(recorded)
+            out[(source, recorded)] = Ref.parse(recorded)
         else:
             raise InputError(f"{source} has no destination in the plan: give --registry HOST[:PORT][/PREFIX]")
-    check_collisions((Ref.parse(s), d) for s, d in out.items())
+    check_collisions((Ref.parse(s), d) for (s, _), d in out.items())
+    return out
+
+
+def destination_map(plan: Plan, sources: list[Pair], registry: RegistryTarget | None,
+                    mapping: str | None) -> dict[str, Ref]:
+    """source -> its first destination: for config writers, which need one mirror path per source."""
+    out: dict[str, Ref] = {}
+    for (source, _), ref in destination_pairs(plan, sources, registry, mapping).items():
+        out.setdefault(source, ref)
     return out

@@ -184,8 +184,8 @@ Examples:
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
-    from mirrorkit.copy.push import verify_registry
-    from mirrorkit.destinations import destination_map
+    from mirrorkit.copy.verify import verify_registry
+    from mirrorkit.destinations import destination_pairs
     from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.oci.client import RegistryClient
 
@@ -195,8 +195,8 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
     else:
         items = [(i.source, i.destination, i.digest, []) for i in plan.images]
-    dest = destination_map(plan, [(s, d) for s, d, _, _ in items], target, mapping)
-    expected = [(dest[s], digest, kids) for s, _, digest, kids in items]
+    dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
+    expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
     if lock is not None and lock.charts:
         from mirrorkit.copy.charts import destination, lock_charts
 

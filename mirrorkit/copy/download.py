@@ -1,17 +1,18 @@
-"""Resumable blob downloads: a big layer cut off at 90 % is finished, not fetched again.
+"""Resumable, verified blob downloads: a layer cut off at 90 % is finished, not fetched again.
 
-skopeo 1.9 (Debian 12) restarts a blob from its first byte when the connection
-drops, and loses what it had when the process is stopped. A GPU driver layer is
-gigabytes on the links air-gapped sites are fed through, so pull-bundle fetches
-large layers itself: the bytes go to a ``.partial`` file in the work folder,
-every new attempt (in this run or a later one) asks for the rest with
-``Range: bytes=N-``, a registry or CDN that ignores Range (200) starts the file
-over, and the finished file enters the store only if it hashes to its digest.
-skopeo then finds the blob in the shared blob folder and does not fetch it.
+Every blob the engine takes from a registry comes through here, whatever its
+size. The bytes go to a ``.partial`` file in the work folder and are hashed as
+they arrive; each new attempt (in this run or a later one) asks for the rest
+with ``Range: bytes=N-``; a registry or CDN that ignores Range (200) starts the
+file over; the file enters the store only if it hashes to its digest. The whole
+download is one operation under the retry policy, counted from the last attempt
+that made the file longer, so a link that drops every few minutes still gets a
+gigabyte layer through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,10 @@ import httpx
 
 from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
+from mirrorkit.oci import retry
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import TransientError
 from mirrorkit.refs import Ref, check_digest
 
 CHUNK = 1 << 20
@@ -32,82 +35,112 @@ def fetch_blob(client: RegistryClient, ref: Ref, digest: str, size: int, store: 
                progress: Callable[[int], None] | None = None) -> int:
     """Download one blob into the store, resuming a partial file; returns the bytes fetched now.
 
-    A resumed file that does not hash to the digest (a stale partial, a registry that
-    served a different object at the same offset) is fetched once more from its first
+    A download that does not hash to its digest (a stale partial, a registry that
+    served a different object, a flipped bit) is fetched once more from its first
     byte before the blob is refused.
     """
     check_digest(digest)
-    partial = store.root / "partial" / f"{digest[7:]}.partial"
-    partial.parent.mkdir(exist_ok=True)
-    fetched, resumed = _download(client, ref, digest, size, partial, progress)
-    try:
-        store.adopt(partial, digest)           # checks that the bytes hash to the digest; removes them if not
-    except OperationError:
-        if not resumed:
-            raise
-        again, _ = _download(client, ref, digest, size, partial, progress)
-        store.adopt(partial, digest)
-        fetched += again
-    return fetched
+    if store.has(digest):
+        return 0
+    partial = store.partial_path(digest)
+    fetched = 0
+    for round_ in (1, 2):
+        got, actual = _download(client, ref, digest, size, partial, progress)
+        fetched += got
+        if actual == digest:
+            store.adopt(partial, digest, hashed=actual)
+            return fetched
+        partial.unlink(missing_ok=True)
+        if round_ == 2:
+            raise OperationError(f"digest mismatch: {ref.registry}/{ref.repository}@{digest} downloaded twice "
+                                 f"and hashed to {actual} both times: refusing it")
+    raise AssertionError("unreachable")
 
 
 def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial: Path,
-              progress: Callable[[int], None] | None) -> tuple[int, bool]:
-    """Bring ``partial`` to ``size`` bytes; returns the bytes fetched and whether any came by Range.
-
-    Each attempt that ends mid-body keeps what arrived; attempts are bounded by the
-    client's retry policy, counted only when an attempt left the file no longer, so a
-    download on a link that drops every few minutes still finishes.
-    """
+              progress: Callable[[int], None] | None) -> tuple[int, str]:
+    """Bring ``partial`` to ``size`` bytes; returns the bytes fetched and the file's digest."""
+    where = f"{ref.registry}/{ref.repository}@{digest}"
     if partial.is_file() and partial.stat().st_size > size:
         partial.unlink()                       # left by a different download: not ours to trust
-    fetched, failures, last_error, resumed = 0, 0, "", False
-    path = f"/v2/{ref.repository}/blobs/{digest}"
-    while (have := partial.stat().st_size if partial.is_file() else 0) < size:
-        if failures >= max(1, client.retry.attempts):
-            raise RegistryError(f"{ref.registry}/{ref.repository}@{digest}: download stopped at {have} of {size} "
-                                f"bytes ({last_error}; gave up after {failures} attempts without progress; "
-                                "the next run resumes from there)")
-        last_error = ""
-        headers = {"Range": f"bytes={have}-{size - 1}"} if have else {}
+    try:
+        partial.touch()
+    except OSError as exc:
+        raise retry.disk_error(exc, str(partial.parent)) from None
+    state = {"fetched": 0}
+    hasher = hashlib.sha256()
+    hashed = [0]                               # bytes of the partial file already fed to the hasher
+
+    def have() -> int:
+        return partial.stat().st_size if partial.is_file() else 0
+
+    def catch_up() -> None:
+        """Hash what the partial file holds beyond what was hashed (a partial kept from a past run)."""
+        if hashed[0] == have():
+            return
+        with partial.open("rb") as fh:
+            fh.seek(hashed[0])
+            while chunk := fh.read(CHUNK):
+                hasher.update(chunk)
+                hashed[0] += len(chunk)
+
+    def restart() -> None:
+        nonlocal hasher
+        partial.unlink(missing_ok=True)
+        hasher = hashlib.sha256()
+        hashed[0] = 0
+
+    def attempt() -> None:
+        start = have()
+        if start >= size:
+            return
+        headers = {"Range": f"bytes={start}-{size - 1}"} if start else {}
         try:
-            resp = client.request(ref.registry, "GET", path, scope=f"repository:{ref.repository}:pull",
-                                  headers=headers, ok=(200, 206, 416), stream=True)
-        except RegistryError as exc:
-            if not have:
-                raise
-            raise type(exc)(f"{exc}; {have} of {size} bytes of {digest} are kept and the next run "
-                            "resumes from there") from None
-        added = 0
+            resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                                  scope=f"repository:{ref.repository}:pull", headers=headers,
+                                  ok=(200, 206, 416), stream=True, retry=False)
+        except TransientError as exc:
+            raise TransientError(f"{exc}; {start} of {size} bytes kept", exc.retry_after) from None
         try:
-            mode = _write_mode(resp, have, size)
+            mode = _write_mode(resp, start, size)
             if mode is None:                   # 416, or a range we did not ask for: start over
-                partial.unlink(missing_ok=True)
-                failures += 1
-                last_error = f"HTTP {resp.status_code} to a range request"
-                continue
-            resumed = resumed or mode == "ab"
-            with partial.open(mode) as fh:
-                start = fh.tell()
-                for chunk in resp.iter_bytes(CHUNK):
-                    interrupt.check()
-                    if start + added + len(chunk) > size:
-                        raise OperationError(f"{ref.registry}/{ref.repository}@{digest}: the registry sent more "
-                                             f"than the {size} bytes the manifest declares")
-                    fh.write(chunk)
-                    added += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+                restart()
+                raise TransientError(f"HTTP {resp.status_code} to a range request for {where}")
+            if mode == "wb":
+                restart()
+            else:
+                catch_up()
+            try:
+                with partial.open("ab") as fh:
+                    for chunk in resp.iter_bytes(CHUNK):
+                        interrupt.check()
+                        if hashed[0] + len(chunk) > size:
+                            raise OperationError(f"{where}: the registry sent more than the {size} bytes "
+                                                 "the manifest declares")
+                        fh.write(chunk)
+                        hasher.update(chunk)
+                        hashed[0] += len(chunk)
+                        state["fetched"] += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+            except OSError as exc:
+                raise retry.disk_error(exc, str(partial.parent)) from None
         except (httpx.TransportError, httpx.StreamError) as exc:
-            last_error = type(exc).__name__
+            raise TransientError(f"{type(exc).__name__} reading {where} at byte {have()} of {size}") from None
         finally:
             resp.close()
-            fetched += added
-        # progress is what the file gained: a 200 that restarts it and drops early gains nothing
-        grown = partial.is_file() and partial.stat().st_size > have
-        failures = 0 if grown else failures + 1
-        last_error = last_error or "the answer ended early"
-    return fetched, resumed
+        if have() < size:
+            raise TransientError(f"the answer for {where} ended at byte {have()} of {size}")
+
+    try:
+        retry.run(client.retry, attempt, progress=have)
+    except RegistryError as exc:
+        if have():
+            raise type(exc)(f"{exc}; {have()} of {size} bytes are kept in {partial.parent} and the next run "
+                            "resumes from there") from None
+        raise
+    catch_up()
+    return state["fetched"], "sha256:" + hasher.hexdigest()
 
 
 def _write_mode(resp: httpx.Response, have: int, size: int) -> str | None:

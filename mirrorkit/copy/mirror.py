@@ -1,30 +1,31 @@
-"""mirror: registry to registry through skopeo, for a host that sees both networks.
+"""mirror: registry to registry through the engine, for a host that sees both networks.
 
 Same guarantees as a bundle: by digest where the plan has one, digests
 preserved, images already present (same digest at the destination tag) skipped,
-and every destination manifest fetched and hashed afterwards.
+blobs copied once per destination repository (mounted where the registry holds
+them already), and every destination manifest fetched and hashed afterwards.
+Blobs pass through a work folder on this host, so a download cut midway resumes
+with Range and an upload can be re-sent without fetching the blob again.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorkit import interrupt
-from mirrorkit.copy.download import fetch_blob
-from mirrorkit.copy.push import verify_registry
-from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
-from mirrorkit.destinations import destination_map
-from mirrorkit.errors import AuthError, InputError, RegistryError
+from mirrorkit.copy.engine import Engine, Root
+from mirrorkit.copy.sinks import Holders, RegistrySink
+from mirrorkit.copy.sources import RegistrySource
+from mirrorkit.copy.verify import verify_registry
+from mirrorkit.destinations import destination_pairs
+from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
-from mirrorkit.oci.layout import BlobStore
-from mirrorkit.plan import Plan, PlanImage
-from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.plan import Plan
+from mirrorkit.refs import RegistryTarget
 
 
 @dataclass
@@ -34,76 +35,51 @@ class MirrorReport:
     verified: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    blobs_copied: int = 0
+    bytes_copied: int = 0
+    blobs_mounted: int = 0
 
 
-def _network(client: RegistryClient, ref: Ref) -> tuple[str, bool]:
-    base = client.base_url(ref.registry)
-    return base.split("://", 1)[1], base.startswith("http://") or client.endpoints.is_insecure(ref.registry)
-
-
-# skopeo's words when the destination fails on the blob it checks before copying
-_BROKEN_LINK = re.compile(r"reuse blob (sha256:[0-9a-f]{64}) at destination: .*?: 5\d\d")
-
-
-def repair_blob(client: RegistryClient, src: Ref, target: Ref, digest: str) -> None:
-    """Upload one blob again, from the source through a temporary file.
-
-    distribution killed while linking a blob into a repository leaves an empty link
-    file: from then on it answers 500 for that blob there, to skopeo and to every
-    node pulling the image, until the blob is uploaded into that repository again.
-    """
-    with tempfile.TemporaryDirectory(prefix="mirrorkit-repair-") as tmp:
-        store = BlobStore(Path(tmp))
-        fetch_blob(client, src, digest, client.blob_size(src, digest), store)
-        client.upload_blob(target.registry, target.repository, digest, store.size(digest),
-                           lambda: store.path(digest).open("rb"))
-
-
-def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, registry: RegistryTarget | None,
-           mapping: str | None, jobs: int = 4) -> MirrorReport:
+def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | None, registry: RegistryTarget | None,
+           mapping: str | None, jobs: int = 4, progress: Callable[[str, int], None] | None = None) -> MirrorReport:
+    """Copy every planned image to its destination(s); ``credentials`` live in ``client`` (kept for callers)."""
     if plan.platforms:
         raise InputError("mirror copies whole multi-arch images; for a platform-restricted plan use "
                          "pull-bundle and push-bundle")
     start = time.monotonic()
-    dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], registry, mapping)
+    dest = destination_pairs(plan, [(i.source, i.destination) for i in plan.images], registry, mapping)
     report = MirrorReport()
-    hosts: dict[str, str] = {}
-    for img in plan.images:
-        for ref in (img.source_ref, dest[img.source]):
-            hosts[_network(client, ref)[0]] = ref.registry
-
-    def one(img: PlanImage, authfile: str | None, certs: dict[str, str]) -> tuple[bool, str]:
-        interrupt.check()
-        src, target = img.source_ref, dest[img.source]
-        digest = img.digest or client.get_manifest(src).digest
-        if client.manifest_digest(target) == digest:
-            return False, digest
-        src_host, src_insecure = _network(client, src)
-        dst_host, dst_insecure = _network(client, target)
-        argv = copy_argv(f"docker://{src_host}/{src.repository}@{digest}",
-                         f"docker://{dst_host}/{target.repository}:{target.tag}" if target.tag
-                         else f"docker://{dst_host}/{target.repository}",
-                         src_insecure=src_insecure, dest_insecure=dst_insecure, authfile=authfile,
-                         src_cert_dir=certs.get(src_host), dest_cert_dir=certs.get(dst_host))
-        repaired: set[str] = set()
-        while True:                          # one repair per broken blob; a blob that stays broken is reported
-            try:
-                run_copy(argv, f"mirroring {img.source}", secrets=credentials.secrets())
-                return True, digest
-            except RegistryError as exc:
-                broken = _BROKEN_LINK.search(str(exc))
-                if not broken or isinstance(exc, AuthError) or broken.group(1) in repaired:
-                    raise
-                repaired.add(broken.group(1))
-                repair_blob(client, src, target, broken.group(1))
-
-    # skopeo verifies TLS with the client's CAs (--ca-cert, certs.d), per host
-    with auth_file(credentials, hosts) as authfile, cert_dirs(client.endpoints, hosts) as certs, \
-            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(lambda i: one(i, authfile, certs), plan.images))
-    report.copied = sum(1 for copied, _ in results if copied)
-    report.skipped = len(results) - report.copied
-    expected = [(dest[img.source], digest, []) for img, (_, digest) in zip(plan.images, results, strict=True)]
+    holders = Holders()
+    with tempfile.TemporaryDirectory(prefix="mirrorkit-mirror-") as scratch:
+        spool = Path(scratch)
+        sinks: dict[str, RegistrySink] = {}
+        roots: list[Root] = []
+        digests: list[str] = []
+        for img in plan.images:
+            src, target = img.source_ref, dest[(img.source, img.destination)]
+            digest = img.digest or client.get_manifest(src).digest
+            digests.append(digest)
+            if client.manifest_digest(target) == digest:
+                report.skipped += 1
+                continue
+            key = f"{target.registry}/{target.repository}"
+            sink = sinks.setdefault(key, RegistrySink(client, target, holders, spool))
+            # the source repository holds every blob: on the same registry, mount from it
+            for_mount = src.registry == target.registry
+            roots.append(Root(RegistrySource(client, src), sink, digest, tags=(target.tag,) if target.tag else (),
+                              digest=digest, label=img.source))
+            if for_mount:
+                holders.add_repository(src.registry, src.repository)
+        engine = Engine(jobs, client.retry, progress=progress)
+        engine.copy(roots)
+        if engine.report.failures:
+            raise OperationError("; ".join(engine.report.failures))
+    report.copied = len(roots)
+    report.blobs_copied = engine.report.blobs_copied
+    report.bytes_copied = engine.report.bytes_copied
+    report.blobs_mounted = engine.report.blobs_mounted
+    expected = [(dest[(img.source, img.destination)], digest, []) for img, digest in zip(plan.images, digests,
+                                                                                         strict=True)]
     result = verify_registry(client, expected, jobs, blobs=True)
     report.verified = len(result.ok)
     report.problems = result.missing + result.different

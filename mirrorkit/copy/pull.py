@@ -1,45 +1,37 @@
-"""pull-bundle: copy every planned image into one blob store, then write the bundle.
+"""pull-bundle: copy every planned image into one blob store through the engine, then write the bundle.
 
-Manifests are read with mirrorkit's own registry client (to know every blob an
-image needs, and to pin the copy to a digest); the image bytes move through
-skopeo into a per-image ``dir:`` folder and are then adopted into the shared
-store, each blob kept once. skopeo 1.9's ``oci:`` destination cannot hold a
-Docker manifest list without rewriting it (it refuses under
-``--preserve-digests``), so ``dir:`` is the transport that keeps every digest.
-An image whose blobs are all in the store already is not copied again: that is
-what makes an interrupted or repeated pull cheap. Layers of OCI-typed images from
-8 MiB up are fetched first by mirrorkit.download, which resumes a cut download
-with Range (in this run or the next); skopeo then finds them in the shared store.
+Registry -> blob store: every manifest and blob moves through mirrorkit.copy.engine
+(one pool of blob downloads across all images, each blob fetched once, resumed
+with Range after a cut in this run or the next, hashed as it streams). Blobs
+already in the work folder are not fetched again: that is what makes an
+interrupted or repeated pull cheap. Images from local sources (``docker-archive:``
+and friends) are first imported into the same store by mirrorkit.copy.local.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
-from mirrorkit.copy.download import fetch_blob
-from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
+from mirrorkit.copy.engine import Engine, Graph, Root
+from mirrorkit.copy.sinks import StoreSink
+from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
-from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import disk_error
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
-from mirrorkit.refs import Ref
-
-RESUMABLE_MIN = 8 << 20
-OCI_TYPES = frozenset({"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"})
 
 
 @dataclass
@@ -52,7 +44,7 @@ class PullOptions:
     depends_on: list[str] = field(default_factory=list)
     keep_work: bool = False
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
-    resumable_min: int = RESUMABLE_MIN  # layers this big are fetched by mirrorkit.download, resumably
+    keep_going: bool = False     # copy everything that can be copied, then list every failure
 
 
 @dataclass
@@ -68,24 +60,12 @@ class PullReport:
     seconds: float = 0.0
     up_to_date: bool = False
     charts: int = 0
+    blobs_fetched: int = 0
+    bytes_fetched: int = 0
 
     @property
     def saved_bytes(self) -> int:
         return self.total_bytes - self.unique_bytes - self.omitted_bytes
-
-
-@dataclass
-class _Fetched:
-    img: PlanImage
-    top_digest: str
-    top_media_type: str
-    digest: str
-    media_type: str
-    children: list[str]
-    blobs: list[tuple[str, int]]
-    manifest_bytes: int
-    copy_refs: list[tuple[str, bool]]
-    note: str = ""
 
 
 def bundle_stem(output: Path) -> Path:
@@ -106,207 +86,88 @@ def work_dir_for(output: Path) -> Path:
     return stem.with_name(f".{stem.name}.work")
 
 
-class Puller:
-    def __init__(self, plan: Plan, opts: PullOptions, endpoints: Endpoints,
-                 credentials: CredentialStore, client: RegistryClient | None = None,
-                 progress: Callable[[str, int], None] | None = None) -> None:
-        self.plan = plan
-        self.opts = opts
-        self.endpoints = endpoints
-        self.credentials = credentials
-        self.client = client or RegistryClient(endpoints, credentials)
-        self.progress = progress or (lambda what, n: None)
-        self.store = BlobStore(work_dir_for(opts.output))
-        self.cert_dirs: dict[str, str] = {}  # network host -> CA folder for skopeo (set by copy_all)
-        self._blob_locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tuple[Source, str, str | None]:
+    """The engine source of one plan image: its registry, or (local sources) the store it was imported into."""
+    try:
+        from mirrorkit.copy import local  # type: ignore[attr-defined]  # the bundle branch's adapter
+    except ImportError:
+        local = None
+    if local is not None and local.is_local(img.source):
+        digest, _ = local.import_image(img.source, store)
+        return LayoutSource(store, img.source), digest, digest
+    ref = img.source_ref
+    return RegistrySource(client, ref), img.digest or ref.reference, img.digest
 
-    def source_for_skopeo(self, ref: Ref, digest: str) -> tuple[str, bool]:
-        base = self.client.base_url(ref.registry)
-        host = base.split("://", 1)[1]
-        insecure = base.startswith("http://") or self.endpoints.is_insecure(ref.registry)
-        return f"docker://{host}/{ref.repository}@{digest}", insecure
 
-    # -- manifests ------------------------------------------------------------
-    def inspect(self, img: PlanImage) -> _Fetched:
-        ref = img.source_ref
-        top = self.client.get_manifest(ref, img.digest or ref.reference)
-        if img.digest and top.digest != img.digest:
-            raise OperationError(f"{img.source}: registry returned {top.digest}, plan pins {img.digest}")
-        self.store.add_bytes(top.data)
-        what = f"{img.source}@{top.digest}"
-        doc = manifests.parse(top.data, what)
-        if not manifests.is_index(doc, top.media_type):
-            blobs = manifests.image_blobs(doc, what)
-            return _Fetched(img, top.digest, top.media_type, top.digest, top.media_type, [], blobs,
-                            len(top.data), [self.source_for_skopeo(ref, top.digest)])
-        kids = manifests.children(doc, what)
-        chosen = [c for c in kids if manifests.wanted(c, self.plan.platforms)]
-        if not chosen:
-            raise OperationError(f"{img.source}: none of the platforms {', '.join(self.plan.platforms)} "
-                                 "is in its index")
-        blobs: list[tuple[str, int]] = []
-        size = len(top.data)
-        for child in chosen:
-            m = self.client.get_manifest(ref, child.digest)
-            self.store.add_bytes(m.data)
-            size += len(m.data)
-            blobs.extend(manifests.image_blobs(manifests.parse(m.data, f"{img.source}@{child.digest}"),
-                                               f"{img.source}@{child.digest}"))
-        if len(chosen) == len(kids):
-            return _Fetched(img, top.digest, top.media_type, top.digest, top.media_type,
-                            [c.digest for c in chosen], blobs, size,
-                            [self.source_for_skopeo(ref, top.digest)])
-        new_index = manifests.restrict_index(top.data, self.plan.platforms, what)
-        digest = self.store.add_bytes(new_index)
-        note = (f"restricted to {', '.join(self.plan.platforms)}: index rewritten, digest changed "
-                f"from {top.digest} to {digest}")
-        return _Fetched(img, top.digest, top.media_type, digest, top.media_type,
-                        [c.digest for c in chosen], blobs, size - len(top.data) + len(new_index),
-                        [self.source_for_skopeo(ref, c.digest) for c in chosen], note)
+def _roots(plan: Plan, client: RegistryClient, store: BlobStore) -> list[Root]:
+    sink = StoreSink(store)
+    roots = []
+    for img in plan.images:
+        source, reference, pinned = _source_for(img, client, store)
+        roots.append(Root(source, sink, reference, digest=pinned, platforms=tuple(plan.platforms),
+                          label=img.source))
+    return roots
 
-    # -- bytes ----------------------------------------------------------------
-    def missing(self, f: _Fetched) -> list[str]:
-        return [d for d, _ in f.blobs if d not in self.opts.omit and not self.store.has(d)]
 
-    def copy(self, f: _Fetched, n: int, authfile: str | None) -> bool:
-        if not self.missing(f):
-            return False
-        all_images = len(f.children) > 0 and len(f.copy_refs) == 1
-        if f.media_type in OCI_TYPES:
-            self._fetch_large(f)
-        for k, (src, insecure) in enumerate(f.copy_refs):
-            if f.media_type in OCI_TYPES and self._copy_oci(f, n, k, src, insecure, all_images, authfile):
-                continue
-            self._copy_dir(f, n, k, src, insecure, all_images, authfile)
-        still = self.missing(f)
-        if still:
-            raise OperationError(f"{f.img.source}: skopeo did not deliver {still[0]}")
-        return True
+def _failed(graphs: list[Graph], failures: list[str]) -> OperationError:
+    lines = [f"{g.root.label}: {g.error}" for g in graphs if g.error] or failures
+    return OperationError(f"{len(lines)} image(s) could not be copied:\n  " + "\n  ".join(lines))
 
-    def _fetch_large(self, f: _Fetched) -> None:
-        """Big layers first, resumably (mirrorkit.download); skopeo's ``oci:`` copy then finds
-        them in the shared blob folder. Only for OCI-typed images: ``dir:`` would fetch them again."""
-        for digest, size in f.blobs:
-            if size < self.opts.resumable_min or digest in self.opts.omit:
-                continue
-            interrupt.check()
-            with self._locks_lock:
-                lock = self._blob_locks.setdefault(digest, threading.Lock())
-            with lock:                        # two images sharing a layer: one download, one file
-                if not self.store.has(digest):
-                    fetch_blob(self.client, f.img.source_ref, digest, size, self.store,
-                               lambda n: self.progress("bytes", n))
 
-    def _copy_oci(self, f: _Fetched, n: int, k: int, src: str, insecure: bool, all_images: bool,
-                  authfile: str | None) -> bool:
-        """OCI-typed images go through ``oci:`` with the store as shared blob folder: blobs
-        already fetched for another image are not downloaded again. False when skopeo
-        would have to convert a manifest (a Docker-typed child), which ``dir:`` then handles."""
-        layout = self.store.tmp / f"oci-{n}-{k}"
-        shutil.rmtree(layout, ignore_errors=True)
-        argv = copy_argv(src, f"oci:{layout}:image", all_images=all_images, src_insecure=insecure,
-                         src_cert_dir=self._cert_dir(src),
-                         authfile=authfile, dest_shared_blob_dir=str(self.store.root / "blobs"))
-        try:
-            run_copy(argv, f"copying {f.img.source}", secrets=self.credentials.secrets())
-        except OperationError as exc:
-            if "convert" in str(exc) or "preserve digests" in str(exc).lower():
-                return False
-            raise
-        finally:
-            shutil.rmtree(layout, ignore_errors=True)
-        self.progress("bytes", sum(size for d, size in f.blobs
-                                   if d not in self.opts.omit and size < self.opts.resumable_min))
-        return True
+def build_lock(plan: Plan, opts: PullOptions, store: BlobStore, graphs: list[Graph], report: PullReport) -> Lock:
+    """The lock (and the store's index.json) for what the store now holds."""
+    images: list[LockImage] = []
+    carried: dict[str, int] = {}
+    omitted: dict[str, int] = {}
+    index_entries = []
+    for img, g in zip(plan.images, graphs, strict=True):
+        blob_digests = [d for d, _ in g.blobs]
+        for digest in [*g.children, g.digest]:
+            carried[digest] = store.size(digest)
+        for digest, size in g.blobs:
+            if digest in opts.omit:
+                omitted[digest] = size
+            else:
+                carried[digest] = store.size(digest)
+        report.total_bytes += g.manifest_bytes + sum(size for _, size in g.blobs)
+        images.append(LockImage(
+            source=img.source, destination=img.destination, digest=g.digest,
+            media_type=g.top.media_type, platforms=g.platforms or _config_platform(store, g, opts.omit)
+            or list(img.platforms or []), manifests=g.children, blobs=blob_digests,
+            planned_digest=g.upstream_digest, note=g.note))
+        index_entries.append({"mediaType": g.top.media_type, "digest": g.digest, "size": store.size(g.digest),
+                              "annotations": {"org.opencontainers.image.ref.name": img.source,
+                                              "dev.mirrorkit.destination": img.destination or ""}})
+    for digest in list(omitted):
+        if digest in carried:
+            del omitted[digest]
+    store.write_index(index_entries)
+    report.images = len(images)
+    report.unique_bytes = sum(carried.values())
+    report.omitted_bytes = sum(omitted.values())
+    return Lock(
+        id=str(uuid.uuid4()),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        generator=f"mirrorkit {__version__}", plan=plan, images=images,
+        blobs=[LockBlob(d, s) for d, s in sorted(carried.items())],
+        omitted=[LockBlob(d, s) for d, s in sorted(omitted.items())],
+        depends_on=list(opts.depends_on),
+    )
 
-    def _copy_dir(self, f: _Fetched, n: int, k: int, src: str, insecure: bool, all_images: bool,
-                  authfile: str | None) -> None:
-        """``dir:`` keeps any manifest type byte for byte; its blobs are adopted into the store."""
-        folder = self.store.tmp / f"img-{n}-{k}"
-        shutil.rmtree(folder, ignore_errors=True)
-        argv = copy_argv(src, f"dir:{folder}", all_images=all_images, src_insecure=insecure, authfile=authfile,
-                         src_cert_dir=self._cert_dir(src))
-        run_copy(argv, f"copying {f.img.source}", secrets=self.credentials.secrets())
-        for path in sorted(folder.iterdir()):
-            name = path.name
-            if len(name) == 64 and all(ch in "0123456789abcdef" for ch in name):
-                size = path.stat().st_size
-                if self.store.adopt(path, f"sha256:{name}"):
-                    self.progress("bytes", size)
-        shutil.rmtree(folder, ignore_errors=True)
 
-    def inspect_all(self) -> list[_Fetched]:
-        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
-            return list(pool.map(self.inspect, self.plan.images))
-
-    def copy_all(self, fetched: list[_Fetched]) -> tuple[Lock, PullReport]:
-        report = PullReport()
-        hosts = {}
-        for f in fetched:
-            ref = f.img.source_ref
-            hosts[self.client.base_url(ref.registry).split("://", 1)[1]] = ref.registry
-        # skopeo must verify TLS with the CAs the client trusts (--ca-cert, certs.d): without
-        # them a TLS upstream trusted only through --ca-cert failed inside skopeo
-        with auth_file(self.credentials, hosts) as authfile, cert_dirs(self.endpoints, hosts) as self.cert_dirs, \
-                ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
-            done = list(pool.map(lambda a: self._copy_one(*a, authfile),
-                                 [(f, n) for n, f in enumerate(fetched)]))
-        report.copied = sum(done)
-        report.reused = len(done) - report.copied
-        return self.build_lock(fetched, report), report
-
-    def _cert_dir(self, src: str) -> str | None:
-        """The CA folder for a ``docker://HOST/REPO@DIGEST`` source, if its host has extra CAs."""
-        return self.cert_dirs.get(src.split("://", 1)[-1].split("/", 1)[0])
-
-    def _copy_one(self, f: _Fetched, n: int, authfile: str | None) -> bool:
-        interrupt.check()
-        copied = self.copy(f, n, authfile)
-        self.progress("image", 1)
-        return copied
-
-    def build_lock(self, fetched: list[_Fetched], report: PullReport) -> Lock:
-        images: list[LockImage] = []
-        carried: dict[str, int] = {}
-        omitted: dict[str, int] = {}
-        index_entries = []
-        for f in fetched:
-            blob_digests = []
-            for digest, _ in f.blobs:
-                if digest not in blob_digests:
-                    blob_digests.append(digest)
-            for digest in [f.digest, *f.children]:
-                carried[digest] = self.store.size(digest)
-            for digest in blob_digests:
-                if digest in self.opts.omit:
-                    omitted[digest] = dict(f.blobs)[digest]
-                else:
-                    carried[digest] = self.store.size(digest)
-            report.total_bytes += f.manifest_bytes + sum(size for _, size in f.blobs)
-            images.append(LockImage(
-                source=f.img.source, destination=f.img.destination, digest=f.digest,
-                media_type=f.media_type, platforms=f.img.platforms or [], manifests=f.children,
-                blobs=blob_digests, planned_digest=f.top_digest, note=f.note))
-            index_entries.append({"mediaType": f.media_type, "digest": f.digest,
-                                  "size": self.store.size(f.digest),
-                                  "annotations": {"org.opencontainers.image.ref.name": f.img.source,
-                                                  "dev.mirrorkit.destination": f.img.destination or ""}})
-        for digest in list(omitted):
-            if digest in carried:
-                del omitted[digest]
-        self.store.write_index(index_entries)
-        report.images = len(images)
-        report.unique_bytes = sum(carried.values())
-        report.omitted_bytes = sum(omitted.values())
-        return Lock(
-            id=str(uuid.uuid4()),
-            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-            generator=f"mirrorkit {__version__}", plan=self.plan, images=images,
-            blobs=[LockBlob(d, s) for d, s in sorted(carried.items())],
-            omitted=[LockBlob(d, s) for d, s in sorted(omitted.items())],
-            depends_on=list(self.opts.depends_on),
-        )
+def _config_platform(store: BlobStore, g: Graph, omit: set[str]) -> list[str]:
+    """A single image's platform, as its config says (what the bundle holds, not what was planned)."""
+    if not g.blobs or g.blobs[0][0] in omit or not store.has(g.blobs[0][0]) or g.blobs[0][1] > 1 << 20:
+        return []
+    try:
+        config = json.loads(store.read(g.blobs[0][0]))
+    except (ValueError, OSError):
+        return []
+    if not isinstance(config, dict) or not isinstance(config.get("os"), str) \
+            or not isinstance(config.get("architecture"), str):
+        return []
+    text = f"{config['os']}/{config['architecture']}"
+    return [f"{text}/{config['variant']}" if isinstance(config.get("variant"), str) else text]
 
 
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
@@ -322,25 +183,35 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
     charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
+    try:
+        store = BlobStore(work_dir_for(opts.output))
+    except OSError as exc:
+        raise disk_error(exc, str(work_dir_for(opts.output))) from None
     with RegistryClient(endpoints, credentials) as client:
-        puller = Puller(plan, opts, endpoints, credentials, client, progress)
-        fetched = puller.inspect_all()
+        engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
+        graphs = engine.walk(_roots(plan, client, store))
         previous = _previous_lock(lock_file)
-        if previous is not None and _unchanged(previous, fetched, opts) and _volumes_present(opts.output) \
-                and previous.charts == lock_entries(charts, plan.registry):
-            shutil.rmtree(puller.store.root, ignore_errors=True)
-            return PullReport(images=len(fetched), reused=len(fetched), up_to_date=True, lock_path=lock_file,
-                              charts=len(charts),
-                              unique_bytes=sum(b.size for b in previous.blobs),
+        if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
+                and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry):
+            shutil.rmtree(store.root, ignore_errors=True)
+            return PullReport(images=len(graphs), reused=len(graphs), up_to_date=True, lock_path=lock_file,
+                              charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
-        lock, report = puller.copy_all(fetched)
+        fresh = [not _held(store, g, opts.omit) for g in graphs]
+        engine.copy_blobs(graphs)
+        engine.put_manifests(graphs)
+        if engine.report.failures:
+            raise _failed(graphs, engine.report.failures)
+    report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
+                        blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
+    lock = build_lock(plan, opts, store, graphs, report)
     # charts: their blobs join the store, the lock and index.json
-    chart_bytes = add_to_bundle(puller.store, lock, charts, plan.registry)
+    chart_bytes = add_to_bundle(store, lock, charts, plan.registry)
     report.unique_bytes += chart_bytes
     report.total_bytes += chart_bytes
     report.charts = len(charts)
     interrupt.check()
-    volumes = write_bundle(puller.store.root, lock, opts.output, split=opts.split, compress=opts.compress,
+    volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
                            progress=(lambda n: progress("write", n)) if progress else None)
     tmp = lock_file.with_name(f".{lock_file.name}.partial")
     tmp.write_text(lock.dumps())
@@ -349,8 +220,14 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     report.lock_path = lock_file
     report.seconds = time.monotonic() - start
     if not opts.keep_work:
-        shutil.rmtree(puller.store.root, ignore_errors=True)
+        shutil.rmtree(store.root, ignore_errors=True)
     return report
+
+
+def _held(store: BlobStore, g: Graph, omit: set[str]) -> bool:
+    """Is every byte of this image in the work folder already (an earlier, interrupted run fetched it)?"""
+    return all(store.has(n.digest) for n in g.nodes) and \
+        all(store.has(d) for d, _ in g.blobs if d not in omit)
 
 
 def _previous_lock(path: Path) -> Lock | None:
@@ -364,12 +241,12 @@ def _previous_lock(path: Path) -> Lock | None:
         return None
 
 
-def _unchanged(old: Lock, fetched: list[_Fetched], opts: PullOptions) -> bool:
+def _unchanged(old: Lock, plan: Plan, graphs: list[Graph], opts: PullOptions) -> bool:
     """Would this run write the same bundle as the one already on disk?"""
-    images = sorted((f.img.source, f.img.destination, f.digest) for f in fetched)
-    needed = {d for f in fetched for d, _ in f.blobs} | {d for f in fetched for d in [f.digest, *f.children]}
-    carried = {d for d in needed if d not in opts.omit or d in {f.digest for f in fetched}}
-    return (images == sorted((i.source, i.destination, i.digest) for i in old.images)
+    images = sorted((img.source, img.destination or "", g.digest) for img, g in zip(plan.images, graphs, strict=True))
+    needed = {d for g in graphs for d, _ in g.blobs} | {d for g in graphs for d in [g.digest, *g.children]}
+    carried = {d for d in needed if d not in opts.omit or d in {g.digest for g in graphs}}
+    return (images == sorted((i.source, i.destination or "", i.digest) for i in old.images)
             and carried <= {b.digest for b in old.blobs}
             and sorted(old.depends_on) == sorted(opts.depends_on))
 

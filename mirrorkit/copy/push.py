@@ -1,4 +1,4 @@
-"""push-bundle: verify an untrusted bundle, then load it into the private registry.
+"""push-bundle: verify an untrusted bundle, then load it into the private registry through the engine.
 
 Order matters for an air-gapped site: the whole bundle is checked (every blob
 hashed against the lock) before a single byte is pushed; blobs the registry
@@ -10,25 +10,29 @@ straight from the tar (or bundle folder): no scratch copy of the bundle.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from mirrorkit import interrupt
 from mirrorkit.bundle.tarball import BundleReader
-from mirrorkit.destinations import destination_map
-from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
-from mirrorkit.lock import Lock
-from mirrorkit.oci import manifests
-from mirrorkit.oci.client import RegistryClient
+from mirrorkit.copy.engine import Engine, Graph, Root
+from mirrorkit.copy.sinks import Holders, RegistrySink
+from mirrorkit.copy.sources import BundleSource, Stream
+from mirrorkit.copy.verify import VerifyResult, verify_registry
+from mirrorkit.destinations import destination_pairs
+from mirrorkit.errors import OperationError
+from mirrorkit.lock import Lock, LockImage
+from mirrorkit.oci.client import Manifest, RegistryClient
+from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, RegistryTarget
+
+__all__ = ["PushReport", "VerifyResult", "push_bundle", "verify_registry"]
 
 
 @dataclass
@@ -47,88 +51,6 @@ class PushReport:
     charts_skipped: int = 0
 
 
-@dataclass
-class VerifyResult:
-    ok: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    different: list[str] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
-    unreadable: set[tuple[str, str, str]] = field(default_factory=set)   # (registry, repository, blob digest)
-
-    @property
-    def passed(self) -> bool:
-        return not self.missing and not self.different
-
-
-def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None, list[str]]],
-                    jobs: int = 4, children: bool = True, blobs: bool = False) -> VerifyResult:
-    """Fetch and hash every destination manifest, and fetch each child by digest.
-
-    ``children=False`` checks only the top-level manifests: a registry accepts an
-    index only when the manifests it lists are there, so this is the cheap
-    "is there anything to do?" question a rerun asks first. ``blobs=True`` also
-    asks for every config and layer of every platform (HEAD): a registry that lost
-    a blob, or whose link to it a crash left broken, still serves the manifest, and
-    nodes would find out only when they pull.
-    """
-    result = VerifyResult()
-
-    def one(item: tuple[Ref, str | None, list[str]]) -> tuple[str, str, str]:
-        dest, digest, children_of = item
-        try:
-            got = client.get_manifest(dest)
-        except NotFoundError:
-            return "missing", str(dest), "not in the registry"
-        if digest and got.digest != digest:
-            return "different", str(dest), f"registry has {got.digest}, expected {digest}"
-        for child in children_of if children and not blobs else []:
-            try:
-                client.get_manifest(dest, child)
-            except NotFoundError:
-                return "missing", str(dest), f"child manifest {child} is missing"
-        problem = _unreadable_blob(client, dest, got.data, got.media_type) if blobs else None
-        if problem:
-            result.unreadable.add((dest.registry, dest.repository, problem[0]))
-            return "blob", str(dest), problem[1]
-        return "ok", str(dest), got.digest
-
-    # verification is many small GETs: twice the copy's parallelism keeps the round trips overlapped
-    with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as pool:
-        for state, name, detail in pool.map(one, expected):
-            result.states.append(state)
-            if state == "ok":
-                result.ok.append(f"{name}@{detail}")
-            elif state in ("missing", "blob"):       # "blob": the manifest is there, a blob of it is not
-                result.missing.append(f"{name}: {detail}")
-            else:
-                result.different.append(f"{name}: {detail}")
-    return result
-
-
-def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str) -> tuple[str, str] | None:
-    """The first child manifest or blob of the image the registry cannot serve (digest, description)."""
-    what = str(dest)
-    doc = manifests.parse(data, what)
-    docs = [doc]
-    if manifests.is_index(doc, media_type):
-        docs = []
-        for child in manifests.children(doc, what):
-            try:
-                docs.append(manifests.parse(client.get_manifest(dest, child.digest).data, f"{what}@{child.digest}"))
-            except NotFoundError:
-                return child.digest, f"child manifest {child.digest} is missing"
-    for image in docs:
-        for digest, _ in manifests.image_blobs(image, what):
-            try:
-                if not client.blob_exists(dest, digest):
-                    return digest, f"blob {digest} is missing"
-            except (AuthError, NotFoundError):
-                raise
-            except RegistryError as exc:
-                return digest, f"blob {digest} cannot be read: {exc}"
-    return None
-
-
 class Pusher:
     def __init__(self, reader: BundleReader, client: RegistryClient, registry: RegistryTarget | None,
                  mapping: str | None, jobs: int = 4,
@@ -140,20 +62,24 @@ class Pusher:
         self.client = client
         self.jobs = max(1, jobs)
         self.progress = progress or (lambda what, n: None)
-        self.dest = destination_map(self.lock.plan, [(i.source, i.destination) for i in self.lock.images],
-                                    registry, mapping)
+        self.dest = destination_pairs(self.lock.plan, [(i.source, i.destination) for i in self.lock.images],
+                                      registry, mapping)
         self.registry = registry
         self.report = PushReport()
         self.sizes = self.lock.blob_sizes()
-        self.manifest_digests = self.lock.manifest_digests()
-        self._lock = threading.Lock()
+        self._holders = Holders()
+        self._sinks: dict[str, RegistrySink] = {}
+        self._spool = Path(tempfile.gettempdir())   # set to this run's scratch folder by run()
+
+    def target(self, img: LockImage) -> Ref:
+        return self.dest[(img.source, img.destination)]
 
     # -- plan of work ---------------------------------------------------------------
     def needs(self) -> dict[str, list[Ref]]:
         """blob digest -> destination repositories (as Refs) that must hold it."""
         needs: dict[str, list[Ref]] = {}
         for img in self.lock.images:
-            dest = self.dest[img.source]
+            dest = self.target(img)
             for digest in img.blobs:
                 repos = needs.setdefault(digest, [])
                 if all(r.name != dest.name for r in repos):
@@ -165,7 +91,7 @@ class Pusher:
         omitted = {b.digest for b in self.lock.omitted}
         lacking = []
         for digest in sorted(omitted & set(needs)):
-            holders = [r for r in needs[digest] if self._blob_there(r, digest)]
+            holders = [r for r in needs[digest] if self.sink(r).has_blob(digest)]
             for repo in needs[digest]:
                 if repo in holders:
                     continue
@@ -178,179 +104,93 @@ class Pusher:
             raise OperationError(f"this differential bundle depends on {dep}, but the registry lacks "
                                  f"{len(lacking)} blob(s) it left out, e.g. {lacking[0]}; push that first")
 
-    def missing_pairs(self, needs: dict[str, list[Ref]]) -> dict[str, list[Ref]]:
-        todo = [(d, r) for d, repos in needs.items() for r in repos]
+    def sink(self, dest: Ref) -> RegistrySink:
+        """One sink per destination repository, so each blob is copied there once."""
+        key = f"{dest.registry}/{dest.repository}"
+        if key not in self._sinks:
+            distrust = {d for r, repo, d in self.unreadable if (r, repo) == (dest.registry, dest.repository)}
+            self._sinks[key] = RegistrySink(self.client, dest, self._holders, self._spool, distrust)
+        return self._sinks[key]
 
-        def has(pair: tuple[str, Ref]) -> bool:
-            return self._blob_there(pair[1], pair[0])
-
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            present = list(pool.map(has, todo))
-        missing: dict[str, list[Ref]] = {}
-        holders: dict[str, list[Ref]] = {}
-        for (digest, repo), there in zip(todo, present, strict=True):
-            if there:
-                self.report.blobs_skipped += 1
-                self.report.bytes_skipped += self.sizes[digest]
-                holders.setdefault(digest, []).append(repo)
-            else:
-                missing.setdefault(digest, []).append(repo)
-        for digest in list(missing):
-            missing[digest] = self._mount_from_holders(digest, missing[digest], holders.get(digest, []))
-            if not missing[digest]:
-                del missing[digest]
-        return missing
-
-    def _mount_from_holders(self, digest: str, missing: list[Ref], holders: list[Ref]) -> list[Ref]:
-        """Mount into each repository lacking the blob from one that has it; returns those still lacking.
-
-        After an interrupted push a shared layer is often in one repository but not yet in
-        the others: it is mounted there, not uploaded again.
-        """
-        still = []
-        for repo in missing:
-            interrupt.check()
-            source = next((h for h in holders if h.registry == repo.registry), None)
-            if source and self.client.mount_blob(repo.registry, repo.repository, digest, source.repository):
-                self._count(mounted=1)
-            else:
-                still.append(repo)
-        return still
-
-    # -- bytes --------------------------------------------------------------------
-    def _deliver(self, digest: str, repos: list[Ref], opener: Callable[[], Any]) -> None:
-        size = self.sizes[digest]
-        first, rest = repos[0], repos[1:]
-        self.client.upload_blob(first.registry, first.repository, digest, size, opener)
-        self._count(uploaded=size)
-        self.progress("bytes", size)
-        for repo in rest:
-            interrupt.check()
-            if self.client.mount_blob(repo.registry, repo.repository, digest, first.repository):
-                self._count(mounted=1)
-            else:
-                self.client.upload_blob(repo.registry, repo.repository, digest, size, opener)
-                self._count(uploaded=size)
-
-    def _count(self, uploaded: int | None = None, mounted: int = 0) -> None:
-        with self._lock:
-            if uploaded is not None:
-                self.report.blobs_uploaded += 1
-                self.report.bytes_uploaded += uploaded
-            self.report.blobs_mounted += mounted
-
-    def _blob_there(self, repo: Ref, digest: str) -> bool:
-        """HEAD the blob; a registry that keeps failing on it has a broken link there (distribution
-        killed while writing it answers 500 for that blob in that repository, forever), and
-        uploading the blob again is what repairs it."""
-        if (repo.registry, repo.repository, digest) in self.unreadable:
-            return False                     # the first check found it unreadable: do not ask (and wait) again
-        try:
-            return self.client.blob_exists(repo, digest)
-        except (AuthError, NotFoundError):
-            raise
-        except RegistryError:
-            return False
-
-    def _blob_task(self, digest: str, repos: list[Ref]) -> None:
-        """HEAD each repository that needs the blob, then upload or mount where it is missing."""
-        interrupt.check()
-        missing, holders = [], []
-        for repo in repos:
-            interrupt.check()
-            if self._blob_there(repo, digest):
-                holders.append(repo)
-                with self._lock:
-                    self.report.blobs_skipped += 1
-                    self.report.bytes_skipped += self.sizes[digest]
-            else:
-                missing.append(repo)
-        missing = self._mount_from_holders(digest, missing, holders)
-        if missing:
-            self._deliver(digest, missing, lambda: self.reader.open_blob(digest))
-
-    def push_blobs(self, needs: dict[str, list[Ref]]) -> None:
-        carried = {d: repos for d, repos in needs.items() if d in self.sizes and d not in self.manifest_digests}
+    # -- the copy ------------------------------------------------------------------------
+    def push(self, images: list[LockImage]) -> None:
+        """Bundle -> registry through the engine: blobs (skipped, mounted or uploaded), then manifests."""
+        source = BundleSource(self.reader, self.lock)
+        roots = []
+        for img in images:
+            dest = self.target(img)
+            roots.append(Root(source, self.sink(dest), img.digest, tags=(dest.tag,) if dest.tag else (),
+                              digest=img.digest, label=img.source))
+        omitted = {b.digest for b in self.lock.omitted}
+        engine = Engine(self.jobs, self.client.retry, omit=omitted, progress=self.progress)
+        graphs = engine.walk(roots)
         if self.reader.random_access:
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                list(pool.map(lambda d: self._blob_task(d, carried[d]),
-                              sorted(carried, key=lambda d: -self.sizes[d])))
-            return
-        missing = self.missing_pairs(carried)
-        scratch = Path(tempfile.mkdtemp(prefix="mirrorkit-push-"))
-        try:
-            for digest, _, stream in self.reader.iter_blobs():
-                repos = missing.get(digest)
-                if not repos:
-                    continue
-                if len(repos) == 1:
-                    used: list[int] = []
+            engine.copy_blobs(graphs)
+        else:
+            self._stream_blobs(engine, graphs, omitted)
+        engine.put_manifests(graphs)
+        r = engine.report
+        self.report.blobs_uploaded += r.blobs_copied
+        self.report.bytes_uploaded += r.bytes_copied
+        self.report.blobs_mounted += r.blobs_mounted
+        self.report.blobs_skipped += r.blobs_skipped
+        self.report.bytes_skipped += r.bytes_skipped
+        self.report.images_pushed = len(images)
 
-                    def once(stream: Any = stream, used: list[int] = used) -> Any:
-                        if used:
-                            raise OSError("a compressed bundle's blob stream cannot be re-read")
-                        used.append(1)
-                        return contextlib.nullcontext(stream)
-                    self._deliver(digest, repos, once)
-                    continue
-                # a blob several repositories need is spooled once, so a declined mount can re-read it
-                spool = scratch / digest[7:]
-                with spool.open("wb") as fh:
-                    shutil.copyfileobj(stream, fh, 1 << 20)
-                self._deliver(digest, repos, lambda spool=spool: spool.open("rb"))
-                spool.unlink()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    # -- manifests -------------------------------------------------------------------
-    def push_manifests(self, done: set[str]) -> None:
-        def one(img: Any) -> bool:
+    def _stream_blobs(self, engine: Engine, graphs: list[Graph], omitted: set[str]) -> None:
+        """Compressed volumes are read once, in order: each blob some repository lacks goes to the
+        first such repository from the stream (spooled when several need it), the rest mount it."""
+        wanted: dict[str, list[RegistrySink]] = {}
+        for g in graphs:
+            sink = g.root.sink
+            assert isinstance(sink, RegistrySink)
+            for digest, _ in g.blobs:
+                if digest not in omitted and sink not in wanted.setdefault(digest, []):
+                    wanted[digest].append(sink)
+        for digest in list(wanted):
+            lacking = [s for s in wanted[digest] if not s.has_blob(digest)]
+            skipped = len(wanted[digest]) - len(lacking)
+            engine.report.blobs_skipped += skipped
+            engine.report.bytes_skipped += skipped * self.sizes.get(digest, 0)
+            wanted[digest] = lacking
+        for digest, _, stream in self.reader.iter_blobs():
+            sinks = wanted.get(digest)
+            if not sinks:
+                continue
             interrupt.check()
-            if img.source in done:
-                return False
-            dest = self.dest[img.source]
-            reference = dest.tag or img.digest
-            top = self.reader.read_small(img.digest)
-            kinds = {c.digest: c.media_type for c in manifests.children(manifests.parse(top, img.source),
-                                                                         img.source)}
-            for child in img.manifests:
-                data = self.reader.read_small(child)
-                self.client.put_manifest(dest.registry, dest.repository, child, data,
-                                         kinds.get(child) or _media_type(data))
-            self.client.put_manifest(dest.registry, dest.repository, reference, top, img.media_type)
-            return True
-
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            pushed = list(pool.map(one, self.lock.images))
-        self.report.images_pushed = sum(pushed)
-        self.report.images_skipped = len(pushed) - self.report.images_pushed
+            spool = BlobStore(self._spool / "stream") if len(sinks) > 1 else None
+            once = _StreamSource(stream, spool, digest)
+            for sink in sinks:
+                engine.blob(once, sink, digest, self.sizes[digest])
+            if spool is not None:
+                spool.path(digest).unlink(missing_ok=True)
 
     def expected(self) -> list[tuple[Ref, str | None, list[str]]]:
-        return [(self.dest[i.source], i.digest, i.manifests) for i in self.lock.images]
+        return [(self.target(i), i.digest, i.manifests) for i in self.lock.images]
 
     def run(self) -> PushReport:
         """Check the registry first: what it already holds digest for digest needs no bytes at all."""
         start = time.monotonic()
         before = verify_registry(self.client, self.expected(), self.jobs, children=False, blobs=self.check_blobs)
-        done = {i.source for i, ok in zip(self.lock.images, before.states, strict=True) if ok == "ok"}
+        todo = [i for i, ok in zip(self.lock.images, before.states, strict=True) if ok != "ok"]
         self.unreadable = before.unreadable
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
-        if chart_todo or len(done) < len(self.lock.images):
+        if chart_todo or todo:
             self.reader.verify(require_complete=True)
             if chart_todo:
                 from mirrorkit.copy import charts
 
                 chart_blobs = charts.read_checked(self.reader, chart_todo)
-        if len(done) < len(self.lock.images):
-            needs = self.needs()
-            self.check_omitted(needs)
-            self.push_blobs(needs)
-            self.push_manifests(done)
+        if todo:
+            with tempfile.TemporaryDirectory(prefix="mirrorkit-push-") as scratch:
+                self._spool = Path(scratch)
+                self.check_omitted(self.needs())
+                self.push(todo)
             after = verify_registry(self.client, self.expected(), self.jobs, blobs=True)
         else:
-            self.report.images_skipped = len(done)
             after = before
+        self.report.images_skipped = len(self.lock.images) - len(todo)
         self.report.verified = len(after.ok)
         self.report.problems = after.missing + after.different
         self._charts_push(chart_todo, chart_blobs)
@@ -383,11 +223,59 @@ class Pusher:
         self.report.problems += pushed.problems
 
 
-def _media_type(data: bytes) -> str:
-    media = manifests.parse(data, "manifest").get("mediaType")
-    if isinstance(media, str):
-        return media
-    return "application/vnd.oci.image.manifest.v1+json"
+class _StreamSource:
+    """One blob of a compressed bundle as the stream reached it: read once, or spooled for several repositories."""
+
+    streams = True
+    name = "bundle"
+
+    def __init__(self, stream: Stream, spool: BlobStore | None, digest: str) -> None:
+        self.stream: Stream | None = stream
+        self.spool = spool
+        self.digest = digest
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        raise OperationError("a blob stream holds no manifests")
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        if self.spool is not None:
+            if not self.spool.has(digest):
+                self.save_blob(digest, size, self.spool)
+            return self.spool.path(digest).open("rb")
+        if self.stream is None:
+            raise OperationError(f"bundle: blob {digest} of a compressed volume cannot be read twice")
+        stream, self.stream = self.stream, None
+        return _Unclosed(stream)
+
+    def save_blob(self, digest: str, size: int, store: BlobStore,
+                  progress: Callable[[int], None] | None = None) -> None:
+        if self.stream is None:
+            raise OperationError(f"bundle: blob {digest} of a compressed volume cannot be read twice")
+        partial = store.partial_path(digest)
+        with partial.open("wb") as fh:
+            shutil.copyfileobj(self.stream, fh, 1 << 20)
+        self.stream = None
+        store.adopt(partial, digest)
+
+
+class _Unclosed:
+    """The reader owns the stream of a compressed volume: an upload must not close it."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(n)
+
+    def seekable(self) -> bool:
+        return False
+
+    def __enter__(self) -> _Unclosed:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None, /) -> None:
+        pass
 
 
 def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTarget | None = None,

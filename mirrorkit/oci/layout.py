@@ -61,12 +61,22 @@ class BlobStore:
             tmp.replace(self.path(digest))
         return digest
 
-    def adopt(self, path: Path, digest: str) -> bool:
-        """Move a downloaded file into the store if its bytes match ``digest``; True if it was new."""
+    def partial_path(self, digest: str) -> Path:
+        """Where a download of ``digest`` grows until it is whole (kept across runs, for Range resumes)."""
+        folder = self.root / "partial"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{check_digest(digest).split(':', 1)[1]}.partial"
+
+    def adopt(self, path: Path, digest: str, hashed: str | None = None) -> bool:
+        """Move a downloaded file into the store if its bytes match ``digest``; True if it was new.
+
+        ``hashed``: the digest the caller computed while the bytes streamed in, so a
+        large file is not read a second time.
+        """
         if self.has(digest):
             path.unlink(missing_ok=True)
             return False
-        actual, _ = hash_file(path)
+        actual = hashed or hash_file(path)[0]
         if actual != digest:
             path.unlink(missing_ok=True)
             raise OperationError(f"downloaded blob {digest} hashes to {actual}: refusing it")

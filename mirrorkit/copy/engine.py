@@ -1,0 +1,280 @@
+"""The one graph copy: every byte pull-bundle, push-bundle, mirror and the charts move goes through here.
+
+A copy is a list of roots, each a manifest (index, image manifest, signature or
+any other artifact manifest, whatever its media type) at a source, with the tags
+to set at a sink. It runs in three phases, as oras-go's CopyGraph does:
+
+1. walk: read each root's manifests (index -> children -> ...), restricting an
+   index to the wanted platforms (the index is then rewritten, and a note says so);
+2. blobs: one pool of ``jobs`` workers over the blobs of ALL roots, each blob once
+   per sink, largest first; a sink that has a blob skips it, a registry mounts it
+   from a repository known to hold it, everything else is copied verified;
+3. manifests: exact bytes, children before parents, the tags last. A registry
+   that refuses a manifest because something it names is not there yet (another
+   run still writing it) gets the children, and the missing blobs, again.
+
+Failures stop the copy at the next unit of work, or, with ``keep_going``, are
+collected per root while everything else is copied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from mirrorkit import interrupt
+from mirrorkit.copy.sinks import Sink
+from mirrorkit.copy.sources import Source
+from mirrorkit.errors import MirrorkitError, OperationError
+from mirrorkit.oci import manifests, retry
+from mirrorkit.oci.client import Manifest, RegistryAPIError, sha256_digest
+from mirrorkit.oci.retry import RetryPolicy, TransientError
+
+MAX_DEPTH = 4
+# a registry's words for "a manifest names something I do not have (yet)"
+RETRY_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_INVALID"})
+Progress = Callable[[str, int], None]
+T = TypeVar("T")
+BlobTask = tuple[Source, Sink, str, int]
+
+
+@dataclass(frozen=True)
+class Root:
+    source: Source
+    sink: Sink
+    reference: str                      # tag or digest at the source
+    tags: tuple[str, ...] = ()          # references to set at the sink; none: by digest only
+    digest: str | None = None           # pinned: the source must answer with this digest
+    platforms: tuple[str, ...] = ()     # restrict an index to these platforms
+    label: str = ""                     # the name messages use (a plan's source reference)
+
+
+@dataclass
+class Graph:
+    root: Root
+    upstream_digest: str = ""
+    nodes: list[Manifest] = field(default_factory=list)     # children first, the root last
+    blobs: list[tuple[str, int]] = field(default_factory=list)
+    platforms: list[str] = field(default_factory=list)
+    note: str = ""
+    error: str = ""
+
+    @property
+    def top(self) -> Manifest:
+        return self.nodes[-1]
+
+    @property
+    def digest(self) -> str:
+        return self.top.digest
+
+    @property
+    def children(self) -> list[str]:
+        return [n.digest for n in self.nodes[:-1]]
+
+    @property
+    def manifest_bytes(self) -> int:
+        return sum(len(n.data) for n in self.nodes)
+
+
+@dataclass
+class CopyReport:
+    blobs_copied: int = 0
+    bytes_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    bytes_skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, jobs: int = 4, policy: RetryPolicy | None = None, omit: set[str] | None = None,
+                 keep_going: bool = False, progress: Progress | None = None) -> None:
+        self.jobs = max(1, jobs)
+        self.policy = policy or RetryPolicy.from_env()
+        self.omit = omit or set()
+        self.keep_going = keep_going
+        self.progress = progress or (lambda what, n: None)
+        self.report = CopyReport()
+        self._lock = threading.Lock()
+
+    # -- the whole copy ---------------------------------------------------------------
+    def copy(self, roots: list[Root]) -> list[Graph]:
+        graphs = self.walk(roots)
+        self.copy_blobs(graphs)
+        self.put_manifests(graphs)
+        return graphs
+
+    def _pool(self, items: list[T], work: Callable[[T], None], on_error: Callable[[T, str], None],
+              width: int | None = None) -> None:
+        """Run ``work`` over items; stop at the first failure unless keep_going (then ``on_error``)."""
+        if not items:
+            return
+        stop = threading.Event()
+
+        def guarded(item: T) -> None:
+            if stop.is_set():
+                return
+            interrupt.check()
+            try:
+                work(item)
+            except interrupt.Interrupted:
+                stop.set()
+                raise
+            except MirrorkitError as exc:
+                if not self.keep_going:
+                    stop.set()
+                    raise
+                on_error(item, str(exc))
+
+        with ThreadPoolExecutor(max_workers=width or self.jobs) as pool:
+            futures: list[Future[None]] = [pool.submit(guarded, item) for item in items]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and f.exception() is not None for f in futures):
+                stop.set()                  # tasks not started yet return at once
+                for f in futures:
+                    f.cancel()
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+
+    # -- 1. walk ----------------------------------------------------------------------
+    def walk(self, roots: list[Root]) -> list[Graph]:
+        graphs = [Graph(root) for root in roots]
+
+        def one(item: Graph) -> None:
+            self._walk(item)
+
+        def failed(item: Graph, message: str) -> None:
+            item.error = message
+            self._fail(message)
+
+        # manifests are small round trips: twice the blob parallelism keeps them overlapped
+        self._pool(graphs, one, failed, width=2 * self.jobs)
+        return graphs
+
+    def _walk(self, g: Graph) -> None:
+        root = g.root
+        label = root.label or f"{root.source.name}:{root.reference}"
+        top = root.source.get_manifest(root.digest or root.reference)
+        if root.digest and top.digest != root.digest:
+            raise OperationError(f"{label}: the source answered with {top.digest}, the plan pins {root.digest}")
+        g.upstream_digest = top.digest
+        what = f"{label}@{top.digest}"
+        doc = manifests.parse(top.data, what)
+        if manifests.is_index(doc, top.media_type) and root.platforms:
+            kids = manifests.children(doc, what)
+            chosen = [c for c in kids if manifests.wanted(c, list(root.platforms))]
+            if not chosen:
+                raise OperationError(f"{label}: none of the platforms {', '.join(root.platforms)} is in its index")
+            if len(chosen) < len(kids):
+                data = manifests.restrict_index(top.data, list(root.platforms), what)
+                top = Manifest(data, top.media_type, sha256_digest(data))
+                g.note = (f"restricted to {', '.join(root.platforms)}: index rewritten, digest changed "
+                          f"from {g.upstream_digest} to {top.digest}")
+        self._visit(g, top, label, 0)
+        if manifests.is_index(doc, top.media_type):
+            g.platforms = sorted({c.platform for c in manifests.children(manifests.parse(top.data, what), what)
+                                  if c.platform != "unknown/unknown"})
+
+    def _visit(self, g: Graph, node: Manifest, label: str, depth: int) -> None:
+        what = f"{label}@{node.digest}"
+        if depth > MAX_DEPTH:
+            raise OperationError(f"{what}: manifests nested more than {MAX_DEPTH} deep")
+        doc = manifests.parse(node.data, what)
+        if manifests.is_index(doc, node.media_type):
+            for child in manifests.children(doc, what):
+                interrupt.check()
+                if any(n.digest == child.digest for n in g.nodes):
+                    continue
+                sub = g.root.source.get_manifest(child.digest, child.media_type)
+                if sub.digest != child.digest:
+                    raise OperationError(f"{what}: child {child.digest} hashes to {sub.digest}")
+                self._visit(g, sub, label, depth + 1)
+        else:
+            for digest, size in manifests.image_blobs(doc, what):
+                if all(d != digest for d, _ in g.blobs):
+                    g.blobs.append((digest, size))
+        g.nodes.append(node)
+
+    # -- 2. blobs ---------------------------------------------------------------------
+    def copy_blobs(self, graphs: list[Graph]) -> None:
+        """One pool over every blob of every root, each blob once per sink."""
+        tasks: dict[tuple[str, str], BlobTask] = {}
+        users: dict[tuple[str, str], list[Graph]] = {}
+        for g in graphs:
+            if g.error:
+                continue
+            for digest, size in g.blobs:
+                if digest in self.omit:
+                    continue
+                key = (g.root.sink.key, digest)
+                tasks.setdefault(key, (g.root.source, g.root.sink, digest, size))
+                users.setdefault(key, []).append(g)
+
+        def one(item: BlobTask) -> None:
+            self.blob(*item)
+
+        def failed(item: BlobTask, message: str) -> None:
+            _, sink, digest, _ = item
+            for g in users[(sink.key, digest)]:
+                g.error = g.error or message
+            self._fail(message)
+
+        self._pool(sorted(tasks.values(), key=lambda t: -t[3]), one, failed)
+
+    def blob(self, source: Source, sink: Sink, digest: str, size: int) -> None:
+        if sink.has_blob(digest):
+            with self._lock:
+                self.report.blobs_skipped += 1
+                self.report.bytes_skipped += size
+            return
+        how = sink.put_blob(source, digest, size, lambda n: self.progress("bytes", n))
+        with self._lock:
+            if how == "mounted":
+                self.report.blobs_mounted += 1
+            else:
+                self.report.blobs_copied += 1
+                self.report.bytes_copied += size
+
+    # -- 3. manifests -----------------------------------------------------------------
+    def put_manifests(self, graphs: list[Graph]) -> None:
+        def one(item: Graph) -> None:
+            if not item.error:
+                self._put_graph(item)
+                self.progress("image", 1)
+
+        def failed(item: Graph, message: str) -> None:
+            item.error = message
+            self._fail(message)
+
+        self._pool(list(graphs), one, failed)
+
+    def _put_graph(self, g: Graph) -> None:
+        sink = g.root.sink
+        again = {"blobs": False}
+
+        def attempt() -> None:
+            if again["blobs"]:
+                for digest, size in g.blobs:
+                    if digest not in self.omit:
+                        self.blob(g.root.source, sink, digest, size)
+            try:
+                for node in g.nodes[:-1]:
+                    sink.put_manifest(node.digest, node.data, node.media_type)
+                for reference in g.root.tags or (g.digest,):
+                    sink.put_manifest(reference, g.top.data, g.top.media_type)
+            except RegistryAPIError as exc:
+                if exc.code not in RETRY_CODES:
+                    raise
+                again["blobs"] = exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
+                raise TransientError(str(exc)) from None
+
+        retry.run(self.policy, attempt)
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            if message not in self.report.failures:
+                self.report.failures.append(message)

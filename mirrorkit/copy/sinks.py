@@ -1,0 +1,155 @@
+"""Where the engine writes images to: a registry repository, or a blob store folder.
+
+A registry sink skips a blob the repository has (HEAD), mounts it from another
+repository of the same registry known to hold it, and otherwise uploads it
+(resumably, see RegistryClient.upload_blob) from the source's own verifying
+stream or, for a registry source, from a resumable download spooled in the
+work folder. A store sink is the bundle's blob store: blobs enter it verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from mirrorkit.copy.sources import Source
+from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.layout import BlobStore
+from mirrorkit.refs import Ref
+
+Progress = Callable[[int], None]
+
+
+class Sink(Protocol):
+    key: str            # blobs are copied once per key (a registry repository, a store folder)
+
+    def has_blob(self, digest: str) -> bool: ...
+
+    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+        """Copy the blob; returns "copied" or "mounted"."""
+        ...
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None: ...
+
+
+class Holders:
+    """Which repositories of a registry are known to hold a blob: the sources of cross-repository mounts."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], set[str]] = {}
+        self._whole: dict[str, set[str]] = {}      # repositories holding every blob asked about (a mirror's source)
+        self._busy: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def busy(self, registry: str, digest: str) -> threading.Lock:
+        """Held while a blob goes into one repository of a registry: the next repository then mounts it."""
+        with self._lock:
+            return self._busy.setdefault((registry, digest), threading.Lock())
+
+    def add_repository(self, registry: str, repository: str) -> None:
+        with self._lock:
+            self._whole.setdefault(registry, set()).add(repository)
+
+    def add(self, registry: str, digest: str, repository: str) -> None:
+        with self._lock:
+            self._known.setdefault((registry, digest), set()).add(repository)
+
+    def get(self, registry: str, digest: str, but: str) -> list[str]:
+        with self._lock:
+            known = self._known.get((registry, digest), set()) | self._whole.get(registry, set())
+            return sorted(r for r in known if r != but)
+
+
+class StoreSink:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.key = f"store:{store.root}"
+
+    def has_blob(self, digest: str) -> bool:
+        return self.store.has(digest)
+
+    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+        source.save_blob(digest, size, self.store, progress)
+        return "copied"
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        self.store.add_bytes(data)
+
+
+class RegistrySink:
+    def __init__(self, client: RegistryClient, ref: Ref, holders: Holders, spool: Path,
+                 distrust: set[str] | None = None) -> None:
+        self.client = client
+        self.ref = ref
+        self.holders = holders
+        self._spool_root = spool
+        self._spool: BlobStore | None = None
+        self.distrust = distrust or set()     # blobs the registry is known to serve badly here: upload again
+        self.key = f"registry:{ref.registry}/{ref.repository}"
+
+    def has_blob(self, digest: str) -> bool:
+        """HEAD the blob. A registry that keeps failing on it has a broken link there (distribution
+        killed while linking it answers 500 for that blob in that repository, forever), and
+        uploading the blob again is what repairs it."""
+        if digest in self.distrust:
+            return False
+        try:
+            there = self.client.blob_exists(self.ref, digest)
+        except (AuthError, NotFoundError):
+            raise
+        except RegistryError:
+            return False
+        if there:
+            self.holders.add(self.ref.registry, digest, self.ref.repository)
+        return there
+
+    @property
+    def spool(self) -> BlobStore:
+        """This repository's own spool folder: another sink may be uploading the same blob meanwhile."""
+        if self._spool is None:
+            name = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+            self._spool = BlobStore(self._spool_root / name)
+        return self._spool
+
+    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+        with self.holders.busy(self.ref.registry, digest):
+            return self._put_blob(source, digest, size, progress)
+
+    def _put_blob(self, source: Source, digest: str, size: int, progress: Progress | None) -> str:
+        registry, repo = self.ref.registry, self.ref.repository
+        for holder in self.holders.get(registry, digest, but=repo):
+            if self.client.mount_blob(registry, repo, digest, holder):
+                self.holders.add(registry, digest, repo)
+                return "mounted"
+        if source.streams:
+            self.client.upload_blob(registry, repo, digest, size, lambda: _opened(source, digest, size), progress)
+        else:
+            # a registry source: download resumably into the work folder, upload from there
+            source.save_blob(digest, size, self.spool, progress)
+            try:
+                self.client.upload_blob(registry, repo, digest, size, lambda: self.spool.path(digest).open("rb"))
+            finally:
+                self.spool.path(digest).unlink(missing_ok=True)
+        self.holders.add(registry, digest, repo)
+        return "copied"
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        self.client.put_manifest(self.ref.registry, self.ref.repository, reference, data, media_type)
+
+    def manifest_digest(self, reference: str) -> str | None:
+        try:
+            return self.client.get_manifest(self.ref, reference).digest
+        except NotFoundError:
+            return None
+
+
+def _opened(source: Source, digest: str, size: int) -> object:
+    stream = source.open_blob(digest, size)
+    if stream is None:
+        raise OperationError(f"{source.name}: blob {digest} cannot be read again")
+    return stream
+

@@ -1,0 +1,152 @@
+"""Where the engine reads images from: a registry repository, a bundle, a blob store folder.
+
+A source answers two questions: the exact bytes of a manifest (checked against
+the digest asked for) and the verified bytes of a blob. Registry blobs are
+always downloaded (resumably) into a store; local sources can also hand out a
+stream that verifies itself as it is read, so nothing is copied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from mirrorkit.copy.download import fetch_blob
+from mirrorkit.errors import OperationError
+from mirrorkit.lock import Lock
+from mirrorkit.oci import manifests
+from mirrorkit.oci.client import Manifest, RegistryClient, sha256_digest
+from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import disk_error
+from mirrorkit.refs import Ref, check_digest
+
+Progress = Callable[[int], None]
+
+
+class Stream(Protocol):
+    """What a blob stream must do: read, and close when its ``with`` ends."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None, /) -> Any: ...
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+class Source(Protocol):
+    name: str
+    streams: bool       # open_blob gives a stream (local sources); else blobs go through save_blob
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        """The manifest at a tag or digest; ``media_type`` is the parent descriptor's, when known."""
+        ...
+
+    def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
+        """Put the blob's verified bytes into ``store`` (resuming a partial download there)."""
+        ...
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        """A fresh stream of the blob that checks its digest as it is read, or None if there is none."""
+        ...
+
+
+class RegistrySource:
+    def __init__(self, client: RegistryClient, ref: Ref) -> None:
+        self.client = client
+        self.ref = ref
+        self.name = ref.name
+        self.streams = False
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        return self.client.get_manifest(self.ref, reference)
+
+    def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
+        fetch_blob(self.client, self.ref, digest, size, store, progress)
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        return None
+
+
+def _media_type(data: bytes, hint: str, what: str) -> str:
+    if hint:
+        return hint
+    doc = manifests.parse(data, what)
+    media = doc.get("mediaType")
+    if isinstance(media, str) and media:
+        return media
+    return OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+
+
+class BundleSource:
+    """A bundle (tar volumes, compressed volumes or a folder): every byte hashed as it is read."""
+
+    def __init__(self, reader: object, lock: Lock) -> None:
+        self.reader = reader
+        self.name = "bundle"
+        self.streams = bool(getattr(reader, "random_access", False))
+        self.media_types = {i.digest: i.media_type for i in lock.images}
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        check_digest(reference)
+        data: bytes = self.reader.read_small(reference)  # type: ignore[attr-defined]
+        if sha256_digest(data) != reference:
+            raise OperationError(f"bundle: manifest {reference} does not hash to its name")
+        return Manifest(data, _media_type(data, media_type or self.media_types.get(reference, ""), reference),
+                        reference)
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        if not getattr(self.reader, "random_access", False):
+            return None
+        stream: Stream = self.reader.open_blob(digest)  # type: ignore[attr-defined]
+        return stream
+
+    def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
+        stream = self.open_blob(digest, size)
+        if stream is None:
+            raise OperationError("this bundle has compressed volumes: its blobs are read in order")
+        _copy_into(stream, digest, store, progress)
+
+
+class LayoutSource:
+    """A blob store folder (an OCI layout's ``blobs/sha256``): the work folder of a pull, for one."""
+
+    def __init__(self, store: BlobStore, name: str = "") -> None:
+        self.store = store
+        self.name = name or str(store.root)
+        self.streams = True
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        check_digest(reference)
+        data = self.store.read(reference)
+        if sha256_digest(data) != reference:
+            raise OperationError(f"{self.name}: manifest {reference} does not hash to its name")
+        return Manifest(data, _media_type(data, media_type, reference), reference)
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        return self.store.path(digest).open("rb")
+
+    def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
+        if store.root == self.store.root:
+            return
+        with self.store.path(digest).open("rb") as fh:
+            _copy_into(fh, digest, store, progress)
+
+
+def _copy_into(stream: Stream, digest: str, store: BlobStore, progress: Progress | None) -> None:
+    partial: Path = store.partial_path(digest)
+    try:
+        with stream, partial.open("wb") as out:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+    except OSError as exc:
+        raise disk_error(exc, str(partial.parent)) from None
+    store.adopt(partial, digest)
+
