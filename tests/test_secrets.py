@@ -221,14 +221,10 @@ def test_the_password_never_shows(layout: Layout, tmp_path: Path, monkeypatch: p
                                          "inventory.json"}
     for path in written:
         assert not leaks(path.read_bytes()), f"{path.name} holds the password"
-    # 3. every command line while skopeo ran, with its credentials in a private file
-    for watch, flags in ((pull_watch, ["--src-authfile"]), (mirror_watch, ["--src-authfile", "--dest-authfile"])):
-        assert watch.samples >= 10 and watch.skopeo, "the sampler never saw skopeo run"
-        assert watch.hits == []
-        for argv in watch.skopeo:
-            for flag in flags:
-                assert flag in argv and argv[argv.index(flag) + 1].startswith(str(tmpdir)), " ".join(argv)
-        assert watch.auth_modes == {(0o700, 0o600)}
+    # 3. every command line while pull-bundle and mirror ran: no child process carries credentials
+    # (no copy path runs skopeo any more), and none of the process tree's argv shows the password
+    for watch in (pull_watch, mirror_watch):
+        assert watch.samples >= 1 and watch.skopeo == [] and watch.hits == []
     # 4. and nothing left behind in the temp folder
     assert not list(tmpdir.glob("mirrorkit-auth-*")) and not list(tmpdir.glob("mirrorkit-certs-*"))
     # the token service saw the password; the registry endpoints only ever saw tokens

@@ -475,9 +475,11 @@ class RegistryClient:
             session["url"] = self._location(registry, resp)
         end = resp.headers.get("Range", "").strip().removeprefix("bytes=")
         try:
-            return int(end.split("-", 1)[1]) + 1 if "-" in end else 0
+            last = int(end.split("-", 1)[1]) if "-" in end else 0
         except ValueError:
             return 0
+        # distribution answers "0-0" for an empty session as well as for one byte: count it as empty
+        return last + 1 if last > 0 else 0
 
     def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str) -> str:
         """Upload manifest bytes exactly as given (never re-serialised); returns their digest."""
