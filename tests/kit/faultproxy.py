@@ -19,6 +19,9 @@ and query regexes (after letting ``skip`` through):
     content_type_params  append ``; charset=utf-8`` to a manifest's Content-Type
     ignore_range         forward without the Range header, as a CDN that always sends the whole object
 
+``every=N`` makes a fault fire on every Nth matching request only, ``rate=p`` on a
+fraction p of them drawn from ``random.Random(seed)`` (reproducible).
+
 ``proxy.log`` holds a :class:`Hit` per answered request (logged when answered; ``seq`` is the
 arrival order, and ``proxy.since(mark)`` selects by it); ``fault.fired`` counts firings.
 """
@@ -29,6 +32,7 @@ import contextlib
 import http.client
 import io
 import json
+import random
 import re
 import socket
 import threading
@@ -59,8 +63,21 @@ class Fault:
     params: str = ""               # location
     page: int = 2                  # paginate
     loop: bool = False             # paginate
+    every: int = 0                 # fire on every Nth matching request only (after skip)
+    rate: float = 0.0              # fire on this fraction of matching requests, drawn from Random(seed)
+    seed: int = 0
     seen: int = 0
     fired: int = 0
+
+    def due(self) -> bool:
+        """Does this matching request (already counted in ``seen``) get the fault?"""
+        if self.every:
+            return (self.seen - self.skip) % self.every == 0
+        if self.rate:
+            if not hasattr(self, "_rng"):
+                self._rng = random.Random(self.seed)
+            return self._rng.random() < self.rate
+        return True
 
     def matches(self, method: str, path: str, query: str, length: int) -> bool:
         if self.kind == "mount_refused" and "mount=" not in query:
@@ -193,7 +210,7 @@ class FaultProxy:
             for fault in self.faults:
                 if fault.fired < fault.times and fault.matches(method, path, query, length):
                     fault.seen += 1
-                    if fault.seen > fault.skip:
+                    if fault.seen > fault.skip and fault.due():
                         fault.fired += 1
                         return fault
             return None
