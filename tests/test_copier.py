@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 from kit.images import Image, Index, make_image, make_index, make_layer, unique_blobs
 from kit.push import push_image
@@ -244,6 +245,10 @@ def test_platform_restricted_plan_rewrites_index(tmp_path: Path, pair) -> None:
     pull(plan, bundle, upstream)
     lock = (tmp_path / "amd64.lock.yaml").read_text()
     assert "digest changed" in lock
+    # the lock says what the bundle holds, not what the upstream offers
+    held = {i["source"]: i["platforms"] for i in yaml.safe_load(lock)["images"]}
+    assert held["nvcr.io/nvidia/gpu-operator:v23.9.2"] == ["linux/amd64"]
+    assert held["nvcr.io/nvidia/cloud-native/k8s-driver-manager:v0.6.5"] == ["linux/amd64"]
     push(private, bundle)
     r = httpx.get(f"{private.url}/v2/{PRIVATE_PREFIX}/nvidia/gpu-operator/manifests/v23.9.2",
                   headers={"Accept": "application/vnd.oci.image.index.v1+json"})
@@ -264,6 +269,41 @@ def test_mirror_registry_to_registry(tmp_path: Path, pair) -> None:
     again = json.loads(cli("mirror", str(plan), "--source-endpoint", f"nvcr.io=http://{upstream.host}",
                            "--insecure", private.host, "--format", "json").stdout)
     assert again["copied"] == 0 and again["skipped"] == 4
+
+
+def test_one_source_with_two_destinations_is_pushed_verified_and_mirrored_to_both(tmp_path: Path, pair,
+                                                                                   registry_factory) -> None:
+    """Rocky 8.5 and 8.6 nodes both served by the centos8 driver: one source, two tags at the mirror."""
+    upstream, private = pair
+    plan = make_plan(tmp_path, upstream, private)
+    doc = yaml.safe_load(plan.read_text())
+    one = next(i for i in doc["images"] if i["source"].endswith("k8s-driver-manager:v0.6.5"))
+    tags = ("470.82.01-rocky8.5", "470.82.01-rocky8.6")
+    one.update(destination=one["destination"].rsplit(":", 1)[0] + ":" + tags[0], target_tag=tags[0])
+    doc["images"].append({**one, "destination": one["destination"].rsplit(":", 1)[0] + ":" + tags[1],
+                          "target_tag": tags[1]})
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    digest = build()["nvidia/cloud-native/k8s-driver-manager:v0.6.5"].digest
+    repo = f"{PRIVATE_PREFIX}/nvidia/cloud-native/k8s-driver-manager"
+
+    bundle = tmp_path / "gpu.tar"
+    pull(plan, bundle, upstream)
+    rep = json.loads(push(private, bundle).stdout)
+    assert rep["images_pushed"] == 5 and rep["verified"] == 5
+    assert [registry_digest(private, repo, t) for t in tags] == [digest, digest]
+    res = cli("verify", str(bundle), "--insecure", private.host, "--format", "json")
+    assert res.exit_code == 0 and len(json.loads(res.stdout)["ok"]) == 5
+    # another image under the second tag: verify notices (a map keyed by source checked one tag twice)
+    push_image(private.url, repo, tags[1], build()["nvidia/gpu-operator:v23.9.2"])
+    res = cli("verify", str(bundle), "--insecure", private.host, "--format", "json")
+    assert res.exit_code == 1 and len(json.loads(res.stdout)["different"]) == 1
+    assert tags[1] in json.loads(res.stdout)["different"][0]
+    other = registry_factory()
+    res = cli("mirror", str(plan), "--source-endpoint", f"nvcr.io=http://{upstream.host}", "--registry",
+              f"{other.host}/{PRIVATE_PREFIX}", "--insecure", other.host, "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["verified"] == 5
+    assert [registry_digest(other, repo, t) for t in tags] == [digest, digest]
 
 
 def test_containerd_pulls_upstream_names_from_the_private_registry(tmp_path: Path, pair) -> None:
