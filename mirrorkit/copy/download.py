@@ -112,7 +112,7 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                 catch_up()
             try:
                 with partial.open("ab") as fh:
-                    for chunk in resp.iter_bytes(CHUNK):
+                    for chunk in resp.iter_bytes():     # as it arrives: a cut keeps every byte that came
                         interrupt.check()
                         if hashed[0] + len(chunk) > size:
                             raise OperationError(f"{where}: the registry sent more than the {size} bytes "
