@@ -191,6 +191,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
+    items: list[tuple[str, str | None, str | None, list[str]]]
     if lock is not None:
         items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
     else:

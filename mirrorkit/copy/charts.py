@@ -331,12 +331,12 @@ def lock_charts(lock: Lock) -> list[LockChart]:
             raise InputError(f"{where}: invalid chart tag {tag!r}")
         if repo is not None and not isinstance(repo, str):
             raise InputError(f"{where}: 'repository' must be a string")
-        digests = [check_digest(entry.get(k), f"{k} of chart {name} in the lock") for k in ("digest", "config",
-                                                                                              "layer")]
-        for digest in digests:
-            if digest not in sizes:
-                raise InputError(f"{where}: chart {name}:{tag} needs {digest}, which the bundle does not carry")
-        out.append(LockChart(name, tag, *digests, repo))
+        digest, config, layer = (check_digest(str(entry.get(k)), f"{k} of chart {name} in the lock")
+                                 for k in ("digest", "config", "layer"))
+        for needed in (digest, config, layer):
+            if needed not in sizes:
+                raise InputError(f"{where}: chart {name}:{tag} needs {needed}, which the bundle does not carry")
+        out.append(LockChart(name, tag, digest, config, layer, repo))
     return out
 
 
@@ -400,21 +400,32 @@ def read_checked(reader: Any, charts: list[LockChart]) -> dict[str, bytes]:
 
 def push_charts(client: RegistryClient, charts: list[LockChart], blobs: dict[str, bytes],
                 registry: RegistryTarget | None) -> ChartPushResult:
-    """Upload each chart's config and layer where missing, then PUT its manifest (exact bytes) at its tag."""
+    """Through the copy engine: config and layer where missing, then the manifest (exact bytes) at its tag."""
+    import tempfile
+
+    from mirrorkit.copy.engine import Engine, Root
+    from mirrorkit.copy.sinks import Holders, RegistrySink
+    from mirrorkit.copy.sources import MemorySource
+
     result = ChartPushResult()
-    for chart in charts:
-        dest = destination(chart, registry)
-        for digest in (chart.config, chart.layer):
-            data = blobs[digest]
-            if client.blob_exists(dest, digest):
-                result.blobs_skipped += 1
-                result.bytes_skipped += len(data)
-                continue
-            client.upload_blob(dest.registry, dest.repository, digest, len(data), lambda d=data: io.BytesIO(d))
-            result.blobs_uploaded += 1
-            result.bytes_uploaded += len(data)
-        client.put_manifest(dest.registry, dest.repository, chart.tag, blobs[chart.digest], MANIFEST_MEDIA_TYPE)
-        result.pushed += 1
+    if not charts:
+        return result
+    source = MemorySource(blobs, "bundle charts")
+    holders = Holders()
+    with tempfile.TemporaryDirectory(prefix="mirrorkit-charts-") as scratch:
+        roots = []
+        for chart in charts:
+            dest = destination(chart, registry)
+            sink = RegistrySink(client, dest, holders, Path(scratch))
+            roots.append(Root(source, sink, chart.digest, tags=(chart.tag,), digest=chart.digest,
+                              label=f"chart {chart.name}:{chart.tag}"))
+        engine = Engine(jobs=2, policy=client.retry)
+        engine.copy(roots)
+    result.pushed = len(charts)
+    result.blobs_uploaded = engine.report.blobs_copied
+    result.bytes_uploaded = engine.report.bytes_copied
+    result.blobs_skipped = engine.report.blobs_skipped
+    result.bytes_skipped = engine.report.bytes_skipped
     return result
 
 

@@ -25,7 +25,7 @@ from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.plan import Plan
-from mirrorkit.refs import RegistryTarget
+from mirrorkit.refs import Ref, RegistryTarget
 
 
 @dataclass
@@ -78,8 +78,8 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
     report.blobs_copied = engine.report.blobs_copied
     report.bytes_copied = engine.report.bytes_copied
     report.blobs_mounted = engine.report.blobs_mounted
-    expected = [(dest[(img.source, img.destination)], digest, []) for img, digest in zip(plan.images, digests,
-                                                                                         strict=True)]
+    expected: list[tuple[Ref, str | None, list[str]]] = [
+        (dest[(img.source, img.destination)], digest, []) for img, digest in zip(plan.images, digests, strict=True)]
     result = verify_registry(client, expected, jobs, blobs=True)
     report.verified = len(result.ok)
     report.problems = result.missing + result.different

@@ -179,7 +179,7 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     if not plan.images:
         raise InputError("the plan has no images")
     # a bundle that push-bundle would refuse must not be discovered on the far side of the air gap
-    check_collisions((i.source_ref, i.destination_ref) for i in plan.images if i.destination)
+    check_collisions((i.source_ref, dest) for i in plan.images if (dest := i.destination_ref) is not None)
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
     charts = load_charts(opts.charts)  # --chart: refused before anything is fetched

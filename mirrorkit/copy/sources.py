@@ -8,6 +8,7 @@ stream that verifies itself as it is read, so nothing is copied twice.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -149,4 +150,26 @@ def _copy_into(stream: Stream, digest: str, store: BlobStore, progress: Progress
     except OSError as exc:
         raise disk_error(exc, str(partial.parent)) from None
     store.adopt(partial, digest)
+
+
+class MemorySource:
+    """Blobs already read and checked, held in memory (a bundle's Helm charts: small, read once)."""
+
+    streams = True
+
+    def __init__(self, blobs: dict[str, bytes], name: str = "memory") -> None:
+        self.blobs = blobs
+        self.name = name
+
+    def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
+        data = self.blobs.get(check_digest(reference))
+        if data is None or sha256_digest(data) != reference:
+            raise OperationError(f"{self.name}: manifest {reference} is not held, or does not hash to its name")
+        return Manifest(data, _media_type(data, media_type, reference), reference)
+
+    def open_blob(self, digest: str, size: int) -> Stream | None:
+        return io.BytesIO(self.blobs[digest])
+
+    def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
+        store.add_bytes(self.blobs[digest])
 

@@ -8,6 +8,7 @@ out only when they pull.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ class VerifyResult:
         return not self.missing and not self.different
 
 
-def verify_registry(client: RegistryClient, expected: list[tuple[Ref, str | None, list[str]]],
+def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | None, list[str]]],
                     jobs: int = 4, children: bool = True, blobs: bool = False) -> VerifyResult:
     """Fetch and hash every destination manifest, and fetch each child by digest.
 
