@@ -287,3 +287,27 @@ def test_two_concurrent_pushes_of_one_bundle_both_succeed(upstream: RegistryServ
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
     assert_identical(upstream, registry, tmp_path)
+
+
+def test_keep_going_copies_what_it_can_and_lists_every_failure(upstream: RegistryServer, plan: Path,
+                                                               tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load(plan.read_text())
+    gone = [{**doc["images"][0], "source": f"nvcr.io/nvidia/gone{n}:v1",
+             "destination": f"mirror.invalid/kse/gone{n}:v1", "digest": "sha256:" + f"{n}" * 64} for n in (1, 2)]
+    doc["images"] += gone
+    broken = tmp_path / "plan.yaml"
+    broken.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = tmp_path / "gpu.tar"
+    res = cli("pull-bundle", str(broken), "-o", str(out), "--source-endpoint", f"nvcr.io=http://{upstream.host}",
+              "--keep-going")
+    assert res.exit_code == 1
+    assert "2 image(s) could not be copied" in res.stderr
+    assert "nvcr.io/nvidia/gone1:v1" in res.stderr and "nvcr.io/nvidia/gone2:v1" in res.stderr
+    assert not out.exists()
+    work = tmp_path / ".gpu.work" / "blobs" / "sha256"
+    assert {f"sha256:{p.name}" for p in work.iterdir()} >= set(BLOBS)   # everything else was fetched
+    # without --keep-going the first failure stops the run
+    res = cli("pull-bundle", str(broken), "-o", str(out), "--source-endpoint", f"nvcr.io=http://{upstream.host}")
+    assert res.exit_code == 1 and "could not be copied" not in res.stderr

@@ -43,6 +43,7 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --split 4GiB        # USB-sized volumes
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
@@ -53,14 +54,17 @@ Examples:
 @click.option("--since", type=click.Path(exists=False), help="Leave out blobs an earlier bundle (or its lock) carried.")
 @click.option("--have", type=click.Path(dir_okay=False), help="Leave out blobs the registry already has (mirrorkit inventory).")
 @click.option("--keep-work", is_flag=True, help="Keep the work folder (the fetched blobs) after writing.")
+@click.option("--keep-going", is_flag=True,
+              help="Copy every image that can be copied, then list every failure (exit 1, no bundle written; "
+                   "a rerun fetches only what is missing).")
 @click.option("--chart", "charts", multiple=True, metavar="FILE.tgz", type=click.Path(dir_okay=False),
               help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
 @FORMAT
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
-                        since: str | None, have: str | None, keep_work: bool, charts: tuple[str, ...], fmt: str,
-                        **p: Any) -> None:
+                        since: str | None, have: str | None, keep_work: bool, keep_going: bool,
+                        charts: tuple[str, ...], fmt: str, **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.copy.inventory import load_inventory
     from mirrorkit.copy.pull import PullOptions, pull_bundle
@@ -90,7 +94,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts])
+                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
