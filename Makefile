@@ -23,6 +23,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mirrorkit tests scripts
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent mirrorkit/copy mirrorkit/oci
 
 test: setup lint
 	$(VENV)/bin/pytest -q

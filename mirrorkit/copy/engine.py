@@ -269,6 +269,8 @@ class Engine:
             except RegistryAPIError as exc:
                 if exc.code not in RETRY_CODES:
                     raise
+                # another run may still be writing what this manifest names: children (and, for a
+                # blob, the blobs) go again, then the manifest
                 again["blobs"] = exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
                 raise TransientError(str(exc)) from None
 

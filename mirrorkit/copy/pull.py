@@ -88,8 +88,10 @@ def work_dir_for(output: Path) -> Path:
 
 def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tuple[Source, str, str | None]:
     """The engine source of one plan image: its registry, or (local sources) the store it was imported into."""
+    # TODO(merge): mirrorkit.copy.local comes with the bundle branch (skopeo for docker-archive:,
+    # oci-archive:, oci:, docker-daemon:); untested here, where that module does not exist yet.
     try:
-        from mirrorkit.copy import local  # type: ignore[attr-defined]  # the bundle branch's adapter
+        from mirrorkit.copy import local  # type: ignore[attr-defined]
     except ImportError:
         local = None
     if local is not None and local.is_local(img.source):

@@ -19,6 +19,7 @@ from mirrorkit.copy.sources import Source
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import disk_error
 from mirrorkit.refs import Ref
 
 Progress = Callable[[int], None]
@@ -33,7 +34,9 @@ class Sink(Protocol):
         """Copy the blob; returns "copied" or "mounted"."""
         ...
 
-    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None: ...
+    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        """Store the exact bytes at ``reference``, in one attempt (the engine retries the whole image)."""
+        ...
 
 
 class Holders:
@@ -77,7 +80,10 @@ class StoreSink:
         return "copied"
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
-        self.store.add_bytes(data)
+        try:
+            self.store.add_bytes(data)
+        except OSError as exc:
+            raise disk_error(exc, str(self.store.root)) from None
 
 
 class RegistrySink:
@@ -138,7 +144,8 @@ class RegistrySink:
         return "copied"
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
-        self.client.put_manifest(self.ref.registry, self.ref.repository, reference, data, media_type)
+        # one attempt: the engine runs each image's manifests as one operation under the retry policy
+        self.client.put_manifest(self.ref.registry, self.ref.repository, reference, data, media_type, retry=False)
 
     def manifest_digest(self, reference: str) -> str | None:
         try:

@@ -481,11 +481,15 @@ class RegistryClient:
         # distribution answers "0-0" for an empty session as well as for one byte: count it as empty
         return last + 1 if last > 0 else 0
 
-    def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str) -> str:
-        """Upload manifest bytes exactly as given (never re-serialised); returns their digest."""
+    def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str,
+                     retry: bool = True) -> str:
+        """Upload manifest bytes exactly as given (never re-serialised); returns their digest.
+
+        ``retry=False``: one attempt, for a caller that is itself one operation under the policy.
+        """
         digest = sha256_digest(data)
         resp = self.request(registry, "PUT", f"/v2/{repo}/manifests/{reference}",
-                            scope=f"repository:{repo}:pull,push",
+                            scope=f"repository:{repo}:pull,push", retry=retry,
                             headers={"Content-Type": media_type}, content=data, ok=(201, 200))
         header = resp.headers.get("Docker-Content-Digest")
         if header and header != digest:
