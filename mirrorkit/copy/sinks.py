@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from mirrorkit.copy.sources import Source
+from mirrorkit.copy.sources import RegistrySource, Source, TeeStream
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
@@ -134,7 +134,10 @@ class RegistrySink:
         if source.streams:
             self.client.upload_blob(registry, repo, digest, size, lambda: _opened(source, digest, size), progress)
         else:
-            # a registry source: download resumably into the work folder, upload from there
+            if isinstance(source, RegistrySource) and self._streamed(source, digest, size, progress):
+                self.holders.add(registry, digest, repo)
+                return "copied"
+            # cut midway (or refused): the download resumes from what was kept, the upload from the file
             source.save_blob(digest, size, self.spool, progress)
             try:
                 self.client.upload_blob(registry, repo, digest, size, lambda: self.spool.path(digest).open("rb"))
@@ -142,6 +145,29 @@ class RegistrySink:
                 self.spool.path(digest).unlink(missing_ok=True)
         self.holders.add(registry, digest, repo)
         return "copied"
+
+    def _streamed(self, source: RegistrySource, digest: str, size: int, progress: Progress | None) -> bool:
+        """Registry to registry in one pass, download piped into the upload; False if that attempt failed."""
+        opened: list[TeeStream] = []
+
+        def once() -> TeeStream:
+            if opened:
+                raise _Spent(f"{digest}: the streamed copy was cut; resuming from the kept bytes")
+            opened.append(source.tee_blob(digest, size, self.spool))
+            return opened[0]
+
+        try:
+            self.client.upload_blob(self.ref.registry, self.ref.repository, digest, size, once, progress,
+                                    attempts=1)
+            self.spool.partial_path(digest).unlink(missing_ok=True)
+            return True
+        except AuthError:
+            raise
+        except (OperationError, OSError):     # cut, refused, or hashed wrong: the careful path decides
+            return False
+        finally:
+            for stream in opened:
+                stream.close()
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
         # one attempt: the engine runs each image's manifests as one operation under the retry policy
@@ -159,4 +185,8 @@ def _opened(source: Source, digest: str, size: int) -> object:
     if stream is None:
         raise OperationError(f"{source.name}: blob {digest} cannot be read again")
     return stream
+
+
+class _Spent(OperationError):
+    """A one-pass stream asked for a second time: the caller falls back to the resumable path."""
 

@@ -8,11 +8,14 @@ stream that verifies itself as it is read, so nothing is copied twice.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
+
+import httpx
 
 from mirrorkit.copy.download import fetch_blob
 from mirrorkit.errors import OperationError
@@ -20,7 +23,7 @@ from mirrorkit.lock import Lock
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import Manifest, RegistryClient, sha256_digest
 from mirrorkit.oci.layout import BlobStore
-from mirrorkit.oci.retry import disk_error
+from mirrorkit.oci.retry import TransientError, disk_error
 from mirrorkit.refs import Ref, check_digest
 
 Progress = Callable[[int], None]
@@ -72,6 +75,71 @@ class RegistrySource:
 
     def open_blob(self, digest: str, size: int) -> Stream | None:
         return None
+
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> TeeStream:
+        """One attempt at the blob as a stream, every byte also kept in ``store``'s partial file and
+        hashed: a registry-to-registry copy needs no disk round trip, and if it is cut, the
+        download resumes from what was kept (``save_blob``)."""
+        return TeeStream(self.client, self.ref, digest, size, store)
+
+
+class TeeStream:
+    """A blob GET read as a file: written through to a partial file, hashed, refused at the end if wrong.
+
+    The last chunk is held back until the hash is checked, so a reader (an upload) never
+    receives the whole of a blob that does not match its digest.
+    """
+
+    def __init__(self, client: RegistryClient, ref: Ref, digest: str, size: int, store: BlobStore) -> None:
+        self.digest, self.size = digest, size
+        self.partial = store.partial_path(digest)
+        self.hasher = hashlib.sha256()
+        self.out = self.partial.open("wb")
+        self.resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                                   scope=f"repository:{ref.repository}:pull", stream=True, retry=False)
+        self.chunks = self.resp.iter_bytes()
+        self.held = b""
+        self.seen = 0
+        self.done = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        while not self.done:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self.done = True
+                if self.seen != self.size or "sha256:" + self.hasher.hexdigest() != self.digest:
+                    raise OperationError(f"digest mismatch: {self.digest} streamed as {self.seen} bytes hashing to "
+                                         f"sha256:{self.hasher.hexdigest()}") from None
+                break
+            except httpx.HTTPError as exc:
+                raise TransientError(f"{type(exc).__name__} streaming {self.digest}") from None
+            if not chunk:
+                continue
+            self.seen += len(chunk)
+            if self.seen > self.size:
+                raise OperationError(f"{self.digest}: the registry sent more than the {self.size} bytes declared")
+            self.hasher.update(chunk)
+            try:
+                self.out.write(chunk)
+            except OSError as exc:
+                raise disk_error(exc, str(self.partial.parent)) from None
+            out, self.held = self.held, chunk
+            if out:
+                return out
+        out, self.held = self.held, b""
+        return out
+
+    def close(self) -> None:
+        self.resp.close()
+        self.out.close()
+
+    def __enter__(self) -> TeeStream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None, /) -> None:
+        self.close()
 
 
 def _media_type(data: bytes, hint: str, what: str) -> str:

@@ -401,7 +401,8 @@ class RegistryClient:
         return resp.status_code == 201
 
     def upload_blob(self, registry: str, repo: str, digest: str, size: int,
-                    opener: Callable[[], Any], progress: Callable[[int], None] | None = None) -> None:
+                    opener: Callable[[], Any], progress: Callable[[int], None] | None = None,
+                    attempts: int | None = None) -> None:
         """Upload one blob as one operation under the retry policy, resuming where the registry allows.
 
         POST opens an upload session; one PATCH streams the bytes (with ``Content-Range``);
@@ -457,7 +458,8 @@ class RegistryClient:
                 raise
 
         try:
-            retries.run(self.retry, attempt, progress=lambda: int(session["confirmed"]))
+            policy = self.retry if attempts is None else dataclasses.replace(self.retry, attempts=attempts)
+            retries.run(policy, attempt, progress=lambda: int(session["confirmed"]))
         except RegistryError as exc:
             if isinstance(exc, AuthError):
                 raise

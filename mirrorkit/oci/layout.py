@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ class BlobStore:
     def add_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if not self.has(digest):
-            tmp = self.tmp / f"{digest[7:]}.{os.getpid()}.part"
+            # per thread: two images may hold the same manifest, written at the same moment
+            tmp = self.tmp / f"{digest[7:]}.{os.getpid()}.{threading.get_ident()}.part"
             tmp.write_bytes(data)
             tmp.replace(self.path(digest))
         return digest
