@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from mirrorkit.destinations import destination_pairs
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
-from mirrorkit.plan import Plan
+from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 
 
@@ -55,11 +56,17 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
         sinks: dict[str, RegistrySink] = {}
         roots: list[Root] = []
         digests: list[str] = []
-        for img in plan.images:
+        def state(img: PlanImage) -> tuple[str, bool]:
+            """The image's digest, and whether its destination holds it already (a rerun copies nothing)."""
+            digest = img.digest or client.get_manifest(img.source_ref).digest
+            return digest, client.manifest_digest(dest[(img.source, img.destination)]) == digest
+
+        with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as pool:
+            states = list(pool.map(state, plan.images))
+        for img, (digest, there) in zip(plan.images, states, strict=True):
             src, target = img.source_ref, dest[(img.source, img.destination)]
-            digest = img.digest or client.get_manifest(src).digest
             digests.append(digest)
-            if client.manifest_digest(target) == digest:
+            if there:
                 report.skipped += 1
                 continue
             key = f"{target.registry}/{target.repository}"
