@@ -136,18 +136,9 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _volumes_for(source: Path) -> list[Path]:
-    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
-    name = source.name
-    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
-        if name.endswith(suffix):
-            stem = name[: -len(suffix)]
-            break
-    else:
-        return []
-    import re
+    from mirrorkit.inputs import bundle_volumes
 
-    pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
-    return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())
+    return bundle_volumes(source)
 
 
 @click.command("runbook", epilog="""

@@ -189,7 +189,7 @@ def plan_prune(client: RegistryClient, target: RegistryTarget, keep: list[Source
                 result.absent.append(str(ref))
         protected = repo.closure(protected_roots)
         doomed = repo.closure(drop_roots)
-        for digest, why in doomed.items():
+        for digest in doomed:
             if digest in protected:
                 result.kept.append(Item(name, digest, repo.kinds.get(digest, "manifest"),
                                         f"needed: {protected[digest]}"))
