@@ -84,7 +84,7 @@ def _verify(volumes: list[Path]) -> tuple[str, str, Lock | None]:
     try:
         with BundleReader(volumes) as reader:
             report = reader.verify()
-            return VERIFIED, (f"every byte hashed: {report.blobs} blobs, {report.bytes} bytes in "
+            return VERIFIED, (f"every byte hashed: {report.blobs} blobs, {human(report.bytes)} in "
                               f"{report.volumes} volume(s), all matching the lock"), reader.lock
     except MirrorkitError as exc:
         return DAMAGED, str(exc), None
