@@ -68,9 +68,11 @@ def compare(old: tuple[Plan, Lock | None], new: tuple[Plan, Lock | None]) -> Dif
     gone: dict[str, set[str]] = defaultdict(set)
     came: dict[str, set[str]] = defaultdict(set)
     for source in diff.removed:
-        gone[old_images[source].component].add(_version(old_images[source]))
+        for component in old_images[source].component.split(","):
+            gone[component].add(_version(old_images[source]))
     for source in diff.added:
-        came[new_images[source].component].add(_version(new_images[source]))
+        for component in new_images[source].component.split(","):
+            came[component].add(_version(new_images[source]))
     for component in sorted(set(gone) & set(came)):
         old_v, new_v = ", ".join(sorted(gone[component])), ", ".join(sorted(came[component]))
         if old_v != new_v:

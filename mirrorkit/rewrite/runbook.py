@@ -280,19 +280,39 @@ def _new_bundle(up: UpgradeInput) -> tuple[str, str]:
     return name, name
 
 
+def _upgrade_chart(up: UpgradeInput) -> tuple[str, str]:
+    """The new chart where the air-gapped side can reach it: the mirror's ``charts/`` when the bundle
+    carries it (the upgrade runbook has pull-bundle carry it), else the upstream name."""
+    chart, version = _chart_ref(up.new)
+    if not chart.startswith("oci://") and up.new.plan.registry and up.new.plan.release:
+        from mirrorkit.copy.charts import chart_repository
+        from mirrorkit.refs import RegistryTarget
+
+        chart = f"oci://{chart_repository(RegistryTarget.parse(up.new.plan.registry), 'gpu-operator')}"
+    return chart, version
+
+
+def _chart_fetch(up: UpgradeInput) -> str | None:
+    """Connected side: fetch the new chart so pull-bundle can carry it (None when the bundle has it)."""
+    _, version = _chart_ref(up.new)
+    if up.new.charts or not up.new.plan.release:
+        return None
+    return f"helm pull nvidia/gpu-operator --version {version}   # writes gpu-operator-{version}.tgz"
+
+
 def _pull_line(up: UpgradeInput) -> str:
     first, _ = _new_bundle(up)
-    chart, version = _chart_ref(up.new)
+    _, version = _chart_ref(up.new)
     line = f"mirrorkit pull-bundle {shlex.quote(up.new.source_name)} -o {shlex.quote(first)}"
     if up.old_is_bundle:
         line += f" --since {shlex.quote(up.old_source)}"
-    if chart.startswith("oci://") or up.new.charts:
+    if _chart_fetch(up):
         line += f" --chart gpu-operator-{version}.tgz"
     return line
 
 
 def _crd_lines(up: UpgradeInput) -> list[str]:
-    chart, version = _chart_ref(up.new)
+    chart, version = _upgrade_chart(up)
     folder = f"chart-{version}"
     return [f"helm pull {chart} --version {version}{_helm_flags(up.new, chart)} --untar -d {folder}",
             f"kubectl apply --server-side --force-conflicts -f {folder}/gpu-operator/crds/",
@@ -302,7 +322,8 @@ def _crd_lines(up: UpgradeInput) -> list[str]:
 
 def _driver_section(up: UpgradeInput) -> list[str]:
     plan = up.new.plan
-    nodes = [f"{n.get('name') or 'node'} ({n['os']}, kernel {n.get('kernel') or '?'})" for n in plan.nodes]
+    nodes = [(f"{n['name']}: " if n.get("name") else "") + f"{n['os']}, kernel {n.get('kernel') or '?'}"
+             for n in plan.nodes]
     lines = ["## 6. The driver upgrade: what the nodes will do", ""]
     if not up.driver_changes:
         lines += ["The driver image does not change: no driver pod restarts for it. The other operands roll as",
@@ -312,8 +333,8 @@ def _driver_section(up: UpgradeInput) -> list[str]:
                   "`OnDelete`, so the operator's upgrade controller replaces driver pods itself, following",
                   "`driver.upgradePolicy` (the chart's defaults below; set yours in the values before `helm upgrade`):",
                   "", "```yaml", UPGRADE_POLICY_DEFAULTS, "```", "",
-                  f"Each GPU node in turn ({', '.join(nodes) or 'every GPU node'}), at most `maxParallelUpgrades` at "
-                  "once and never more than `maxUnavailable` unavailable:", "",
+                  f"Each GPU node in turn ({'; '.join(nodes) or 'every GPU node'}), at most `maxParallelUpgrades`",
+                  "at once and never more than `maxUnavailable` unavailable:", "",
                   "1. the node is cordoned: no new pods are scheduled on it;",
                   "2. pods matching `waitForCompletion.podSelector` are waited for;",
                   "3. the GPU pods on the node are deleted (`gpuPodDeletion`); with `drain.enable` the node is",
@@ -334,7 +355,7 @@ def upgrade_markdown(up: UpgradeInput) -> str:
     inp, plan = up.new, up.new.plan
     reg, src = _registry(inp), inp.source_name
     first, bundle_args = _new_bundle(up)
-    chart, version = _chart_ref(inp)
+    chart, version = _upgrade_chart(up)
     old_release = up.old_plan.release or "the installed release"
     lines = [f"# Upgrade: NVIDIA GPU Operator {old_release} → {plan.release or ''}", "",
              "Written by mirrorkit's runbook command from the two releases; every value below is this site's.", "",
@@ -345,7 +366,8 @@ def upgrade_markdown(up: UpgradeInput) -> str:
              "## 2. Before: the installed release is healthy and its images are all in the mirror", "",
              "```sh", f"mirrorkit verify {shlex.quote(up.old_source)} --registry {shlex.quote(reg)}{_flags(inp)}",
              f"kubectl get pods -n {inp.namespace}", "```", "",
-             "## 3. Carry only what is new", "", "On the connected side:", "", "```sh", _pull_line(up), "```", ""]
+             "## 3. Carry only what is new", "", "On the connected side:", "", "```sh",
+             *([fetch] if (fetch := _chart_fetch(up)) else []), _pull_line(up), "```", ""]
     if up.old_is_bundle:
         lines += [f"`--since` leaves out every blob `{up.old_source}` carried already: the mirror has them.", ""]
     else:
@@ -388,11 +410,12 @@ def upgrade_shell(up: UpgradeInput) -> str:
     inp, plan = up.new, up.new.plan
     reg = _registry(inp)
     first, bundle_args = _new_bundle(up)
-    chart, version = _chart_ref(inp)
+    chart, version = _upgrade_chart(up)
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
     lines = ["#!/usr/bin/env bash",
              f"# Upgrade NVIDIA GPU Operator {up.old_plan.release} -> {plan.release}, written by mirrorkit runbook.",
+             *([f"# Connected side, before the trip: {fetch.split('   #')[0]}"] if (fetch := _chart_fetch(up)) else []),
              f"# Connected side, before the trip: {_pull_line(up)}",
              "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", "",
              f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
