@@ -220,7 +220,7 @@ def _lock_digests(sources: list[Source], target: RegistryTarget,
                 out[dests[source].name][digest] = str(dests[source])
         by_subject = {d: dests[s] for s, d in digests.items() if s in dests}
         for art in _artifacts(src):
-            dest = by_subject.get(getattr(art, "subject", None))
+            dest = by_subject.get(str(getattr(art, "subject", "")))
             if dest is not None and isinstance(getattr(art, "digest", None), str):
                 out[dest.name][art.digest] = f"artifact of {dest}"
     return out
