@@ -53,6 +53,7 @@ def images() -> dict[str, Image | Index]:
                                                        make_layer("op/v2", 8 << 10)]),
         "nvidia/gpu-operator:site-pinned": make_image("op/site", [make_layer("op/site", 4 << 10)]),
         "nvidia/toolkit:v1": make_image("tk", [make_layer("tk", 8 << 10)]),
+        "nvidia/toolkit:alias": make_image("tk", [make_layer("tk", 8 << 10)]),   # same manifest, second tag
         "nvidia/unplanned:x": make_image("un", [make_layer("un", 8 << 10)]),
     }
 
@@ -78,7 +79,7 @@ def seeded(registry_factory: Callable[..., RegistryServer], tmp_path: Path):
         push_image(reg.url, f"{PREFIX}/{repo}", tag, item)
     target = f"{reg.host}/{PREFIX}"
     old = write_plan(tmp_path / "old.yaml", target,
-                     ["nvidia/driver:old", "nvidia/gpu-operator:v1", "nvidia/toolkit:v1"])
+                     ["nvidia/driver:old", "nvidia/gpu-operator:v1", "nvidia/toolkit:v1", "nvidia/toolkit:alias"])
     new = write_plan(tmp_path / "new.yaml", target,
                      ["nvidia/driver:new", "nvidia/gpu-operator:v2", "nvidia/toolkit:v1"])
     return reg, content, old, new
@@ -96,23 +97,28 @@ def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tm
     old_sig = f"sha256-{old_idx.digest[7:]}.sig"
     assert plan["applied"] is False
     assert {(t["repository"].split("/", 2)[2], t["tag"]) for t in plan["tags"]} == {
-        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1")}
+        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1"),
+        ("nvidia/toolkit", "alias")}
     assert {m["digest"] for m in plan["manifests"]} == {
         old_idx.digest, old_idx.images[1].digest, content[f"nvidia/driver:{old_sig}"].digest,
         content["nvidia/gpu-operator:v1"].digest}
-    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest}   # the shared amd64 manifest
+    # the shared amd64 manifest, and the manifest the alias tag shares with the kept toolkit:v1
+    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest}
     assert plan["also_kept"] == [f"{target}/nvidia/toolkit:v1"]
     assert raw(reg, "nvidia/driver", "old").status_code == 200, "a dry run deletes nothing"
     text = cli(*args)
-    assert "would delete 3 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
+    assert "would delete 4 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
 
     before = reg.storage_bytes()
     kept = {name: raw(reg, *name.split(":")).content for name in content
-            if name.split(":")[1] not in ("old", "v1", old_sig) or name == "nvidia/toolkit:v1"}
+            if name.split(":")[1] not in ("old", "v1", old_sig, "alias") or name == "nvidia/toolkit:v1"}
     kept_children = {i.digest: i.manifest for i in new_idx.images}
     applied = cli(*args, "--apply")
     assert applied.exit_code == 0, applied.output
+    # distribution 2.8 deletes no tag by itself (DELETE by tag: 400): the alias must stay, and says so
     assert "deleted 3 tags and 4 manifests" in applied.stdout
+    assert "these point at manifests a kept image needs, so they stay" in applied.stdout
+    assert f"{target}/nvidia/toolkit:alias" in applied.stdout
     assert "docker-registry garbage-collect" in applied.stdout
     reg.garbage_collect()
     assert reg.storage_bytes() < before - (200 << 10), "garbage collection freed the dropped layers"

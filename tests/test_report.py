@@ -168,6 +168,17 @@ def test_report_since_marks_what_is_new(bundle: Path, tmp_path: Path) -> None:
     new = sorted(i["source"] for i in data["images"] if i["new"])
     assert new == ["nvcr.io/nvidia/driver:550.127.05-ubuntu22.04", "nvcr.io/nvidia/gpu-operator:v23.9.2"]
     assert {"component": "operator", "from": "v23.6.2", "to": "v23.9.2"} in data["since_diff"]["changed"]
+    same = cli("diff", str(bundle), str(bundle.parent / "gpu.lock.yaml"), "--format", "json", "--exit-code")
+    assert same.exit_code == 0 and json.loads(same.stdout) == {"added": [], "removed": [], "changed": []}
+
+
+def test_report_of_a_plan_is_neither_green_nor_red(bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan.html"
+    res = cli("report", str(bundle.parent / "plan.yaml"), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "verdict warn" in text and "Not verified: a plan only" in text
+    assert "verdict ok" not in text and "verdict bad" not in text
 
 
 def test_report_of_a_damaged_bundle_says_so_in_red_and_exits_1(bundle: Path, tmp_path: Path) -> None:
