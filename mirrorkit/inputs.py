@@ -37,5 +37,6 @@ def bundle_volumes(source: str | Path) -> list[Path]:
             break
     else:
         return []
+    stem = re.sub(r"\.\d{3}$", "", stem)   # any one volume of a split bundle names them all
     pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
     return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())

@@ -151,3 +151,14 @@ def test_upgrade_from_a_plan_explains_the_inventory_route(tmp_path: Path) -> Non
     _accepts(inventory[0])
     assert "--have inventory.json" in text and "no differences" in text
     assert "driver image does not change" in text
+
+
+def test_any_volume_or_the_lock_names_every_volume_of_a_split_bundle(tmp_path: Path) -> None:
+    from mirrorkit.inputs import bundle_volumes
+
+    names = ["gpu.001.tar", "gpu.002.tar", "gpu.003.tar", "gpu.lock.yaml", "gpu2.001.tar", "gpu.001.tar.sha256"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    expected = [tmp_path / n for n in ("gpu.001.tar", "gpu.002.tar", "gpu.003.tar")]
+    for given in ("gpu.002.tar", "gpu.lock.yaml"):
+        assert bundle_volumes(tmp_path / given) == expected
