@@ -9,7 +9,8 @@
     └── OperationError    (exit 1) something was checked and failed
         └── RegistryError          a registry refused, failed, or could not be reached
             ├── AuthError          credentials missing or refused
-            └── NotFoundError      manifest or blob not there
+            ├── NotFoundError      manifest or blob not there
+            └── UnsupportedError   the registry refuses the operation itself (deletes disabled: 405)
 
 Lower layers (httpx, yaml, json, subprocess) are translated into these at the
 boundary where they happen, so callers never see a foreign exception for a
@@ -58,4 +59,8 @@ class AuthError(RegistryError):
 
 
 class NotFoundError(RegistryError):
+    pass
+
+
+class UnsupportedError(RegistryError):
     pass

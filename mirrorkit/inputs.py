@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mirrorkit.errors import InputError
@@ -24,3 +25,18 @@ def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
     if data.get("kind") == "Plan":
         return plan_from_dict(data, str(p)), None
     raise InputError(f"{p}: expected a mirrorkit plan, bundle lock or bundle")
+
+
+def bundle_volumes(source: str | Path) -> list[Path]:
+    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
+    source = Path(source)
+    name = source.name
+    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            break
+    else:
+        return []
+    stem = re.sub(r"\.\d{3}$", "", stem)   # any one volume of a split bundle names them all
+    pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
+    return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())

@@ -136,18 +136,9 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _volumes_for(source: Path) -> list[Path]:
-    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
-    name = source.name
-    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
-        if name.endswith(suffix):
-            stem = name[: -len(suffix)]
-            break
-    else:
-        return []
-    import re
+    from mirrorkit.inputs import bundle_volumes
 
-    pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
-    return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())
+    return bundle_volumes(source)
 
 
 @click.command("runbook", epilog="""
@@ -155,6 +146,7 @@ def _volumes_for(source: Path) -> list[Path]:
 Examples:
   mirrorkit runbook bundles/gpu.tar -o RUNBOOK.md
   mirrorkit runbook bundles/gpu.lock.yaml --format shell -o install.sh
+  mirrorkit runbook plan-v24.9.2.yaml --upgrade-from bundles/gpu-v23.9.2.lock.yaml -o UPGRADE.md
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(("markdown", "shell")), default="markdown", show_default=True)
@@ -164,8 +156,11 @@ Examples:
 @click.option("--namespace", default="gpu-operator", show_default=True)
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="The mirror is plain HTTP: say so in every step.")
 @click.option("--ca-cert", help="CA file the steps should trust for the mirror.")
+@click.option("--upgrade-from", type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",
+              help="Write the upgrade procedure from this installed release instead of a fresh install.")
 def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
-                    namespace: str, insecure: tuple[str, ...], ca_cert: str | None) -> None:
+                    namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
+                    upgrade_from: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
@@ -176,4 +171,11 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
                        volumes=volumes_of(_volumes_for(Path(source))), charts=lock.charts if lock else [])
+    if upgrade_from:
+        from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
+        from mirrorkit.rewrite.upgrade import upgrade_input
+
+        up = upgrade_input(inp, lock, upgrade_from)
+        write_output(upgrade_markdown(up) if fmt == "markdown" else upgrade_shell(up), output)
+        return
     write_output(markdown(inp) if fmt == "markdown" else shell(inp), output)

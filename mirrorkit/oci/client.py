@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError, UnsupportedError
 from mirrorkit.oci.credentials import Credentials, CredentialStore
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
@@ -468,6 +468,25 @@ class RegistryClient:
                                 f"expected {digest}")
         return digest
 
+    # -- deleting (prune) ---------------------------------------------------------
+    def delete_manifest(self, registry: str, repo: str, reference: str) -> bool:
+        """DELETE ``/v2/REPO/manifests/REFERENCE`` (a digest, or a tag where the registry allows it).
+
+        True when deleted, False when it was already gone. A registry that refuses
+        the operation (405, or 400 ``UNSUPPORTED`` for tag deletes) raises
+        UnsupportedError carrying its error code, so the caller can tell "not allowed
+        here" from a fault.
+        """
+        resp = self.request(registry, "DELETE", f"/v2/{repo}/manifests/{reference}",
+                            scope=f"repository:{repo}:pull,push,delete", ok=(200, 202, 204, 404, 400, 405))
+        if resp.status_code in (200, 202, 204):
+            return True
+        code = _error_code(resp)
+        if resp.status_code == 404 and code in ("", "MANIFEST_UNKNOWN", "NOT_FOUND"):
+            return False
+        raise UnsupportedError(f"DELETE {registry}/{repo}/manifests/{reference}: HTTP {resp.status_code}"
+                               + (f" {code}" if code else ""))
+
     def _paged(self, registry: str, path: str, scope: str, key: str, max_pages: int = 1000) -> list[str]:
         out: list[str] = []
         url: str | None = f"{path}?n=1000"
@@ -515,3 +534,13 @@ def _media_type_from_body(data: bytes) -> str | None:
     if "layers" in doc:
         return OCI_MANIFEST
     return None
+
+
+def _error_code(resp: httpx.Response) -> str:
+    """The first ``errors[].code`` of a distribution error body, or ""."""
+    try:
+        errors = resp.json().get("errors") or []
+        code = errors[0].get("code") if errors else ""
+    except (ValueError, AttributeError, IndexError, httpx.ResponseNotRead):
+        return ""
+    return str(code) if isinstance(code, str) else ""
