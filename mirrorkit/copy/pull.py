@@ -312,7 +312,7 @@ class Puller:
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
                 progress: Callable[[str, int], None] | None = None) -> PullReport:
     """Fetch, lock and write the bundle; up to date bundles are left alone."""
-    from mirrorkit.bundle.tarball import write_bundle
+    from mirrorkit.bundle.writer import write_bundle
     from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
 
     if not plan.images:
