@@ -19,6 +19,8 @@ user's mistake or a network fault.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MirrorkitError(Exception):
     """Base of every error mirrorkit raises on purpose."""
@@ -51,7 +53,12 @@ class OperationError(MirrorkitError):
 
 
 class DiskFullError(OperationError):
-    """A full disk is final (retrying cannot help), but the work done so far is kept for a rerun."""
+    """A full disk is final (retrying cannot help), but the work done so far is kept for a rerun.
+
+    ``work`` is the folder a rerun resumes from, once known (mirrorkit.files.disk_full sets it).
+    """
+
+    work: Path | None = None
 
 
 class RegistryError(OperationError):

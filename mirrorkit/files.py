@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mirrorkit.errors import DiskFullError, InputError
@@ -82,6 +84,40 @@ def disk_full(work: Path, doing: str, removed: Path | None = None) -> DiskFullEr
     its size, which a rerun reuses instead of fetching again.
     """
     gone = f"; removed the partial {removed}" if removed is not None else ""
-    return DiskFullError(f"no space left on device while {doing}{gone}; the work folder {work} "
+    error = DiskFullError(f"no space left on device while {doing}{gone}; the work folder {work} "
                          f"({human(tree_size(work))} so far) is kept: free some space and run the same command "
                          "again, it resumes from there")
+    error.work = work
+    return error
+
+
+@contextlib.contextmanager
+def full_disk_reported(work: Path, doing: str, scratch: Sequence[Path] = ()) -> Iterator[None]:
+    """Turn a full disk anywhere in the block into ``disk_full``'s one line, after freeing ``scratch``.
+
+    ``scratch`` holds what a rerun would not reuse (half-written downloads, a
+    child's temporary folders): removed so the disk is not left 100 % full.
+    Completed blobs in ``work`` stay. A DiskFullError that already names its
+    work folder passes through unchanged.
+    """
+    try:
+        yield
+    except DiskFullError as exc:
+        if exc.work is not None:
+            raise
+        _remove(scratch)
+        raise disk_full(work, doing) from None
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        _remove(scratch)
+        raise disk_full(work, doing) from None
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
