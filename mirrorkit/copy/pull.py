@@ -131,6 +131,8 @@ class Puller:
 
     # -- manifests ------------------------------------------------------------
     def inspect(self, img: PlanImage) -> _Fetched:
+        if img.local:
+            return self.inspect_local(img)
         ref = img.source_ref
         top = self.client.get_manifest(ref, img.digest or ref.reference)
         if img.digest and top.digest != img.digest:
@@ -166,6 +168,24 @@ class Puller:
         return _Fetched(img, top.digest, top.media_type, digest, top.media_type,
                         [c.digest for c in chosen], blobs, size - len(top.data) + len(new_index),
                         [self.source_for_skopeo(ref, c.digest) for c in chosen], note)
+
+    # --- bundle branch hook (local sources): the engine's pull should call import_image the same way
+    def inspect_local(self, img: PlanImage) -> _Fetched:
+        """A local image (docker-archive: and the like) is imported whole by skopeo into the store at once:
+        every platform it has, nothing left to copy."""
+        from mirrorkit.copy.local import import_image
+
+        digest, media_type = import_image(str(img.local), self.store)
+        if img.digest and digest != img.digest:
+            raise OperationError(f"{img.source}: {img.local} holds {digest}, the plan pins {img.digest}")
+        data = self.store.read(digest)
+        doc = manifests.parse(data, img.source)
+        kids = [c.digest for c in manifests.children(doc, img.source)] if manifests.is_index(doc, media_type) else []
+        docs = [manifests.parse(self.store.read(k), f"{img.source}@{k}") for k in kids] or [doc]
+        blobs = [b for d in docs for b in manifests.image_blobs(d, img.source)]
+        size = len(data) + sum(self.store.size(k) for k in kids)
+        return _Fetched(img, digest, media_type, digest, media_type, kids, blobs, size, [],
+                        f"imported from {img.local}")
 
     # -- bytes ----------------------------------------------------------------
     def missing(self, f: _Fetched) -> list[str]:
