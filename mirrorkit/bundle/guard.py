@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import zstandard
 
@@ -49,7 +49,7 @@ class GuardedTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         try:
             return super().fromtarfile(tarfile_)
         except tarfile.HeaderError as exc:
@@ -147,9 +147,9 @@ def open_tar(src: Any, kind: str) -> tarfile.TarFile:
 def check_end(tar: tarfile.TarFile, where: str) -> None:
     """Refuse an archive whose member list ended anywhere but at a proper end-of-archive block."""
     end = getattr(tar, "mirrorkit_end", None)
-    if isinstance(end, tarfile.EOFHeaderError):
+    if isinstance(end, tarfile.EOFHeaderError):  # type: ignore[attr-defined]  # stdlib, not in typeshed
         return
-    if isinstance(end, tarfile.InvalidHeaderError):
+    if isinstance(end, tarfile.InvalidHeaderError):  # type: ignore[attr-defined]
         raise InputError(f"{where}: corrupt tar header at byte {tar.offset}")
     raise InputError(f"{where}: truncated volume: the archive stops at byte {tar.offset} without its end marker")
 

@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,21 +81,21 @@ class BundleReader:
     """
 
     def __init__(self, paths: Sequence[Path | str]) -> None:
-        paths = [Path(p) for p in paths]
-        if not paths:
+        given = [Path(p) for p in paths]
+        if not given:
             raise InputError("no bundle given")
-        if any(p.is_dir() for p in paths):
-            if len(paths) != 1:
+        if any(p.is_dir() for p in given):
+            if len(given) != 1:
                 raise InputError("give either one unpacked bundle directory or bundle volume files, not both")
-            volumes = [self._open_dir(paths[0])]
+            volumes = [self._open_dir(given[0])]
         else:
             seen: dict[Path, Path] = {}
-            for p in paths:
+            for p in given:
                 key = p.resolve()
                 if key in seen:
                     raise InputError(f"volume {p} given twice")
                 seen[key] = p
-            volumes = [self._open_volume(p) for p in paths]
+            volumes = [self._open_volume(p) for p in given]
         self._check_together(volumes)
         self._volumes = sorted(volumes, key=lambda v: v.index)
         first = self._volumes[0]
@@ -162,7 +162,7 @@ class BundleReader:
                     digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
                     check_blob(where, digest, member.size, vol.sizes, vol.blobs)
                     vol.offsets[digest] = member.offset_data
-                tar.members.clear()  # keep memory flat; iteration goes on with next()
+                tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
             check_end(tar, where)
         for digest in vol.blobs:
             if digest not in vol.offsets:
@@ -240,7 +240,8 @@ class BundleReader:
                 return f"bundle {self.lock.id}: blob {blob.digest} named in the lock is not in the bundle"
         return None
 
-    def _pass(self, vol: _Volume, on_bytes: Progress | None = None) -> Iterator[tuple[str, int, BlobStream]]:
+    def _pass(self, vol: _Volume,
+              on_bytes: Progress | None = None) -> Generator[tuple[str, int, BlobStream], None, None]:
         """Read one volume front to back, yielding its blobs; the whole volume is checked by the end."""
         where = str(vol.path)
         if vol.kind == "dir":
@@ -268,14 +269,14 @@ class BundleReader:
                             yield digest, member.size, stream
                             stream.drain()
                         found.add(digest)
-                    tar.members.clear()  # keep memory flat; iteration goes on with next()
+                    tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
                 check_end(tar, where)
                 for digest in vol.blobs:
                     if digest not in found:
                         raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml "
                                          "is missing")
                 padding = 0
-                while chunk := tar.fileobj.read(CHUNK):  # type: ignore[union-attr]
+                while chunk := tar.fileobj.read(CHUNK):
                     if chunk.count(0) != len(chunk):
                         raise InputError(f"{where}: data after the end of the archive")
                     padding += len(chunk)

@@ -19,7 +19,7 @@ import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -108,7 +108,7 @@ def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, di
     return index, count, listed
 
 
-def is_count(value: Any) -> bool:
+def is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -266,10 +266,12 @@ def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[tupl
                   compress: str | None, mtime: int, progress: Progress | None, written: list[int]) -> str:
     with open(partial, "wb") as raw:
         out = _HashingWriter(raw, written)
-        zstd = zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) if compress == "zstd" else None
-        sink = out if zstd is None else zstd
+        zstd = None
+        if compress == "zstd":
+            zstd = zstandard.ZstdCompressor(level=3).stream_writer(cast(IO[bytes], out), closefd=False)
+        sink = cast(IO[bytes], out if zstd is None else zstd)
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-            tar.copybufsize = CHUNK
+            tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # stdlib, not in typeshed
             for name, data in head:
                 tar.addfile(_info(name, len(data), mtime), io.BytesIO(data))
             for digest, size, path in blobs:
