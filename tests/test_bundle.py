@@ -559,3 +559,23 @@ def test_directory_bundle_with_stray_file(layout: Layout, out: Path, tmp_path: P
     (unpacked / "blobs" / "sha256" / "notes.txt").write_text("hi")
     with pytest.raises(InputError, match="'blobs/sha256/notes.txt': blob name is not 64 lowercase hex"):
         open_and_verify(unpacked)
+
+
+def test_a_split_set_with_some_checksums_missing_is_refused_in_one_line(layout: Layout, out: Path) -> None:
+    volumes = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=SPLIT)
+    assert len(volumes) > 2
+    (out / f"{volumes[1].name}.sha256").unlink()     # as a kill between the checksum renames leaves it
+    with pytest.raises(InputError) as exc:
+        BundleReader(volumes)
+    assert str(exc.value) == (f"{volumes[1]}: incomplete set: its .sha256 is missing while {volumes[0].name} has one "
+                              "(a write or copy was interrupted); write or copy the bundle again")
+
+
+def test_a_smaller_split_set_replaces_an_older_one_whole(layout: Layout, out: Path, tmp_path: Path) -> None:
+    older = build_layout(tmp_path / "old", seed="old", bundle_id="bundle-old")
+    old = write_bundle(older.root, older.lock, out / "gpu.tar", split=SPLIT // 2)
+    new = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=SPLIT)
+    assert len(old) > len(new)
+    assert files_in(out) == sorted([v.name for v in new] + [f"{v.name}.sha256" for v in new])
+    with BundleReader(sorted(out.glob("gpu.*.tar"))) as reader:
+        assert reader.lock.id == "bundle-a" and read_all(reader) == layout.blobs

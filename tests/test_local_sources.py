@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from kit.images import DOCKER_MANIFEST, make_image, make_layer
+from kit.images import DOCKER_MANIFEST, OCI_MANIFEST, Image, make_image, make_layer
 from kit.push import push_image
 from kit.registryd import RegistryServer
 
@@ -61,7 +61,7 @@ def test_plan_refuses_an_unnamed_archive_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def driver_archive(tmp_path: Path, registry: RegistryServer) -> tuple[Path, object]:
+def driver_archive(tmp_path: Path, registry: RegistryServer) -> tuple[Path, Image]:
     """A real docker-archive tar, as `docker save` or `skopeo copy ... docker-archive:` leaves it."""
     image = make_image("local/driver", [make_layer("local/base", 200_000, docker=True),
                                          make_layer("local/kmod", 50_000, docker=True)],
@@ -74,12 +74,20 @@ def driver_archive(tmp_path: Path, registry: RegistryServer) -> tuple[Path, obje
     return archive, image
 
 
-def test_import_image_brings_every_blob_hashed_into_the_store(tmp_path: Path,
-                                                              driver_archive: tuple[Path, object]) -> None:
+@pytest.mark.parametrize("transport", ["docker-archive", "oci-archive", "oci"])
+def test_import_image_brings_every_blob_hashed_into_the_store(tmp_path: Path, registry: RegistryServer,
+                                                              driver_archive: tuple[Path, Image],
+                                                              transport: str) -> None:
     archive, image = driver_archive
+    source = f"docker-archive:{archive}"
+    if transport != "docker-archive":                 # the same image as skopeo writes it to the other forms
+        where = tmp_path / ("driver-oci.tar" if transport == "oci-archive" else "layout")
+        subprocess.run(["skopeo", "--insecure-policy", "copy", source, f"{transport}:{where}:driver"],
+                       check=True, capture_output=True)
+        source = f"{transport}:{where}" + (":driver" if transport == "oci" else "")
     store = BlobStore(tmp_path / "work")
-    digest, media_type = import_image(f"docker-archive:{archive}", store)
-    assert media_type == DOCKER_MANIFEST
+    digest, media_type = import_image(source, store)
+    assert media_type == (DOCKER_MANIFEST if transport == "docker-archive" else OCI_MANIFEST)
     manifest = store.read(digest)
     assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest
     doc = json.loads(manifest)
@@ -88,8 +96,8 @@ def test_import_image_brings_every_blob_hashed_into_the_store(tmp_path: Path,
     for blob in named:
         data = store.read(blob)
         assert "sha256:" + hashlib.sha256(data).hexdigest() == blob
-    # the config is the image's own: the archive keeps it byte for byte
-    assert doc["config"]["digest"] == image.config.digest  # type: ignore[attr-defined]
+    if transport == "docker-archive":        # the config is the image's own (skopeo rewrites it for OCI forms)
+        assert doc["config"]["digest"] == image.config.digest
     assert sorted(p.name for p in store.blobs.iterdir()) == sorted([digest[7:], *(b[7:] for b in named)])
     assert list(store.tmp.iterdir()) == []
 
@@ -100,7 +108,7 @@ def test_import_of_a_missing_archive_names_it(tmp_path: Path) -> None:
 
 
 def test_a_docker_archive_driver_is_carried_end_to_end(tmp_path: Path, registry: RegistryServer,
-                                                       driver_archive: tuple[Path, object]) -> None:
+                                                       driver_archive: tuple[Path, Image]) -> None:
     archive, _ = driver_archive
     plan = tmp_path / "plan.yaml"
     res = cli("plan", "--image", f"docker-archive:{archive}={DRIVER}", "--registry", f"{registry.host}/copy",
