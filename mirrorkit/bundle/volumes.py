@@ -29,14 +29,13 @@ from mirrorkit.refs import is_digest
 from mirrorkit.yamlio import SafeLoader
 
 MiB = 1 << 20
-CHUNK = MiB
-SMALL_LIMIT = 4 * MiB
+CHUNK = MiB              # blobs move in chunks of this size: memory stays flat whatever the layer
+SMALL_LIMIT = 4 * MiB    # manifests are held whole, so their size is capped (registries cap them too)
 VOLUME_KIND = "BundleVolume"
 META_ORDER = ("bundle.yaml", "volume.yaml", "oci-layout", "index.json")
 META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB}
 DIR_ENTRIES = ("blobs", "blobs/sha256")
-
-SHA_FILE_CAP = 4096
+SHA_FILE_CAP = 4096      # a .sha256 file is one line; a bigger one is not ours to parse
 
 Progress = Callable[[int], None]
 
