@@ -23,6 +23,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mirrorkit tests scripts
+	$(VENV)/bin/mypy
 
 test: setup lint
 	$(VENV)/bin/pytest -q

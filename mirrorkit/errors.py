@@ -7,6 +7,7 @@
     │   ├── UnknownReleaseError    no image list for that release (and no --chart)
     │   └── MappingCollisionError  two sources would land on one destination
     └── OperationError    (exit 1) something was checked and failed
+        ├── DiskFullError          ENOSPC: never retried; names the work folder a rerun resumes from
         └── RegistryError          a registry refused, failed, or could not be reached
             ├── AuthError          credentials missing or refused
             ├── NotFoundError      manifest or blob not there
@@ -18,6 +19,8 @@ user's mistake or a network fault.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class MirrorkitError(Exception):
@@ -48,6 +51,15 @@ class MappingCollisionError(InputError):
 
 class OperationError(MirrorkitError):
     exit_code = 1
+
+
+class DiskFullError(OperationError):
+    """A full disk is final (retrying cannot help), but the work done so far is kept for a rerun.
+
+    ``work`` is the folder a rerun resumes from, once known (mirrorkit.files.disk_full sets it).
+    """
+
+    work: Path | None = None
 
 
 class RegistryError(OperationError):

@@ -14,7 +14,7 @@ from mirrorkit.yamlio import load_mapping
 def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
     p = Path(path)
     if p.is_dir() or (p.is_file() and not p.name.endswith((".yaml", ".yml", ".json"))):
-        from mirrorkit.bundle.tarball import BundleReader
+        from mirrorkit.bundle.reader import BundleReader
 
         with BundleReader([p]) as reader:
             return reader.lock.plan, reader.lock

@@ -22,6 +22,8 @@ from mirrorkit.yamlio import load_mapping
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "Plan"
 FORMATS = ("yaml", "json", "txt")
+# image sources outside registries, read through skopeo (mirrorkit.copy.local)
+LOCAL_TRANSPORTS = ("docker-daemon", "docker-archive", "oci-archive", "oci")
 
 
 @dataclass
@@ -39,6 +41,8 @@ class PlanImage:
     os_tag: str | None = None
     kernel: str | None = None
     target_tag: str | None = None
+    # a local image (``docker-archive:/abs/driver.tar``) carried under the name ``source``; None: from a registry
+    local: str | None = None
 
     @property
     def source_ref(self) -> Ref:
@@ -125,8 +129,66 @@ def _image_from_dict(data: Any, where: str) -> PlanImage:
         source=source, destination=dest, component=data["component"],
         reason=str(data.get("reason", "")), digest=digest, platforms=platforms, size=size,
         setting=data.get("setting"), os_tag=data.get("os_tag"), kernel=data.get("kernel"),
-        target_tag=data.get("target_tag"),
+        target_tag=data.get("target_tag"), local=_local_field(data.get("local"), where),
     )
+
+
+def _local_field(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_local_source(value):
+        raise InputError(f"{where}: 'local' must be {' or '.join(t + ':...' for t in LOCAL_TRANSPORTS)}")
+    return value
+
+
+def is_local_source(text: str) -> bool:
+    """Does ``text`` name an image outside any registry (``docker-archive:FILE`` and the like)?"""
+    transport, sep, rest = text.partition(":")
+    return bool(sep and rest) and transport in LOCAL_TRANSPORTS
+
+
+def split_image_arg(text: str, where: str, base: Path | None = None) -> tuple[str, str | None]:
+    """``--image`` / image-list entry -> (the image's name, its local source or None).
+
+    A local source says what the image will be called after ``=``, since an
+    archive or a daemon's image carries no registry name the cluster would pull:
+    ``docker-archive:driver.tar=nvcr.io/nvidia/driver:550.127.05-5.15.0-131-generic-ubuntu22.04``.
+    ``docker-daemon:NAME`` may leave it out (the daemon's name is used). Paths are
+    made absolute (relative to ``base``, else the current folder) so the plan
+    still finds them from elsewhere. The name is split at the last ``=``, which no
+    image reference contains.
+    """
+    text = text.strip()
+    if not is_local_source(text):
+        Ref.parse(text)
+        return text, None
+    transport, _, rest = text.partition(":")
+    source, sep, name = rest.rpartition("=")
+    if not sep:
+        if transport != "docker-daemon":
+            raise InputError(f"{where}: {text!r}: name the image after '=', e.g. "
+                             f"{transport}:driver.tar=nvcr.io/nvidia/driver:TAG")
+        source, name = rest, rest
+    if not source or not name:
+        raise InputError(f"{where}: {text!r}: expected {transport}:SOURCE=IMAGE-NAME")
+    try:
+        name = str(Ref.parse(name))
+    except InputError as exc:
+        raise InputError(f"{where}: {text!r}: {exc}") from None
+    if transport != "docker-daemon":
+        path, colon, ref = source, "", ""
+        if transport == "oci" and ":" in source:
+            path, colon, ref = source.partition(":")
+        path = str(((base or Path.cwd()) / path).resolve()) if not Path(path).is_absolute() else path
+        source = path + colon + ref
+    return name, f"{transport}:{source}"
+
+
+def attach_local(plan: Plan, local: dict[str, str]) -> None:
+    """Mark the plan's images that come from local sources (name -> ``transport:path``)."""
+    for img in plan.images:
+        if img.source in local:
+            img.local = local[img.source]
 
 
 def plan_from_dict(data: dict[str, Any], where: str) -> Plan:

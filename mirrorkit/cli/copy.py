@@ -191,6 +191,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
+    items: list[tuple[str, str | None, str | None, list[str]]]
     if lock is not None:
         items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
     else:
@@ -263,8 +264,9 @@ def inventory_command(registry: str, repos: tuple[str, ...], output: str | None,
     from mirrorkit.cli.main import write_output
     from mirrorkit.copy.inventory import dumps, take_inventory
     from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.refs import RegistryTarget
 
-    target = target_from({"registry": registry})
+    target = RegistryTarget.parse(registry)       # --registry is required here
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
         inv = take_inventory(client, target, list(repos) or None, jobs)
     write_output(dumps(inv), output)

@@ -9,7 +9,7 @@ import click
 
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
-from mirrorkit.plan import FORMATS, Plan, render
+from mirrorkit.plan import FORMATS, Plan, attach_local, render, split_image_arg
 
 # the same names as catalog.FLAVORS; kept literal so loading the CLI does not load the catalog
 FLAVORS = ("helm", "kubesphere")
@@ -135,11 +135,14 @@ def build_plan(p: dict[str, Any]) -> Plan:
         raise InputError("--flavor needs --version (or --chart)")
     nodes, node_warnings = _nodes(tuple(p.get("node") or ()), p.get("nodes_json"))
     extras: list[tuple[str, str]] = []
-    for ref in p.get("image") or ():
-        Ref.parse(ref)
-        extras.append((ref, "--image"))
-    for path in p.get("image_list") or ():
-        extras.extend(load_image_list(path))
+    local: dict[str, str] = {}          # image name -> local source (docker-archive:FILE=NAME and the like)
+    given = [(ref, "--image", "--image") for ref in p.get("image") or ()]
+    given += [(ref, reason, str(path)) for path in p.get("image_list") or () for ref, reason in load_image_list(path)]
+    for text, reason, where in given:
+        name, source = split_image_arg(text, where)
+        extras.append((name, reason if source is None else f"{reason} (from {source})"))
+        if source is not None:
+            local[str(Ref.parse(name))] = source
     duplicates: list[str] = []
     values = load_mapping(p["values"], "values file", duplicates) if p.get("values") else {}
     req = PlanRequest(
@@ -159,6 +162,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         platforms=[_platform(x) for x in p.get("platform") or ()],
     )
     plan = resolve(req)
+    attach_local(plan, local)
     plan.warnings[:0] = warnings + node_warnings + duplicates
     return plan
 

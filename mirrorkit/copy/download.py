@@ -20,6 +20,7 @@ import httpx
 
 from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
+from mirrorkit.files import disk_full, is_disk_full
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, check_digest
@@ -100,6 +101,12 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                         progress(len(chunk))
         except (httpx.TransportError, httpx.StreamError) as exc:
             last_error = type(exc).__name__
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            partial.unlink(missing_ok=True)    # the disk must not stay full; completed blobs stay
+            raise disk_full(partial.parent.parent, f"downloading {ref.registry}/{ref.repository}@{digest} "
+                            f"({size} bytes)", removed=partial) from None
         finally:
             resp.close()
             fetched += added

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mirrorkit import __version__, interrupt
 from mirrorkit.copy.download import fetch_blob
 from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.errors import InputError, OperationError
+from mirrorkit.files import full_disk_reported
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci import manifests
@@ -129,6 +131,8 @@ class Puller:
 
     # -- manifests ------------------------------------------------------------
     def inspect(self, img: PlanImage) -> _Fetched:
+        if img.local:
+            return self.inspect_local(img)
         ref = img.source_ref
         top = self.client.get_manifest(ref, img.digest or ref.reference)
         if img.digest and top.digest != img.digest:
@@ -164,6 +168,24 @@ class Puller:
         return _Fetched(img, top.digest, top.media_type, digest, top.media_type,
                         [c.digest for c in chosen], blobs, size - len(top.data) + len(new_index),
                         [self.source_for_skopeo(ref, c.digest) for c in chosen], note)
+
+    # --- bundle branch hook (local sources): the engine's pull should call import_image the same way
+    def inspect_local(self, img: PlanImage) -> _Fetched:
+        """A local image (docker-archive: and the like) is imported whole by skopeo into the store at once:
+        every platform it has, nothing left to copy."""
+        from mirrorkit.copy.local import import_image
+
+        digest, media_type = import_image(str(img.local), self.store)
+        if img.digest and digest != img.digest:
+            raise OperationError(f"{img.source}: {img.local} holds {digest}, the plan pins {img.digest}")
+        data = self.store.read(digest)
+        doc = manifests.parse(data, img.source)
+        kids = [c.digest for c in manifests.children(doc, img.source)] if manifests.is_index(doc, media_type) else []
+        docs = [manifests.parse(self.store.read(k), f"{img.source}@{k}") for k in kids] or [doc]
+        blobs = [b for d in docs for b in manifests.image_blobs(d, img.source)]
+        size = len(data) + sum(self.store.size(k) for k in kids)
+        return _Fetched(img, digest, media_type, digest, media_type, kids, blobs, size, [],
+                        f"imported from {img.local}")
 
     # -- bytes ----------------------------------------------------------------
     def missing(self, f: _Fetched) -> list[str]:
@@ -312,28 +334,38 @@ class Puller:
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
                 progress: Callable[[str, int], None] | None = None) -> PullReport:
     """Fetch, lock and write the bundle; up to date bundles are left alone."""
-    from mirrorkit.bundle.tarball import write_bundle
-    from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
+    from mirrorkit.copy.charts import load_charts
 
     if not plan.images:
         raise InputError("the plan has no images")
     # a bundle that push-bundle would refuse must not be discovered on the far side of the air gap
     check_collisions((i.source_ref, i.destination_ref) for i in plan.images if i.destination)
+    charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
+    work = work_dir_for(opts.output)
+    # --- bundle branch hook (ENOSPC): a full disk anywhere while fetching or writing gives one line naming the
+    # work folder; the engine's pull should wrap its phases the same way (mirrorkit.files.full_disk_reported)
+    with full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]), \
+            RegistryClient(endpoints, credentials) as client:
+        return _pull(Puller(plan, opts, endpoints, credentials, client, progress), charts, progress)
+
+
+def _pull(puller: Puller, charts: list[Any], progress: Callable[[str, int], None] | None) -> PullReport:
+    from mirrorkit.bundle.writer import write_bundle
+    from mirrorkit.copy.charts import add_to_bundle, lock_entries
+
+    plan, opts = puller.plan, puller.opts
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
-    charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
-    with RegistryClient(endpoints, credentials) as client:
-        puller = Puller(plan, opts, endpoints, credentials, client, progress)
-        fetched = puller.inspect_all()
-        previous = _previous_lock(lock_file)
-        if previous is not None and _unchanged(previous, fetched, opts) and _volumes_present(opts.output) \
-                and previous.charts == lock_entries(charts, plan.registry):
-            shutil.rmtree(puller.store.root, ignore_errors=True)
-            return PullReport(images=len(fetched), reused=len(fetched), up_to_date=True, lock_path=lock_file,
-                              charts=len(charts),
-                              unique_bytes=sum(b.size for b in previous.blobs),
-                              seconds=time.monotonic() - start)
-        lock, report = puller.copy_all(fetched)
+    fetched = puller.inspect_all()
+    previous = _previous_lock(lock_file)
+    if previous is not None and _unchanged(previous, fetched, opts) and _volumes_present(opts.output) \
+            and previous.charts == lock_entries(charts, plan.registry):
+        shutil.rmtree(puller.store.root, ignore_errors=True)
+        return PullReport(images=len(fetched), reused=len(fetched), up_to_date=True, lock_path=lock_file,
+                          charts=len(charts),
+                          unique_bytes=sum(b.size for b in previous.blobs),
+                          seconds=time.monotonic() - start)
+    lock, report = puller.copy_all(fetched)
     # charts: their blobs join the store, the lock and index.json
     chart_bytes = add_to_bundle(puller.store, lock, charts, plan.registry)
     report.unique_bytes += chart_bytes

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorkit import interrupt
-from mirrorkit.bundle.tarball import BundleReader
+from mirrorkit.bundle.reader import BundleReader
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.lock import Lock

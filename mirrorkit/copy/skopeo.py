@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mirrorkit import interrupt
-from mirrorkit.errors import AuthError, InputError, NotFoundError, RegistryError
+from mirrorkit.errors import AuthError, DiskFullError, InputError, NotFoundError, RegistryError
 from mirrorkit.oci.credentials import CredentialStore
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ def run_copy(argv: list[str], what: str, attempts: int = 3, backoff: float = 1.0
         for secret in secrets or ():
             message = message.replace(secret, "***")
         lowered = message.lower()
+        if "no space left on device" in lowered:      # final: mapped to one line by files.full_disk_reported
+            raise DiskFullError(f"{what}: {message}")
         # a certificate refused is not transient: say so at once instead of retrying for seconds
         if ("x509: " in lowered or "tls: " in lowered) and "timeout" not in lowered:
             raise RegistryError(f"{what}: TLS verification failed: {message}; trust its CA with --ca-cert "

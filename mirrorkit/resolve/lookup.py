@@ -61,6 +61,8 @@ def resolve_plan(plan: Plan, endpoints: Endpoints, credentials: CredentialStore 
     client = client or RegistryClient(endpoints, credentials)
 
     def one(img: PlanImage) -> None:
+        if img.local:                  # bundle branch hook: a local image is pinned when pull-bundle imports it
+            return
         ref = img.source_ref
         try:
             facts = inspect(client, ref, plan.platforms)

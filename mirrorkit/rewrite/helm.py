@@ -129,7 +129,8 @@ def helm_values(overlay: Overlay, user: dict[str, Any] | None = None) -> tuple[d
 def kubesphere_config(overlay: Overlay, user: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The extension config: the chart's values under ``gpu-operator:`` (global.imageRegistry is ignored)."""
     user = user or {}
-    inner = user.get(KUBESPHERE_ROOT) if isinstance(user.get(KUBESPHERE_ROOT), dict) else user
+    root = user.get(KUBESPHERE_ROOT)
+    inner: dict[str, Any] = root if isinstance(root, dict) else user
     outer = {k: v for k, v in user.items() if k != KUBESPHERE_ROOT} if inner is not user else {}
     merged, changed = merge(inner, overlay.values, f"{KUBESPHERE_ROOT}.")
     return {**outer, KUBESPHERE_ROOT: merged}, changed
