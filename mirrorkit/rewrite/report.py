@@ -79,7 +79,7 @@ def _is_bundle(path: Path) -> bool:
 
 
 def _verify(volumes: list[Path]) -> tuple[str, str, Lock | None]:
-    from mirrorkit.bundle.tarball import BundleReader
+    from mirrorkit.bundle.reader import BundleReader
 
     try:
         with BundleReader(volumes) as reader:
