@@ -50,7 +50,11 @@ class OperationError(MirrorkitError):
 
 
 class RegistryError(OperationError):
-    pass
+    """``code`` is the registry's own error code (``NAME_INVALID``, ``DENIED``, ...) when it gave one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AuthError(RegistryError):

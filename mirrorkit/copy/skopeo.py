@@ -50,7 +50,9 @@ def auth_file(credentials: CredentialStore, hosts: dict[str, str]) -> Iterator[s
     auths = {}
     for network_host, registry in hosts.items():
         creds = credentials.get(registry) or credentials.get(network_host)
-        if creds:
+        if creds and creds.identity_token:
+            auths[network_host] = {"identitytoken": creds.identity_token}
+        elif creds:
             token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             auths[network_host] = {"auth": token}
     if not auths:

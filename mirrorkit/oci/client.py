@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import email.utils
 import hashlib
+import json
 import os
 import threading
 import time
@@ -128,6 +129,45 @@ def default_timeout() -> float:
     return seconds
 
 
+def scope_repository(scope: str) -> str | None:
+    """The repository a token scope is for (the first one named): credentials are per namespace."""
+    for part in scope.split():
+        kind, _, rest = part.partition(":")
+        if kind == "repository" and ":" in rest:
+            return rest.rsplit(":", 1)[0]
+    return None
+
+
+MAX_ERROR_TEXT = 200
+
+
+def registry_errors(resp: httpx.Response) -> list[tuple[str, str]]:
+    """``(code, message)`` pairs from a distribution error body (``{"errors": [...]}``), else []."""
+    try:
+        doc = json.loads(resp.content[:65536])
+    except (ValueError, httpx.ResponseNotRead):
+        return []
+    items = doc.get("errors") if isinstance(doc, dict) else None
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            message = item.get("message")
+            text = " ".join(str(message).split())[:MAX_ERROR_TEXT] if isinstance(message, str) else ""
+            out.append(("".join(c for c in item["code"] if c.isalnum() or c == "_")[:64], text))
+    return out
+
+
+def first_error_code(resp: httpx.Response) -> str | None:
+    errors = registry_errors(resp)
+    return errors[0][0] if errors else None
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
+    errors = registry_errors(resp)
+    return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -188,26 +228,33 @@ class RegistryClient:
         return base
 
     # -- auth -------------------------------------------------------------------
-    def _creds(self, registry: str) -> Credentials | None:
-        return self.credentials.get(registry)
+    def _creds(self, registry: str, scope: str = "") -> Credentials | None:
+        return self.credentials.get(registry, scope_repository(scope))
 
     def _auth_header(self, registry: str, scope: str) -> dict[str, str]:
         token = self._tokens.get((registry, scope))
         if token and token[1] > time.monotonic():
             return {"Authorization": f"Bearer {token[0]}"}
         if registry in self._basic:
-            creds = self._creds(registry)
-            if creds:
+            creds = self._creds(registry, scope)
+            if creds and not creds.identity_token:
                 return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
         return {}
 
+    def _missing(self, registry: str, scope: str) -> str:
+        """What the credential lookup saw, for the one line that says none were found."""
+        return self.credentials.explain(registry, scope_repository(scope))
+
     def _authenticate(self, registry: str, scope: str, challenge: str, sent_basic: bool = False) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = self._creds(registry)
+        creds = self._creds(registry, scope)
         if scheme == "basic":
             if not creds:
-                raise AuthError(f"{registry}: requires credentials (log in with podman/docker login, "
-                                "or give --username and --password-stdin)")
+                raise AuthError(f"{registry}: requires credentials (log in with mirrorkit/podman/docker login, "
+                                f"or give --username and --password-stdin); {self._missing(registry, scope)}")
+            if creds.identity_token:
+                raise AuthError(f"{registry}: the stored login is an identity token, which only a token "
+                                "service accepts; this registry asks for a password")
             # Refused only if *this* request carried them: parallel requests that went out
             # before another thread switched the registry to basic auth must simply retry.
             if sent_basic:
@@ -234,17 +281,28 @@ class RegistryClient:
         wanted = scope or params.get("scope", "")
         if wanted:
             query["scope"] = wanted
-        auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
-            resp = self._client(registry).get(realm, params=query, auth=auth)
+            if creds and creds.identity_token:
+                # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "mirrorkit"}
+                resp = self._client(registry).post(realm, data=form)
+            else:
+                auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+                resp = self._client(registry).get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
             raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
                                 f"{type(exc).__name__}") from None
         if resp.status_code in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access"
+            if creds is None:
+                raise AuthError(f"{registry}: token service refused anonymous access for {wanted or 'access'}: "
+                                f"requires credentials (log in with mirrorkit/podman/docker login, or give "
+                                f"--username and --password-stdin); {self._missing(registry, scope)}")
+            who = "the identity token" if creds.identity_token else f"user {creds.username!r}"
             raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
         if resp.status_code != 200:
-            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}")
+            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
+                                f"{error_detail(resp)}")
         try:
             body = resp.json()
         except ValueError:
@@ -331,11 +389,12 @@ class RegistryClient:
         if not stream:
             resp.read()
         resp.close()
+        detail, code = error_detail(resp), first_error_code(resp)
         if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found")
+            raise NotFoundError(f"{what}: not found{detail}", code=code)
         if resp.status_code in (401, 403):
-            raise AuthError(f"{what}: access denied (HTTP {resp.status_code})")
-        raise RegistryError(f"{what}: HTTP {resp.status_code}")
+            raise AuthError(f"{what}: access denied (HTTP {resp.status_code}){detail}", code=code)
+        raise RegistryError(f"{what}: HTTP {resp.status_code}{detail}", code=code)
 
     # -- manifests ----------------------------------------------------------------
     def get_manifest(self, ref: Ref, reference: str | None = None) -> Manifest:
@@ -500,8 +559,6 @@ class RegistryClient:
 
 
 def _media_type_from_body(data: bytes) -> str | None:
-    import json
-
     try:
         doc = json.loads(data)
     except ValueError:
