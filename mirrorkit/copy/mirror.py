@@ -66,6 +66,10 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
                          "pull-bundle and push-bundle")
     start = time.monotonic()
     dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], registry, mapping)
+    # -- preflight (issue 11): every destination repository writable, before a byte moves --
+    from mirrorkit.copy.preflight import require_writable
+    require_writable(client, list(dest.values()), jobs)
+    # -- end preflight --
     report = MirrorReport()
     hosts: dict[str, str] = {}
     for img in plan.images:

@@ -399,4 +399,9 @@ def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTar
     so one whose blob the registry lost (or cannot serve) is pushed again, which repairs it.
     """
     with BundleReader(paths) as reader:
-        return Pusher(reader, client, registry, mapping, jobs, progress, check_blobs).run()
+        pusher = Pusher(reader, client, registry, mapping, jobs, progress, check_blobs)
+        # -- preflight (issue 11): every destination repository writable, before a byte moves --
+        from mirrorkit.copy.preflight import require_writable
+        require_writable(client, list(pusher.dest.values()), jobs)
+        # -- end preflight --
+        return pusher.run()

@@ -470,7 +470,11 @@ class RegistryClient:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{registry}: upload started without a Location header")
-        return str(httpx.URL(self.base_url(registry) + "/").join(loc))
+        return self.upload_url(registry, loc)
+
+    def upload_url(self, registry: str, location: str) -> str:
+        """An upload ``Location`` (often relative) as an absolute URL."""
+        return str(httpx.URL(self.base_url(registry) + "/").join(location))
 
     def mount_blob(self, registry: str, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry declines (it then expects an upload)."""
