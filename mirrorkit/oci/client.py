@@ -139,32 +139,50 @@ def scope_repository(scope: str) -> str | None:
 
 
 MAX_ERROR_TEXT = 200
+MAX_ERROR_BODY = 65536
 
 
-def registry_errors(resp: httpx.Response) -> list[tuple[str, str]]:
+def read_error_body(resp: httpx.Response, stream: bool) -> bytes:
+    """At most ``MAX_ERROR_BODY`` bytes of an error answer (a streamed one is read only that far)."""
+    if not stream:
+        return resp.read()[:MAX_ERROR_BODY]
+    data = b""
+    try:
+        for chunk in resp.iter_bytes():
+            data += chunk
+            if len(data) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status says enough; the body was a courtesy
+    return data[:MAX_ERROR_BODY]
+
+
+def registry_errors(body: bytes) -> list[tuple[str, str]]:
     """``(code, message)`` pairs from a distribution error body (``{"errors": [...]}``), else []."""
     try:
-        doc = json.loads(resp.content[:65536])
-    except (ValueError, httpx.ResponseNotRead):
+        doc = json.loads(body)
+    except ValueError:
         return []
     items = doc.get("errors") if isinstance(doc, dict) else None
     out = []
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and isinstance(item.get("code"), str):
             message = item.get("message")
-            text = " ".join(str(message).split())[:MAX_ERROR_TEXT] if isinstance(message, str) else ""
+            # a registry's words reach a terminal: no control characters, bounded length
+            text = "".join(c for c in " ".join(message.split()) if c.isprintable())[:MAX_ERROR_TEXT] \
+                if isinstance(message, str) else ""
             out.append(("".join(c for c in item["code"] if c.isalnum() or c == "_")[:64], text))
     return out
 
 
-def first_error_code(resp: httpx.Response) -> str | None:
-    errors = registry_errors(resp)
+def first_error_code(body: bytes) -> str | None:
+    errors = registry_errors(body)
     return errors[0][0] if errors else None
 
 
-def error_detail(resp: httpx.Response) -> str:
+def error_detail(body: bytes) -> str:
     """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
-    errors = registry_errors(resp)
+    errors = registry_errors(body)
     return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
 
 
@@ -302,7 +320,7 @@ class RegistryClient:
             raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
         if resp.status_code != 200:
             raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
-                                f"{error_detail(resp)}")
+                                f"{error_detail(resp.content[:MAX_ERROR_BODY])}")
         try:
             body = resp.json()
         except ValueError:
@@ -386,10 +404,9 @@ class RegistryClient:
             raise RegistryError(f"{exc} (gave up after {tries} attempt{'s' if tries > 1 else ''})") from None
         if resp.status_code in ok:
             return resp
-        if not stream:
-            resp.read()
+        body = read_error_body(resp, stream)
         resp.close()
-        detail, code = error_detail(resp), first_error_code(resp)
+        detail, code = error_detail(body), first_error_code(body)
         if resp.status_code == 404:
             raise NotFoundError(f"{what}: not found{detail}", code=code)
         if resp.status_code in (401, 403):
