@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inventory": ("mirrorkit.cli.copy", "inventory_command"),
     "rewrite-config": ("mirrorkit.cli.rewrite", "rewrite_config_command"),
     "runbook": ("mirrorkit.cli.rewrite", "runbook_command"),
+    "login": ("mirrorkit.cli.login", "login_command"),  # issue 11
 }
 
 

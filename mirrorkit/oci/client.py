@@ -259,6 +259,10 @@ class RegistryClient:
                 return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
         return {}
 
+    def authenticated(self, registry: str) -> bool:
+        """Whether the registry asked for credentials and took them (a token, or basic auth)."""
+        return registry in self._basic or any(r == registry for r, _ in self._tokens)
+
     def _missing(self, registry: str, scope: str) -> str:
         """What the credential lookup saw, for the one line that says none were found."""
         return self.credentials.explain(registry, scope_repository(scope))
