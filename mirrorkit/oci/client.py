@@ -221,12 +221,18 @@ class RegistryClient:
         self.close()
 
     def _client(self, registry: str) -> httpx.Client:
+        """One httpx client per registry; HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply through it.
+
+        httpx reads the proxy variables only when it builds its own transport: an injected
+        ``transport`` (tests' MockTransport) disables them. TLS runs end to end through a
+        CONNECT tunnel, so ``verify`` (--ca-cert, certs.d, --insecure) still decides.
+        """
         with self._lock:
             client = self._clients.get(registry)
             if client is None:
                 client = httpx.Client(
                     verify=self.endpoints.verify(registry), timeout=self.timeout,
-                    follow_redirects=True, transport=self.transport,
+                    follow_redirects=True, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
                 )
                 self._clients[registry] = client
