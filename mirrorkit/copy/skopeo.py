@@ -51,7 +51,9 @@ def auth_file(credentials: CredentialStore, hosts: dict[str, str]) -> Iterator[s
     for network_host, registry in hosts.items():
         creds = credentials.get(registry) or credentials.get(network_host)
         if creds and creds.identity_token:
-            auths[network_host] = {"identitytoken": creds.identity_token}
+            # containers/image skips an entry without a decodable "auth": docker's "<token>:" form
+            auths[network_host] = {"auth": base64.b64encode(b"<token>:").decode(),
+                                   "identitytoken": creds.identity_token}
         elif creds:
             token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
             auths[network_host] = {"auth": token}
