@@ -162,3 +162,28 @@ def test_registry_errors_carry_the_registry_code(fronts) -> None:
         problems = probe_destinations(client, [Ref.parse(f"{quay.host}/a/b/c:v1"), Ref.parse(f"{quay.host}/a/b:v1"),
                                                Ref.parse(f"{quay.host}/a/b/c:v2")])
     assert [(p.repository, p.code) for p in problems] == [(f"{quay.host}/a/b/c", "NAME_INVALID")]
+
+
+VALIDATOR = "nvidia/cloud-native/gpu-operator-validator"
+
+
+@pytest.mark.parametrize(("depth", "source", "expected"), [
+    (2, f"{VALIDATOR}:v1", "kse/nvidia-cloud-native-gpu-operator-validator:v1"),
+    (3, f"{VALIDATOR}:v1", "kse/nvidia/cloud-native-gpu-operator-validator:v1"),
+    (4, f"{VALIDATOR}:v1", f"kse/{VALIDATOR}:v1"),
+    (2, "nvidia/driver@sha256:" + "a" * 64, "kse/nvidia-driver@sha256:" + "a" * 64),
+])
+def test_max_path_depth_names(depth: int, source: str, expected: str) -> None:
+    res = cli("plan", "--image", f"nvcr.io/{source}", "--registry", "reg.local/kse", "--max-path-depth", depth,
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["images"][0]["destination"] == f"reg.local/{expected}"
+
+
+def test_max_path_depth_refuses_collisions_and_a_too_deep_prefix() -> None:
+    res = cli("plan", "--image", "nvcr.io/a/b-c:v1", "--image", "nvcr.io/a-b/c:v2", "--registry", "reg.local",
+              "--max-path-depth", "1")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "nvcr.io/a/b-c and nvcr.io/a-b/c would both become reg.local/a-b-c" in res.stderr
+    res = cli("plan", "--image", "nvcr.io/a/b:v1", "--registry", "reg.local/x/y", "--max-path-depth", "2")
+    assert res.exit_code == 2 and "prefix 'x/y'" in res.stderr
