@@ -417,8 +417,12 @@ class RegistryClient:
         body = read_error_body(resp, stream)
         resp.close()
         detail, code = error_detail(body), first_error_code(body)
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found{detail}", code=code)
+        # a read in a repository the registry will not name (Quay's depth limit: 400 NAME_INVALID)
+        # finds nothing there, like a 404: "is the image there?" is answered no, and the preflight
+        # then reports the name rule before anything is pushed
+        if resp.status_code == 404 or (method in ("GET", "HEAD") and code in ("NAME_INVALID", "NAME_UNKNOWN")):
+            said = "not found" if resp.status_code == 404 else f"HTTP {resp.status_code}"
+            raise NotFoundError(f"{what}: {said}{detail}", code=code)
         if resp.status_code in (401, 403):
             raise AuthError(f"{what}: access denied (HTTP {resp.status_code}){detail}", code=code)
         raise RegistryError(f"{what}: HTTP {resp.status_code}{detail}", code=code)
