@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,28 @@ def test_namespaced_login_on_a_tls_htpasswd_registry(env: dict[str, Path], regis
     res = cli("plan", "--resolve", "--image", f"{reg.host}/else/app:v1", "--ca-cert", ca.ca_cert)
     assert res.exit_code == 1 and "requires credentials" in res.stderr and f"{reg.host}/team" in res.stderr
     assert password not in res.output
+
+
+def test_namespaced_login_reaches_skopeo_in_pull_bundle(env: dict[str, Path], token_front: TokenAuthProxy,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+    real = subprocess.run
+
+    def recording(argv, *args, **kwargs):  # the real skopeo still runs
+        if isinstance(argv, list) and argv and str(argv[0]).endswith("skopeo"):
+            ran.append([str(a) for a in argv])
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    # podman login HOST/team: no host-wide entry, so skopeo gets the namespaced key in its private auth file
+    write_json(env["runtime"] / "containers" / "auth.json",
+               {"auths": {f"{token_front.host}/team": {"auth": b64(USER, PASSWORD)}}})
+    plan, bundle = tmp_path / "plan.yaml", tmp_path / "team.tar"
+    res = cli("plan", "--resolve", "--image", f"{token_front.host}/team/app:v1", "--insecure", token_front.host,
+              "-o", plan)
+    assert res.exit_code == 0, res.output
+    res = cli("pull-bundle", plan, "-o", bundle, "--insecure", token_front.host)
+    assert res.exit_code == 0, res.output
+    assert bundle.stat().st_size > 0 and token_front.token_refusals == 0
+    assert ran and all("--src-authfile" in argv for argv in ran)
+    assert PASSWORD not in res.output
