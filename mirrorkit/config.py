@@ -33,6 +33,7 @@ PLAN_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "chart": ("chart", str),
     "registry": ("registry", str),
     "mapping": ("mapping", str),
+    "maxPathDepth": ("max_path_depth", int),
     "resolve": ("resolve", bool),
     "platforms": ("platform", list),
     "sourceEndpoints": ("source_endpoint", list),

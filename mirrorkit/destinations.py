@@ -8,7 +8,7 @@ tag the resolver chose is kept either way.
 from __future__ import annotations
 
 from mirrorkit.errors import InputError
-from mirrorkit.mapping import check_collisions, map_ref
+from mirrorkit.mapping import check_collisions, check_depth_collisions, map_ref
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref, RegistryTarget
 
@@ -21,10 +21,12 @@ def destination_map(plan: Plan, sources: list[tuple[str, str | None]], registry:
     for source, recorded in sources:
         src = Ref.parse(source)
         if registry is not None:
-            out[source] = map_ref(src, registry, mapping or plan.mapping or "prefix", target_tags.get(source))
+            out[source] = map_ref(src, registry, mapping or plan.mapping or "prefix", target_tags.get(source),
+                                  plan.max_path_depth)
         elif recorded:
             out[source] = Ref.parse(recorded)
         else:
             raise InputError(f"{source} has no destination in the plan: give --registry HOST[:PORT][/PREFIX]")
     check_collisions((Ref.parse(s), d) for s, d in out.items())
+    check_depth_collisions(((Ref.parse(s), d) for s, d in out.items()), plan.max_path_depth)
     return out

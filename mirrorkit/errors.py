@@ -63,7 +63,11 @@ class DiskFullError(OperationError):
 
 
 class RegistryError(OperationError):
-    pass
+    """``code`` is the registry's own error code (``NAME_INVALID``, ``DENIED``, ...) when it gave one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AuthError(RegistryError):

@@ -43,12 +43,18 @@ def check_target(path: Path, what: str = "output") -> None:
             break
 
 
-def write_atomic(path: Path, text: str, what: str = "output") -> None:
+def write_atomic(path: Path, text: str, what: str = "output", mode: int | None = None) -> None:
+    """``mode`` (e.g. 0o600 for a file holding secrets) is set before any byte is written."""
     check_target(path, what)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
+        if mode is None:
+            tmp.write_text(text)
+        else:
+            tmp.unlink(missing_ok=True)  # a stale temp file keeps its old mode: start afresh
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as fh:
+                fh.write(text)
         tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -60,6 +60,7 @@ class Plan:
     flavor: str | None = None
     registry: str | None = None
     mapping: str = "prefix"
+    max_path_depth: int | None = None
     platforms: list[str] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
     driver: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +75,8 @@ class Plan:
         images = data.pop("images")
         out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
         out.update(data)
+        if out.get("max_path_depth") is None:
+            out.pop("max_path_depth", None)  # most plans have no limit: keep their form as it was
         out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
                           or k in ("digest", "destination")} for img in images]
         return out
@@ -200,6 +203,9 @@ def plan_from_dict(data: dict[str, Any], where: str) -> Plan:
         raise InputError(f"{where}: 'images' must be a list")
     known = set(Plan.__dataclass_fields__) - {"images"}
     extra = {k: v for k, v in data.items() if k in known}
+    depth = extra.get("max_path_depth")
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        raise InputError(f"{where}: 'max_path_depth' must be a positive integer")
     plan = Plan(images=[_image_from_dict(i, f"{where}: images[{n}]") for n, i in enumerate(images)],
                 **extra)
     return plan

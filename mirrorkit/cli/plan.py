@@ -88,6 +88,9 @@ def _summary(plan: Plan) -> str:
 @click.option("--sample/--no-sample", default=True, help="Include the release's validation workload image.")
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Private registry the images will be mirrored to.")
 @click.option("--mapping", type=click.Choice(STRATEGIES), default="prefix", show_default=True, help="How source paths map under the registry.")
+@click.option("--max-path-depth", type=int, metavar="N",
+              help="Cap destination paths at N segments, prefix included; the excess is joined with '-' "
+                   "(Quay: 2). Recorded in the plan.")
 @click.option("--resolve", is_flag=True, help="Look up each image's digest, platforms and size.")
 @click.option("--platform", multiple=True, metavar="OS/ARCH", help="Restrict copies to these platforms (repeatable).")
 @click.option("--source-endpoint", multiple=True, metavar="NAME=URL", help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001.")
@@ -160,11 +163,22 @@ def build_plan(p: dict[str, Any]) -> Plan:
         registry=RegistryTarget.parse(p["registry"]) if p.get("registry") else None,
         mapping=p.get("mapping") or "prefix",
         platforms=[_platform(x) for x in p.get("platform") or ()],
+        max_path_depth=_depth(p.get("max_path_depth")),
     )
     plan = resolve(req)
     attach_local(plan, local)
     plan.warnings[:0] = warnings + node_warnings + duplicates
     return plan
+
+
+def _depth(value: object) -> int | None:
+    """--max-path-depth (or maxPathDepth in -c FILE): a whole number of path segments, at least 1."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"--max-path-depth {value!r}: expected a number of path segments, at least 1")
+    return int(text)
 
 
 def _branch(value: str | None) -> str | None:

@@ -72,11 +72,24 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
         for ref in (img.source_ref, dest[img.source]):
             hosts[_network(client, ref)[0]] = ref.registry
 
+    def present(img: PlanImage) -> tuple[bool, str]:
+        """(already at the destination, digest): what needs no copy at all."""
+        interrupt.check()
+        digest = img.digest or client.get_manifest(img.source_ref).digest
+        return client.manifest_digest(dest[img.source]) == digest, digest
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        state = dict(zip((i.source for i in plan.images), pool.map(present, plan.images), strict=True))
+    # -- preflight (issue 11): every repository about to receive images must take them, before a byte moves --
+    from mirrorkit.copy.preflight import require_writable
+    require_writable(client, [dest[i.source] for i in plan.images if not state[i.source][0]], jobs)
+    # -- end preflight --
+
     def one(img: PlanImage, authfile: str | None, certs: dict[str, str]) -> tuple[bool, str]:
         interrupt.check()
         src, target = img.source_ref, dest[img.source]
-        digest = img.digest or client.get_manifest(src).digest
-        if client.manifest_digest(target) == digest:
+        there, digest = state[img.source]
+        if there:
             return False, digest
         src_host, src_insecure = _network(client, src)
         dst_host, dst_insecure = _network(client, target)

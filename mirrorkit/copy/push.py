@@ -336,6 +336,11 @@ class Pusher:
         self.unreadable = before.unreadable
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
+        # -- preflight (issue 11): every repository about to receive images must take them, before a byte moves --
+        from mirrorkit.copy.preflight import require_writable
+        require_writable(self.client, [self.dest[i.source] for i in self.lock.images if i.source not in done],
+                         self.jobs)
+        # -- end preflight --
         if chart_todo or len(done) < len(self.lock.images):
             self.reader.verify(require_complete=True)
             if chart_todo:

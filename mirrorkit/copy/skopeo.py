@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from mirrorkit import interrupt
 from mirrorkit.errors import AuthError, DiskFullError, InputError, NotFoundError, RegistryError
-from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.credentials import Credentials, CredentialStore
 
 if TYPE_CHECKING:
     from mirrorkit.oci.transport import Endpoints
@@ -40,6 +40,13 @@ def skopeo_path() -> str:
     return path
 
 
+def _entry(creds: Credentials) -> dict[str, str]:
+    if creds.identity_token:
+        # containers/image skips an entry without a decodable "auth": docker's "<token>:" form
+        return {"auth": base64.b64encode(b"<token>:").decode(), "identitytoken": creds.identity_token}
+    return {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
+
+
 @contextlib.contextmanager
 def auth_file(credentials: CredentialStore, hosts: dict[str, str]) -> Iterator[str | None]:
     """A 0600 auth.json in a private temporary folder, for ``network host -> registry name``.
@@ -51,8 +58,10 @@ def auth_file(credentials: CredentialStore, hosts: dict[str, str]) -> Iterator[s
     for network_host, registry in hosts.items():
         creds = credentials.get(registry) or credentials.get(network_host)
         if creds:
-            token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-            auths[network_host] = {"auth": token}
+            auths[network_host] = _entry(creds)
+        # namespaced logins (podman login HOST/team): skopeo matches them most specific first too
+        for namespace, found in credentials.namespaces(registry).items():
+            auths[f"{network_host}/{namespace}"] = _entry(found)
     if not auths:
         yield None
         return

@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import email.utils
 import hashlib
+import json
 import os
 import threading
 import time
@@ -128,6 +129,63 @@ def default_timeout() -> float:
     return seconds
 
 
+def scope_repository(scope: str) -> str | None:
+    """The repository a token scope is for (the first one named): credentials are per namespace."""
+    for part in scope.split():
+        kind, _, rest = part.partition(":")
+        if kind == "repository" and ":" in rest:
+            return rest.rsplit(":", 1)[0]
+    return None
+
+
+MAX_ERROR_TEXT = 200
+MAX_ERROR_BODY = 65536
+
+
+def read_error_body(resp: httpx.Response, stream: bool) -> bytes:
+    """At most ``MAX_ERROR_BODY`` bytes of an error answer (a streamed one is read only that far)."""
+    if not stream:
+        return resp.read()[:MAX_ERROR_BODY]
+    data = b""
+    try:
+        for chunk in resp.iter_bytes():
+            data += chunk
+            if len(data) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status says enough; the body was a courtesy
+    return data[:MAX_ERROR_BODY]
+
+
+def registry_errors(body: bytes) -> list[tuple[str, str]]:
+    """``(code, message)`` pairs from a distribution error body (``{"errors": [...]}``), else []."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    items = doc.get("errors") if isinstance(doc, dict) else None
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            message = item.get("message")
+            # a registry's words reach a terminal: no control characters, bounded length
+            text = "".join(c for c in " ".join(message.split()) if c.isprintable())[:MAX_ERROR_TEXT] \
+                if isinstance(message, str) else ""
+            out.append(("".join(c for c in item["code"] if c.isalnum() or c == "_")[:64], text))
+    return out
+
+
+def first_error_code(body: bytes) -> str | None:
+    errors = registry_errors(body)
+    return errors[0][0] if errors else None
+
+
+def error_detail(body: bytes) -> str:
+    """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
+    errors = registry_errors(body)
+    return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -163,12 +221,18 @@ class RegistryClient:
         self.close()
 
     def _client(self, registry: str) -> httpx.Client:
+        """One httpx client per registry; HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply through it.
+
+        httpx reads the proxy variables only when it builds its own transport: an injected
+        ``transport`` (tests' MockTransport) disables them. TLS runs end to end through a
+        CONNECT tunnel, so ``verify`` (--ca-cert, certs.d, --insecure) still decides.
+        """
         with self._lock:
             client = self._clients.get(registry)
             if client is None:
                 client = httpx.Client(
                     verify=self.endpoints.verify(registry), timeout=self.timeout,
-                    follow_redirects=True, transport=self.transport,
+                    follow_redirects=True, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
                 )
                 self._clients[registry] = client
@@ -188,26 +252,37 @@ class RegistryClient:
         return base
 
     # -- auth -------------------------------------------------------------------
-    def _creds(self, registry: str) -> Credentials | None:
-        return self.credentials.get(registry)
+    def _creds(self, registry: str, scope: str = "") -> Credentials | None:
+        return self.credentials.get(registry, scope_repository(scope))
 
     def _auth_header(self, registry: str, scope: str) -> dict[str, str]:
         token = self._tokens.get((registry, scope))
         if token and token[1] > time.monotonic():
             return {"Authorization": f"Bearer {token[0]}"}
         if registry in self._basic:
-            creds = self._creds(registry)
-            if creds:
+            creds = self._creds(registry, scope)
+            if creds and not creds.identity_token:
                 return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
         return {}
 
+    def authenticated(self, registry: str) -> bool:
+        """Whether the registry asked for credentials and took them (a token, or basic auth)."""
+        return registry in self._basic or any(r == registry for r, _ in self._tokens)
+
+    def _missing(self, registry: str, scope: str) -> str:
+        """What the credential lookup saw, for the one line that says none were found."""
+        return self.credentials.explain(registry, scope_repository(scope))
+
     def _authenticate(self, registry: str, scope: str, challenge: str, sent_basic: bool = False) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = self._creds(registry)
+        creds = self._creds(registry, scope)
         if scheme == "basic":
             if not creds:
-                raise AuthError(f"{registry}: requires credentials (log in with podman/docker login, "
-                                "or give --username and --password-stdin)")
+                raise AuthError(f"{registry}: requires credentials (log in with mirrorkit/podman/docker login, "
+                                f"or give --username and --password-stdin); {self._missing(registry, scope)}")
+            if creds.identity_token:
+                raise AuthError(f"{registry}: the stored login is an identity token, which only a token "
+                                "service accepts; this registry asks for a password")
             # Refused only if *this* request carried them: parallel requests that went out
             # before another thread switched the registry to basic auth must simply retry.
             if sent_basic:
@@ -234,17 +309,28 @@ class RegistryClient:
         wanted = scope or params.get("scope", "")
         if wanted:
             query["scope"] = wanted
-        auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
-            resp = self._client(registry).get(realm, params=query, auth=auth)
+            if creds and creds.identity_token:
+                # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "mirrorkit"}
+                resp = self._client(registry).post(realm, data=form)
+            else:
+                auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+                resp = self._client(registry).get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
             raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
                                 f"{type(exc).__name__}") from None
         if resp.status_code in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access"
+            if creds is None:
+                raise AuthError(f"{registry}: token service refused anonymous access for {wanted or 'access'}: "
+                                f"requires credentials (log in with mirrorkit/podman/docker login, or give "
+                                f"--username and --password-stdin); {self._missing(registry, scope)}")
+            who = "the identity token" if creds.identity_token else f"user {creds.username!r}"
             raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
         if resp.status_code != 200:
-            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}")
+            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
+                                f"{error_detail(resp.content[:MAX_ERROR_BODY])}")
         try:
             body = resp.json()
         except ValueError:
@@ -328,14 +414,18 @@ class RegistryClient:
             raise RegistryError(f"{exc} (gave up after {tries} attempt{'s' if tries > 1 else ''})") from None
         if resp.status_code in ok:
             return resp
-        if not stream:
-            resp.read()
+        body = read_error_body(resp, stream)
         resp.close()
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found")
+        detail, code = error_detail(body), first_error_code(body)
+        # a read in a repository the registry will not name (Quay's depth limit: 400 NAME_INVALID)
+        # finds nothing there, like a 404: "is the image there?" is answered no, and the preflight
+        # then reports the name rule before anything is pushed
+        if resp.status_code == 404 or (method in ("GET", "HEAD") and code in ("NAME_INVALID", "NAME_UNKNOWN")):
+            said = "not found" if resp.status_code == 404 else f"HTTP {resp.status_code}"
+            raise NotFoundError(f"{what}: {said}{detail}", code=code)
         if resp.status_code in (401, 403):
-            raise AuthError(f"{what}: access denied (HTTP {resp.status_code})")
-        raise RegistryError(f"{what}: HTTP {resp.status_code}")
+            raise AuthError(f"{what}: access denied (HTTP {resp.status_code}){detail}", code=code)
+        raise RegistryError(f"{what}: HTTP {resp.status_code}{detail}", code=code)
 
     # -- manifests ----------------------------------------------------------------
     def get_manifest(self, ref: Ref, reference: str | None = None) -> Manifest:
@@ -411,7 +501,11 @@ class RegistryClient:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{registry}: upload started without a Location header")
-        return str(httpx.URL(self.base_url(registry) + "/").join(loc))
+        return self.upload_url(registry, loc)
+
+    def upload_url(self, registry: str, location: str) -> str:
+        """An upload ``Location`` (often relative) as an absolute URL."""
+        return str(httpx.URL(self.base_url(registry) + "/").join(location))
 
     def mount_blob(self, registry: str, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry declines (it then expects an upload)."""
@@ -481,7 +575,7 @@ class RegistryClient:
                             scope=f"repository:{repo}:pull,push,delete", ok=(200, 202, 204, 404, 400, 405))
         if resp.status_code in (200, 202, 204):
             return True
-        code = _error_code(resp)
+        code = first_error_code(read_error_body(resp, stream=False)) or ""
         if resp.status_code == 404 and code in ("", "MANIFEST_UNKNOWN", "NOT_FOUND"):
             return False
         raise UnsupportedError(f"DELETE {registry}/{repo}/manifests/{reference}: HTTP {resp.status_code}"
@@ -519,8 +613,6 @@ class RegistryClient:
 
 
 def _media_type_from_body(data: bytes) -> str | None:
-    import json
-
     try:
         doc = json.loads(data)
     except ValueError:
@@ -534,13 +626,3 @@ def _media_type_from_body(data: bytes) -> str | None:
     if "layers" in doc:
         return OCI_MANIFEST
     return None
-
-
-def _error_code(resp: httpx.Response) -> str:
-    """The first ``errors[].code`` of a distribution error body, or ""."""
-    try:
-        errors = resp.json().get("errors") or []
-        code = errors[0].get("code") if errors else ""
-    except (ValueError, AttributeError, IndexError, httpx.ResponseNotRead):
-        return ""
-    return str(code) if isinstance(code, str) else ""

@@ -16,7 +16,7 @@ from typing import Any
 
 from mirrorkit import __version__
 from mirrorkit.errors import InputError
-from mirrorkit.mapping import STRATEGIES, check_collisions, map_ref
+from mirrorkit.mapping import STRATEGIES, check_collisions, check_depth_collisions, map_ref
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.resolve.catalog import Component, ImageList
@@ -44,6 +44,7 @@ class PlanRequest:
     registry: RegistryTarget | None = None
     mapping: str = "prefix"
     platforms: list[str] = field(default_factory=list)
+    max_path_depth: int | None = None  # issue 11: see mirrorkit.mapping.limit_depth
 
 
 @dataclass
@@ -252,7 +253,8 @@ class _Resolver:
         for e in self.entries.values():
             dest = None
             if self.req.registry:
-                dest_ref = map_ref(e.source, self.req.registry, self.req.mapping, e.dest_tag)
+                dest_ref = map_ref(e.source, self.req.registry, self.req.mapping, e.dest_tag,
+                                   self.req.max_path_depth)
                 pairs.append((e.source, dest_ref))
                 dest = str(dest_ref)
             images.append(PlanImage(
@@ -261,6 +263,7 @@ class _Resolver:
                 target_tag=e.dest_tag,
             ))
         check_collisions(pairs)
+        check_depth_collisions(pairs, self.req.max_path_depth)
         driver: dict[str, Any] = {}
         if self.il and any(i.component.split(",")[0] == "driver" for i in images):
             driver = {"precompiled": self.precompiled,
@@ -271,6 +274,7 @@ class _Resolver:
             flavor=self.il.flavor if self.il else None,
             registry=str(self.req.registry) if self.req.registry else None,
             mapping=self.req.mapping,
+            max_path_depth=self.req.max_path_depth,
             platforms=list(self.req.platforms),
             nodes=[{"name": n.name, "os": n.os, "kernel": n.kernel, "arch": n.arch}
                    for n in self.req.nodes],
