@@ -1,0 +1,121 @@
+"""Keys, cosign signature checks and artifact discovery against a real registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kit import cosign
+from kit.images import GPU_OPERATOR_REFS, gpu_operator_like_set
+from kit.push import push_image
+
+from mirrorkit.errors import InputError
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.transport import Endpoints
+from mirrorkit.refs import Ref
+from mirrorkit.trust import keys as trust_keys
+from mirrorkit.trust.cosign import OTHER_DIGEST, OTHER_KEY, TAMPERED, UNSIGNED
+from mirrorkit.trust.discover import fetch_small_blob, find_artifacts
+from mirrorkit.trust.verify import verify_signatures
+
+
+@pytest.mark.parametrize("kind", ["p256", "p384", "rsa", "ed25519"])
+def test_every_key_type_verifies_what_it_signed(kind: str, tmp_path: Path) -> None:
+    key = cosign.make_key(kind)
+    pub = trust_keys.load_key(cosign.write_public_key(key, tmp_path / "k.pub"))
+    body = cosign.payload("nvcr.io/nvidia/x", "sha256:" + "a" * 64)
+    assert pub.verifies(cosign.sign_bytes(key, body), body)
+    assert not pub.verifies(cosign.sign_bytes(key, body), body + b" ")
+    assert pub.fingerprint.startswith("sha256:") and len(pub.fingerprint) == 71
+
+
+def test_fingerprint_is_sha256_of_der_spki(tmp_path: Path) -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = cosign.make_key("p256")
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub = trust_keys.load_key(cosign.write_public_key(key, tmp_path / "k.pub"))
+    assert pub.fingerprint == "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a key", "not a PEM public key"),
+    (b"", "not a PEM public key"),
+])
+def test_unreadable_key_is_one_line_input_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pub"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        trust_keys.load_key(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    with pytest.raises(InputError, match="cannot read key file"):
+        trust_keys.load_key(tmp_path / "missing.pub")
+
+
+def test_unsupported_curve_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP521R1())
+    path = cosign.write_public_key(key, tmp_path / "k.pub")
+    with pytest.raises(InputError, match="secp521r1 is not supported"):
+        trust_keys.load_key(path)
+
+
+def _client(registry) -> RegistryClient:
+    return RegistryClient(Endpoints(insecure={registry.host}))
+
+
+def test_discovery_and_verdicts_against_a_registry(registry, tmp_path: Path) -> None:
+    images = gpu_operator_like_set([GPU_OPERATOR_REFS[n] for n in (0, 1, 2, 4, 5)], layer_size=512)
+    key, other = cosign.make_key("p256"), cosign.make_key("ed25519")
+    pub = trust_keys.load_key(cosign.write_public_key(key, tmp_path / "k.pub"))
+    digests = {}
+    for ref, index in images.items():
+        repo, tag = ref.split(":")
+        push_image(registry.url, repo, tag, index)
+        digests[repo] = index
+    repos = list(digests)
+    good, unsigned, foreign, wrong, tampered = repos
+    cosign.sign_recursive(registry.url, good, f"nvcr.io/{good}", digests[good], key)
+    cosign.sbom_referrer(registry.url, good, digests[good], {"spdxVersion": "SPDX-2.3", "name": good})
+    cosign.attest(registry.url, good, digests[good].digest, {"predicate": {}})
+    cosign.sign(registry.url, foreign, f"nvcr.io/{foreign}", digests[foreign].digest, other)
+    cosign.sign(registry.url, wrong, f"nvcr.io/{wrong}", digests[wrong].digest, key,
+                claims=digests[good].digest)
+    cosign.sign(registry.url, tampered, f"nvcr.io/{tampered}", digests[tampered].digest, key, tamper=True)
+
+    with _client(registry) as client:
+        ref = Ref.parse(f"{registry.host}/{good}")
+        found = find_artifacts(client, ref, [digests[good].digest, *(i.digest for i in digests[good].images)])
+        assert sorted(a.tag or "" for a in found) == sorted(
+            [cosign.tag_for(digests[good].digest), cosign.tag_for(digests[good].digest, "att"),
+             cosign.tag_for(digests[good].digest, ""), ""]
+            + [cosign.tag_for(i.digest) for i in digests[good].images])
+        referrer = next(a for a in found if a.tag is None)
+        assert referrer.artifact_type == cosign.SPDX and referrer.subject == digests[good].digest
+        assert next(a for a in found if a.tag and a.tag.endswith(".sig")).artifact_type == cosign.SIMPLE_SIGNING
+        assert find_artifacts(client, Ref.parse(f"{registry.host}/{unsigned}"), [digests[unsigned].digest]) == []
+
+        def fetch_manifest(name: str, reference: str) -> bytes | None:
+            r = Ref.parse(name)
+            return client.manifest_digest(r.with_tag(reference)) and client.get_manifest(r, reference).data
+
+        def fetch_blob(name: str, digest: str) -> bytes:
+            return fetch_small_blob(client, Ref.parse(name), digest)
+
+        subjects = [(f"{registry.host}/{r}", digests[r].digest) for r in repos]
+        subjects += [(f"{registry.host}/{good}", i.digest) for i in digests[good].images]
+        result = verify_signatures(fetch_manifest, fetch_blob, subjects, [pub])
+    by_repo = {v.name.split("/", 1)[1]: v for v in result.verdicts if v.digest in
+               {d.digest for d in digests.values()}}
+    assert by_repo[good].verified and by_repo[good].identity == f"nvcr.io/{good}"
+    assert by_repo[good].key_fingerprint == pub.fingerprint
+    assert by_repo[unsigned].reason == UNSIGNED
+    assert by_repo[foreign].reason == OTHER_KEY
+    assert by_repo[wrong].reason == OTHER_DIGEST
+    assert by_repo[tampered].reason in (OTHER_KEY, TAMPERED)
+    assert not result.passed and len(result.failures) == 4
+    assert all(v.verified for v in result.verdicts if v.name.endswith(good))
