@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
+from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions  # signatures:
 from mirrorkit.copy.download import fetch_blob
 from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.errors import InputError, OperationError
@@ -68,6 +69,7 @@ class PullReport:
     seconds: float = 0.0
     up_to_date: bool = False
     charts: int = 0
+    signatures: CarriedArtifacts | None = None  # signatures: what travelled with the images
 
     @property
     def saved_bytes(self) -> int:
@@ -310,7 +312,8 @@ class Puller:
 
 
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
-                progress: Callable[[str, int], None] | None = None) -> PullReport:
+                progress: Callable[[str, int], None] | None = None,
+                signatures: SignatureOptions | None = None) -> PullReport:  # signatures: the last parameter
     """Fetch, lock and write the bundle; up to date bundles are left alone."""
     from mirrorkit.bundle.tarball import write_bundle
     from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
@@ -325,15 +328,28 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     with RegistryClient(endpoints, credentials) as client:
         puller = Puller(plan, opts, endpoints, credentials, client, progress)
         fetched = puller.inspect_all()
+        # signatures: carry artifacts into the store and, with keys, verify before any image bytes move
+        from mirrorkit.copy.artifacts import Subject, carry_from_registry
+        carried = carry_from_registry(client, puller.store, [
+            Subject.of(f.img.source, f.img.destination, f.img.source_ref, f.digest, f.top_digest, f.children)
+            for f in fetched], signatures or SignatureOptions(), opts.jobs)
+        for f in fetched:
+            if f.top_digest != f.digest and carried.artifacts:
+                f.note += "; " + RESTRICTED_NOTE
+                carried.notes.append(f"{f.img.source}: {f.note}")
+        # signatures: end
         previous = _previous_lock(lock_file)
         if previous is not None and _unchanged(previous, fetched, opts) and _volumes_present(opts.output) \
-                and previous.charts == lock_entries(charts, plan.registry):
+                and previous.charts == lock_entries(charts, plan.registry) \
+                and {a.digest for a in previous.artifacts} == carried.digests():  # signatures: a re-sign is a change
             shutil.rmtree(puller.store.root, ignore_errors=True)
             return PullReport(images=len(fetched), reused=len(fetched), up_to_date=True, lock_path=lock_file,
                               charts=len(charts),
                               unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
         lock, report = puller.copy_all(fetched)
+        carried.apply(lock)  # signatures: artifacts and their blobs join the lock
+        report.signatures = carried  # signatures:
     # charts: their blobs join the store, the lock and index.json
     chart_bytes = add_to_bundle(puller.store, lock, charts, plan.registry)
     report.unique_bytes += chart_bytes
