@@ -70,23 +70,25 @@ def digest_of(data: bytes) -> str:
 
 @pytest.fixture
 def signed(registry_factory, tmp_path: Path):
-    """Upstream with every image signed recursively, one SBOM referrer and one attestation."""
-    up, private = registry_factory(), registry_factory()
-    images = build()
-    key = cosign.make_key("p256")
-    for name, index in images.items():
-        repo, tag = name.split(":")
-        push_image(up.url, repo, tag, index)
-        cosign.sign_recursive(up.url, repo, f"nvcr.io/{repo}", index, key)
-    repo0 = NAMES[0].split(":")[0]
-    referrer, fallback = cosign.sbom_referrer(up.url, repo0, images[NAMES[0]], {"spdxVersion": "SPDX-2.3"})
-    att = cosign.attest(up.url, repo0, images[NAMES[0]].digest, {"predicate": {"builder": "nvidia"}})
-    pub = cosign.write_public_key(key, tmp_path / "nvidia.pub")
-    return up, private, images, pub, (referrer, fallback, att)
+    """``signed(names)``: upstream with those images signed recursively, an SBOM referrer and an attestation."""
+    def make(names: tuple[str, ...] = NAMES):
+        up, private = registry_factory(), registry_factory()
+        images = {n: i for n, i in build().items() if n in names}
+        key = cosign.make_key("p256")
+        for name, index in images.items():
+            repo, tag = name.split(":")
+            push_image(up.url, repo, tag, index)
+            cosign.sign_recursive(up.url, repo, f"nvcr.io/{repo}", index, key)
+        repo0 = NAMES[0].split(":")[0]
+        referrer, fallback = cosign.sbom_referrer(up.url, repo0, images[NAMES[0]], {"spdxVersion": "SPDX-2.3"})
+        att = cosign.attest(up.url, repo0, images[NAMES[0]].digest, {"predicate": {"builder": "nvidia"}})
+        pub = cosign.write_public_key(key, tmp_path / "nvidia.pub")
+        return up, private, images, pub, (referrer, fallback, att)
+    return make
 
 
 def test_signed_images_survive_pull_and_push_byte_for_byte(signed, tmp_path: Path) -> None:
-    up, private, images, pub, (referrer, fallback, att) = signed
+    up, private, images, pub, (referrer, fallback, att) = signed()
     plan = make_plan(tmp_path, up, private)
     bundle = tmp_path / "gpu.tar"
     res = cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--verify-key", str(pub),
@@ -166,7 +168,7 @@ def test_verify_key_refuses_every_bad_image_and_writes_nothing(registry_factory,
 
 
 def test_unreadable_key_is_a_one_line_usage_error(signed, tmp_path: Path) -> None:
-    up, private, _, _, _ = signed
+    up, private, _, _, _ = signed(NAMES[:1])
     plan = make_plan(tmp_path, up, private, NAMES[:1])
     bad = tmp_path / "bad.pub"
     bad.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
@@ -181,7 +183,7 @@ def test_unreadable_key_is_a_one_line_usage_error(signed, tmp_path: Path) -> Non
 
 
 def test_platform_restriction_says_the_index_signature_is_lost(signed, tmp_path: Path) -> None:
-    up, private, images, pub, _ = signed
+    up, private, images, pub, _ = signed(NAMES[:2])
     plan = make_plan(tmp_path, up, private, NAMES[:2], "--platform", "linux/amd64")
     bundle = tmp_path / "amd64.tar"
     res = cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--verify-key", str(pub))
@@ -201,7 +203,7 @@ def test_platform_restriction_says_the_index_signature_is_lost(signed, tmp_path:
 
 
 def test_no_signatures_carries_nothing(signed, tmp_path: Path) -> None:
-    up, private, _, _, _ = signed
+    up, private, _, _, _ = signed(NAMES[:1])
     plan = make_plan(tmp_path, up, private, NAMES[:1])
     res = cli("pull-bundle", str(plan), "-o", str(tmp_path / "n.tar"), *endpoint(up), "--no-signatures",
               "--format", "json")

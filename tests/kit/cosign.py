@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from kit.images import OCI_INDEX, OCI_MANIFEST, Blob, Image, Index, canonical_json, sha256_digest
-from kit.push import push_blob, push_manifest
+from kit.push import TIMEOUT, push_blob, push_manifest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -99,9 +100,10 @@ def _config_for(layers: list[Blob]) -> Blob:
 def _push(base_url: str, repo: str, reference: str, manifest: dict[str, Any], blobs: list[Blob],
           media_type: str = OCI_MANIFEST) -> Pushed:
     data = canonical_json(manifest)
-    for blob in blobs:
-        push_blob(base_url, repo, blob)
-    push_manifest(base_url, repo, reference, data, media_type)
+    with httpx.Client(timeout=TIMEOUT) as http:
+        for blob in blobs:
+            push_blob(base_url, repo, blob, client=http)
+        push_manifest(base_url, repo, reference, data, media_type, client=http)
     tag = None if reference.startswith("sha256:") else reference
     return Pushed(data, sha256_digest(data), media_type, tag, tuple(blobs))
 
