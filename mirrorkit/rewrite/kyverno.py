@@ -65,7 +65,19 @@ def cluster_policy(plan: Plan, dest: dict[str, Ref], keys: list[PublicKey], *, n
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """PEM keys as literal blocks, as people write them in policies."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def kyverno_policy(plan: Plan, dest: dict[str, Ref], keys: list[PublicKey]) -> str:
     header = ("# Kyverno ClusterPolicy written by mirrorkit rewrite-config: every pod image from the mirror\n"
               "# must carry a valid cosign signature under one of the keys (any one is enough).\n")
-    return header + yaml.safe_dump(cluster_policy(plan, dest, keys), sort_keys=False, width=120)
+    return header + yaml.dump(cluster_policy(plan, dest, keys), Dumper=_Dumper, sort_keys=False, width=120)
