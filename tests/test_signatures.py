@@ -202,11 +202,40 @@ def test_platform_restriction_says_the_index_signature_is_lost(signed, tmp_path:
     assert digest_of(sig) == next(a["digest"] for a in lock["artifacts"] if a["subject"] == platform.digest)
 
 
-def test_no_signatures_carries_nothing(signed, tmp_path: Path) -> None:
-    up, private, _, _, _ = signed(NAMES[:1])
+def test_no_signatures_carries_nothing_and_a_re_sign_is_a_change(signed, tmp_path: Path) -> None:
+    up, private, images, _, _ = signed(NAMES[:1])
     plan = make_plan(tmp_path, up, private, NAMES[:1])
-    res = cli("pull-bundle", str(plan), "-o", str(tmp_path / "n.tar"), *endpoint(up), "--no-signatures",
-              "--format", "json")
+    bundle = tmp_path / "n.tar"
+    res = cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--no-signatures", "--format", "json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["artifacts"] == 0
     assert "artifacts" not in yaml.safe_load((tmp_path / "n.lock.yaml").read_text())
+    first = json.loads(cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--format", "json").stdout)
+    assert first["up_to_date"] is False and first["artifacts"] == 3 + 3
+    assert json.loads(cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--format",
+                          "json").stdout)["up_to_date"] is True
+    repo = NAMES[0].split(":")[0]
+    resigned = cosign.sign(up.url, repo, f"nvcr.io/{repo}", images[NAMES[0]].digest, cosign.make_key("p256"))
+    again = json.loads(cli("pull-bundle", str(plan), "-o", str(bundle), *endpoint(up), "--format", "json").stdout)
+    assert again["up_to_date"] is False
+    assert resigned.digest in {a["digest"] for a in yaml.safe_load((tmp_path / "n.lock.yaml").read_text())["artifacts"]}
+
+
+def test_mirror_carries_and_checks_signatures(signed, tmp_path: Path) -> None:
+    up, private, images, pub, _ = signed(NAMES[:2])
+    extra = build("unsigned")[NAMES[2]]
+    push_image(up.url, *NAMES[2].split(":"), extra)
+    args = ["--insecure", private.host, *endpoint(up), "--verify-key", str(pub), "--format", "json"]
+    plan = make_plan(tmp_path, up, private, NAMES[:3])
+    res = cli("mirror", str(plan), *args)
+    assert res.exit_code == 1 and f"nvcr.io/{NAMES[2]}" in res.stderr and "unsigned" in res.stderr
+    assert (httpx.get(f"{private.url}/v2/_catalog").json()["repositories"] or []) == []
+    plan = make_plan(tmp_path, up, private, NAMES[:2])
+    res = cli("mirror", str(plan), *args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["artifacts"] == 2 * 3 + 3
+    for name in NAMES[:2]:
+        repo = name.split(":")[0]
+        for digest in [images[name].digest, *(i.digest for i in images[name].images)]:
+            upstream = raw(up, repo, cosign.tag_for(digest))
+            assert raw(private, f"{PREFIX}/{repo}", cosign.tag_for(digest)) == upstream

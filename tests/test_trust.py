@@ -119,3 +119,42 @@ def test_discovery_and_verdicts_against_a_registry(registry, tmp_path: Path) -> 
     assert by_repo[tampered].reason in (OTHER_KEY, TAMPERED)
     assert not result.passed and len(result.failures) == 4
     assert all(v.verified for v in result.verdicts if v.name.endswith(good))
+
+
+def _lock_text(extra: str) -> str:
+    from mirrorkit.lock import Lock, LockBlob
+    from mirrorkit.plan import Plan
+
+    blob = "sha256:" + "b" * 64
+    lock = Lock(id="x", created="", generator="t", plan=Plan(images=[]), images=[], blobs=[LockBlob(blob, 3)])
+    return lock.dumps() + extra
+
+
+def test_lock_artifacts_and_verifications_round_trip() -> None:
+    from mirrorkit.lock import LockArtifact, LockVerification, loads_lock
+
+    art = LockArtifact("sha256:" + "a" * 64, "sha256:" + "b" * 64, "application/vnd.oci.image.manifest.v1+json",
+                       cosign.SIMPLE_SIGNING, "sha256-" + "a" * 64 + ".sig", "nvcr.io/nvidia/x:1", "m.local/x:1")
+    ver = LockVerification("sha256:" + "a" * 64, "sha256:" + "c" * 64, "nvcr.io/nvidia/x", "2026-01-01T00:00:00Z")
+    lock = loads_lock(_lock_text(""), "old.lock.yaml")
+    assert lock.artifacts == [] and lock.verifications == []          # locks without them still load
+    assert "artifacts:" not in lock.dumps() and "verifications:" not in lock.dumps()
+    lock.artifacts, lock.verifications = [art], [ver]
+    again = loads_lock(lock.dumps(), "new.lock.yaml")
+    assert again.artifacts == [art] and again.verifications == [ver]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("artifacts: [{subject: 'sha256:zz', digest: 'sha256:" + "b" * 64 + "', media_type: m, tag: null, source: s}]",
+     "subject"),
+    ("artifacts: [{subject: 'sha256:" + "a" * 64 + "', digest: 'sha256:" + "d" * 64
+     + "', media_type: m, tag: null, source: s}]", "not carried by the lock"),
+    ("artifacts: [{subject: 'sha256:" + "a" * 64 + "', digest: 'sha256:" + "b" * 64
+     + "', media_type: m, tag: '../x', source: s}]", "invalid tag"),
+    ("verifications: {a: 1}", "'verifications' must be a list"),
+])
+def test_lock_refuses_bad_artifacts(extra: str, message: str) -> None:
+    from mirrorkit.lock import loads_lock
+
+    with pytest.raises(InputError, match=message):
+        loads_lock(_lock_text(extra), "bad.lock.yaml")
