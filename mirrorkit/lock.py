@@ -155,7 +155,7 @@ def _image(data: Any, where: str) -> LockImage:
         raise InputError(f"{where}: 'media_type' must be a string")
     planned = data.get("planned_digest")
     return LockImage(
-        source=source, destination=dest, digest=check_digest(data.get("digest"), f"{where} digest"),
+        source=source, destination=dest, digest=check_digest(str(data.get("digest") or ""), f"{where} digest"),
         media_type=media_type, platforms=platforms,
         manifests=_digests(data.get("manifests") or [], f"{where} manifests"),
         blobs=_digests(data.get("blobs") or [], f"{where} blobs"),
@@ -180,8 +180,8 @@ def _artifact(data: Any, where: str) -> LockArtifact:
     if tag is not None:
         check_tag(tag)
     return LockArtifact(
-        subject=check_digest(data.get("subject"), f"{where} subject"),
-        digest=check_digest(data.get("digest"), f"{where} digest"),
+        subject=check_digest(str(data.get("subject") or ""), f"{where} subject"),
+        digest=check_digest(str(data.get("digest") or ""), f"{where} digest"),
         media_type=_text(data, "media_type", where) or "",
         artifact_type=_text(data, "artifact_type", where, optional=True) or "",
         tag=tag, source=_text(data, "source", where) or "",
@@ -192,8 +192,8 @@ def _verification(data: Any, where: str) -> LockVerification:
     if not isinstance(data, dict):
         raise InputError(f"{where}: each verification must be a mapping")
     return LockVerification(
-        subject=check_digest(data.get("subject"), f"{where} subject"),
-        key_fingerprint=check_digest(data.get("key_fingerprint"), f"{where} key_fingerprint"),
+        subject=check_digest(str(data.get("subject") or ""), f"{where} subject"),
+        key_fingerprint=check_digest(str(data.get("key_fingerprint") or ""), f"{where} key_fingerprint"),
         identity=_text(data, "identity", where) or "", verified_at=_text(data, "verified_at", where) or "")
 
 
@@ -236,9 +236,13 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     if not isinstance(charts, list):
         raise InputError(f"{where}: 'charts' must be a list")
     artifacts = [_artifact(a, f"{where}: artifacts[{n}]") for n, a in enumerate(_listed(data, "artifacts", where))]
+    sources = {i.source for i in images}
     for art in artifacts:
         if art.digest not in seen:
             raise InputError(f"{where}: artifact {art.digest} of {art.source} is not carried by the lock")
+        if art.source not in sources:
+            raise InputError(f"{where}: artifact {art.digest} belongs to {art.source!r}, which is not an image "
+                             "of this lock")
     verifications = [_verification(v, f"{where}: verifications[{n}]")
                      for n, v in enumerate(_listed(data, "verifications", where))]
     return Lock(id=lock_id, created=str(data.get("created") or ""),

@@ -122,11 +122,12 @@ def test_discovery_and_verdicts_against_a_registry(registry, tmp_path: Path) -> 
 
 
 def _lock_text(extra: str) -> str:
-    from mirrorkit.lock import Lock, LockBlob
+    from mirrorkit.lock import Lock, LockBlob, LockImage
     from mirrorkit.plan import Plan
 
     blob = "sha256:" + "b" * 64
-    lock = Lock(id="x", created="", generator="t", plan=Plan(images=[]), images=[], blobs=[LockBlob(blob, 3)])
+    image = LockImage("nvcr.io/nvidia/x:1", None, blob, "application/vnd.oci.image.manifest.v1+json")
+    lock = Lock(id="x", created="", generator="t", plan=Plan(images=[]), images=[image], blobs=[LockBlob(blob, 3)])
     return lock.dumps() + extra
 
 
@@ -152,6 +153,8 @@ def test_lock_artifacts_and_verifications_round_trip() -> None:
     ("artifacts: [{subject: 'sha256:" + "a" * 64 + "', digest: 'sha256:" + "b" * 64
      + "', media_type: m, tag: '../x', source: s}]", "invalid tag"),
     ("verifications: {a: 1}", "'verifications' must be a list"),
+    ("artifacts: [{subject: 'sha256:" + "a" * 64 + "', digest: 'sha256:" + "b" * 64
+     + "', media_type: m, tag: null, source: elsewhere}]", "not an image of this lock"),
 ])
 def test_lock_refuses_bad_artifacts(extra: str, message: str) -> None:
     from mirrorkit.lock import loads_lock

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirrorkit.errors import NotFoundError, OperationError
+from mirrorkit.errors import InputError, NotFoundError, OperationError
 from mirrorkit.lock import Lock, LockArtifact, LockBlob, LockVerification
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import INDEX_TYPES, RegistryClient
@@ -212,6 +212,9 @@ def push_artifacts(client: RegistryClient, artifacts: list[LockArtifact], dest: 
         doc = manifests.parse(data[art.digest], f"artifact {art.digest} of {art.source}")
         if not manifests.is_index(doc, art.media_type):
             for digest, _ in manifests.image_blobs(doc, art.digest):
+                if digest not in sizes:
+                    raise InputError(f"artifact {art.digest} of {art.source} needs blob {digest}, which the "
+                                     "bundle does not carry")
                 if client.blob_exists(target, digest):
                     continue
                 client.upload_blob(target.registry, target.repository, digest, sizes[digest], opener(digest))

@@ -97,7 +97,8 @@ def check_signature_manifest(manifest: bytes, subject: str, keys: list[PublicKey
         if layer.get("mediaType") != SIMPLE_SIGNING:
             continue
         digest = layer.get("digest")
-        annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
+        raw_annotations = layer.get("annotations")
+        annotations: dict[str, Any] = raw_annotations if isinstance(raw_annotations, dict) else {}
         sig_b64 = annotations.get(SIGNATURE_ANNOTATION)
         if not isinstance(digest, str) or not is_digest(digest) or not isinstance(sig_b64, str):
             checks.append(Check(False, MALFORMED, "layer without a digest or a signature annotation"))

@@ -47,8 +47,8 @@ def artifact_type_of(data: bytes, fallback: str) -> str:
         return fallback
     if isinstance(doc.get("artifactType"), str):
         return str(doc["artifactType"])
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-    ctype = config.get("mediaType")
+    config = doc.get("config")
+    ctype = config.get("mediaType") if isinstance(config, dict) else None
     if isinstance(ctype, str) and ctype != IMAGE_CONFIG and "docker" not in ctype:
         return ctype
     return fallback

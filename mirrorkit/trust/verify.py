@@ -85,8 +85,11 @@ def verify_signatures(fetch_manifest: FetchManifest, fetch_blob: FetchBlob, subj
             result.verdicts.append(Verdict(name, digest, False, reason=UNSIGNED,
                                            detail=f"no {sig_tag(digest)[:19]}….sig beside it"))
             continue
+        def blob(d: str, n: str = name) -> bytes:
+            return fetch_blob(n, d)
+
         try:
-            checks = check_signature_manifest(manifest, digest, keys, lambda d, n=name: fetch_blob(n, d))
+            checks = check_signature_manifest(manifest, digest, keys, blob)
         except MirrorkitError as exc:
             checks = [Check(False, MALFORMED, str(exc))]
         best = _best(checks)
