@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from kit import cosign
 from kit.images import GPU_OPERATOR_REFS, gpu_operator_like_set
@@ -161,3 +162,36 @@ def test_lock_refuses_bad_artifacts(extra: str, message: str) -> None:
 
     with pytest.raises(InputError, match=message):
         loads_lock(_lock_text(extra), "bad.lock.yaml")
+
+
+class _NoTagList(httpx.BaseTransport):
+    """The real registry, except that it refuses to list tags (as some do for pull-only tokens)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path.endswith("/tags/list"):
+            return httpx.Response(403, json={"errors": [{"code": "DENIED"}]})
+        return self.inner.handle_request(request)
+
+
+def test_discovery_without_a_tag_list_asks_for_each_tag(registry) -> None:
+    [(name, index)] = gpu_operator_like_set([GPU_OPERATOR_REFS[0]], layer_size=256).items()
+    repo, tag = name.split(":")
+    push_image(registry.url, repo, tag, index)
+    key = cosign.make_key("p256")
+    sigs = cosign.sign_recursive(registry.url, repo, f"nvcr.io/{repo}", index, key)
+    referrer, fallback = cosign.sbom_referrer(registry.url, repo, index, {"name": "x"})
+    digests = [index.digest, *(i.digest for i in index.images)]
+    ref = Ref.parse(f"{registry.host}/{repo}")
+    with _client(registry) as client:
+        listed = find_artifacts(client, ref, digests)
+    transport = _NoTagList()
+    with RegistryClient(Endpoints(insecure={registry.host}), transport=transport) as client:
+        probed = find_artifacts(client, ref, digests)
+    assert any(p.endswith("/tags/list") for p in transport.paths)
+    assert sorted(a.digest for a in probed) == sorted(a.digest for a in listed) == sorted(
+        [*(s.digest for s in sigs), referrer.digest, fallback.digest])

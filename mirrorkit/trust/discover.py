@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from mirrorkit.errors import NotFoundError, RegistryError
+from mirrorkit.errors import AuthError, NotFoundError, RegistryError
 from mirrorkit.oci.client import OCI_INDEX, RegistryClient
 from mirrorkit.refs import Ref, is_digest
 from mirrorkit.trust.cosign import SIMPLE_SIGNING, sig_tag
@@ -65,29 +65,50 @@ def _descriptors(data: bytes) -> list[dict[str, Any]]:
 
 
 class Discovery:
-    """Artifact lookups for one repository; its tag list and the referrers probe are asked once."""
+    """Artifact lookups for one repository; its tag list and the referrers probe are asked once.
+
+    A registry that will not list tags (some refuse ``tags/list`` to pull-only tokens)
+    is asked for each candidate tag instead: slower, but nothing is missed.
+    """
 
     def __init__(self, client: RegistryClient, ref: Ref) -> None:
         self.client = client
         self.ref = ref
         self._tags: set[str] | None = None
+        self._listed = True
         self._referrers_api: bool | None = None
 
-    def tags(self) -> set[str]:
-        if self._tags is None:
+    def tags(self) -> set[str] | None:
+        """The repository's tags, or None when the registry refuses to list them."""
+        if self._tags is None and self._listed:
             try:
                 self._tags = set(self.client.list_tags(self.ref.registry, self.ref.repository))
             except NotFoundError:
                 self._tags = set()
+            except (AuthError, RegistryError):
+                self._listed = False
         return self._tags
+
+    def _manifest(self, tag: str) -> Any:
+        tags = self.tags()
+        if tags is not None and tag not in tags:
+            return None
+        try:
+            return self.client.get_manifest(self.ref, tag)
+        except NotFoundError:
+            return None     # deleted since the tag list was read, or never there
 
     def _referrers(self, digest: str) -> list[dict[str, Any]] | None:
         """The referrers API's answer, or None when the registry has no such API."""
         if self._referrers_api is False:
             return None
-        resp = self.client.request(self.ref.registry, "GET", f"/v2/{self.ref.repository}/referrers/{digest}",
-                                   scope=f"repository:{self.ref.repository}:pull",
-                                   headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
+        try:
+            resp = self.client.request(self.ref.registry, "GET", f"/v2/{self.ref.repository}/referrers/{digest}",
+                                       scope=f"repository:{self.ref.repository}:pull",
+                                       headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
+        except (AuthError, RegistryError):
+            self._referrers_api = False      # refused or broken: the fallback tag index answers instead
+            return None
         if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
             self._referrers_api = False
             return None
@@ -96,27 +117,18 @@ class Discovery:
 
     def find(self, digest: str) -> list[Artifact]:
         out: list[Artifact] = []
-        tags = self.tags()
         for suffix, fallback in TAG_SUFFIXES.items():
             tag = sig_tag(digest, suffix)
-            if tag not in tags:
-                continue
-            try:
-                m = self.client.get_manifest(self.ref, tag)
-            except NotFoundError:
-                continue      # deleted since the tag list was read
-            out.append(Artifact(digest, m.digest, m.media_type, artifact_type_of(m.data, fallback), tag))
+            m = self._manifest(tag)
+            if m is not None:
+                out.append(Artifact(digest, m.digest, m.media_type, artifact_type_of(m.data, fallback), tag))
         referrers = self._referrers(digest)
         if referrers is None:
             fallback_tag = sig_tag(digest, "")
-            if fallback_tag in tags:
-                try:
-                    index = self.client.get_manifest(self.ref, fallback_tag)
-                except NotFoundError:
-                    index = None
-                if index is not None:
-                    referrers = _descriptors(index.data)
-                    out.append(Artifact(digest, index.digest, index.media_type, OCI_INDEX, fallback_tag))
+            index = self._manifest(fallback_tag)
+            if index is not None:
+                referrers = _descriptors(index.data)
+                out.append(Artifact(digest, index.digest, index.media_type, OCI_INDEX, fallback_tag))
         known = {a.digest for a in out}
         for entry in referrers or []:
             if entry["digest"] in known:
