@@ -90,3 +90,10 @@ def test_policies_need_a_readable_key(plan: Path, tmp_path: Path) -> None:
     bad.write_text("hello")
     res = cli("rewrite-config", str(plan), "--format", "kyverno", "--verify-key", str(bad))
     assert res.exit_code == 2 and str(bad) in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_runbook_has_the_signature_step(plan: Path) -> None:
+    res = cli("runbook", str(plan))
+    assert res.exit_code == 0, res.output
+    assert "--verify-key nvidia.pub" in res.stdout
+    assert "--format kyverno" in res.stdout and "--format containers-policy" in res.stdout
