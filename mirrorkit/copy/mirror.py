@@ -103,10 +103,14 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
     from mirrorkit.copy import artifacts
     opts = signatures or artifacts.SignatureOptions()
     scratch = tempfile.TemporaryDirectory(prefix="mirrorkit-artifacts-")
-    staged = artifacts.stage_for_mirror(
-        client, BlobStore(Path(scratch.name)),
-        [(i.source, i.destination, i.source_ref, i.digest or client.get_manifest(i.source_ref).digest)
-         for i in plan.images], opts, jobs) if opts.active else None
+    try:
+        staged = artifacts.stage_for_mirror(
+            client, BlobStore(Path(scratch.name)),
+            [(i.source, i.destination, i.source_ref, i.digest or client.get_manifest(i.source_ref).digest)
+             for i in plan.images], opts, jobs) if opts.active else None
+    except BaseException:
+        scratch.cleanup()
+        raise
     # signatures: end
     # skopeo verifies TLS with the client's CAs (--ca-cert, certs.d), per host
     with auth_file(credentials, hosts) as authfile, cert_dirs(client.endpoints, hosts) as certs, \
