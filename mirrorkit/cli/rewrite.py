@@ -10,7 +10,8 @@ import click
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf")
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf",
+           "kyverno", "containers-policy")  # signatures: the last two (issue 9)
 DEFAULT_CHART = "nvidia/gpu-operator"
 
 
@@ -46,6 +47,8 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format set-flags
   mirrorkit rewrite-config plan.yaml --format containerd -o certs.d --ca-file /etc/pki/mirror-ca.crt
   mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
+  mirrorkit rewrite-config bundles/gpu.tar --format kyverno --verify-key nvidia.pub -o verify-images.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -64,10 +67,12 @@ Examples:
 @click.option("--skip-verify", is_flag=True, help="containerd: skip TLS verification of the mirror.")
 @click.option("--fallback", type=click.Choice(("mirror", "upstream")), default="mirror", show_default=True,
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
+@click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
+              help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str) -> None:
+                           fallback: str, verify_keys: tuple[str, ...]) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     import yaml
 
@@ -75,6 +80,9 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
+    if fmt in ("kyverno", "containers-policy"):  # signatures: policies that make the cluster check signatures
+        _signature_policy(fmt, plan, lock, dest, verify_keys, output)
+        return
     if fmt == "containerd":
         from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
 
@@ -133,6 +141,30 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         click.echo(f"  changed {key}", err=True)
     for note in overlay.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
+                      output: str | None) -> None:  # signatures:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.refs import Ref
+    from mirrorkit.trust.keys import load_keys
+
+    if not verify_keys:
+        raise InputError(f"--format {fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
+    keys = load_keys(verify_keys)
+    if fmt == "kyverno":
+        from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
+
+        write_output(kyverno_policy(plan, dest, keys), output)
+        click.echo(f"ClusterPolicy verifies {len(repositories(dest))} mirrored repositories under "
+                   f"{len(keys)} key(s)", err=True)
+        return
+    from mirrorkit.rewrite.containerd import write_containerd_dir
+    from mirrorkit.rewrite.containers_policy import containers_policy_files
+
+    sources = {s: Ref.parse(s) for s in dest}
+    written = write_containerd_dir(Path(output or "containers-policy"), containers_policy_files(sources, dest, keys))
+    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
 def _volumes_for(source: Path) -> list[Path]:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mirrorkit import interrupt
 from mirrorkit.copy.download import fetch_blob
@@ -34,6 +35,7 @@ class MirrorReport:
     verified: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    artifacts: int = 0  # signatures: artifact manifests pushed beside the images
 
 
 def _network(client: RegistryClient, ref: Ref) -> tuple[str, bool]:
@@ -60,7 +62,7 @@ def repair_blob(client: RegistryClient, src: Ref, target: Ref, digest: str) -> N
 
 
 def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, registry: RegistryTarget | None,
-           mapping: str | None, jobs: int = 4) -> MirrorReport:
+           mapping: str | None, jobs: int = 4, signatures: Any = None) -> MirrorReport:  # signatures: SignatureOptions
     if plan.platforms:
         raise InputError("mirror copies whole multi-arch images; for a platform-restricted plan use "
                          "pull-bundle and push-bundle")
@@ -110,10 +112,26 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore, reg
                 repaired.add(broken.group(1))
                 repair_blob(client, src, target, broken.group(1))
 
+    # signatures: artifacts staged and, with keys, every signature checked at the source before any image is copied
+    from mirrorkit.copy import artifacts
+    opts = signatures or artifacts.SignatureOptions()
+    scratch = tempfile.TemporaryDirectory(prefix="mirrorkit-artifacts-")
+    try:
+        staged = artifacts.stage_for_mirror(
+            client, BlobStore(Path(scratch.name)),
+            [(i.source, i.destination, i.source_ref, i.digest or client.get_manifest(i.source_ref).digest)
+             for i in plan.images], opts, jobs) if opts.active else None
+    except BaseException:
+        scratch.cleanup()
+        raise
+    # signatures: end
     # skopeo verifies TLS with the client's CAs (--ca-cert, certs.d), per host
     with auth_file(credentials, hosts) as authfile, cert_dirs(client.endpoints, hosts) as certs, \
             ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda i: one(i, authfile, certs), plan.images))
+    with scratch:  # signatures: artifacts pushed beside the images, byte for byte
+        if staged is not None and staged.carried.artifacts:
+            report.artifacts = staged.push(client, dest).manifests
     report.copied = sum(1 for copied, _ in results if copied)
     report.skipped = len(results) - report.copied
     expected = [(dest[img.source], digest, []) for img, (_, digest) in zip(plan.images, results, strict=True)]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorkit import __version__, interrupt
+from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions  # signatures:
 from mirrorkit.copy.download import fetch_blob
 from mirrorkit.copy.skopeo import auth_file, cert_dirs, copy_argv, run_copy
 from mirrorkit.errors import InputError, OperationError
@@ -70,6 +71,7 @@ class PullReport:
     seconds: float = 0.0
     up_to_date: bool = False
     charts: int = 0
+    signatures: CarriedArtifacts | None = None  # signatures: what travelled with the images
 
     @property
     def saved_bytes(self) -> int:
@@ -332,7 +334,8 @@ class Puller:
 
 
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
-                progress: Callable[[str, int], None] | None = None) -> PullReport:
+                progress: Callable[[str, int], None] | None = None,
+                signatures: SignatureOptions | None = None) -> PullReport:  # signatures: the last parameter
     """Fetch, lock and write the bundle; up to date bundles are left alone."""
     from mirrorkit.copy.charts import load_charts
 
@@ -346,10 +349,12 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     # work folder; the engine's pull should wrap its phases the same way (mirrorkit.files.full_disk_reported)
     with full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]), \
             RegistryClient(endpoints, credentials) as client:
-        return _pull(Puller(plan, opts, endpoints, credentials, client, progress), charts, progress)
+        return _pull(Puller(plan, opts, endpoints, credentials, client, progress), charts, progress,
+                     signatures or SignatureOptions())
 
 
-def _pull(puller: Puller, charts: list[Any], progress: Callable[[str, int], None] | None) -> PullReport:
+def _pull(puller: Puller, charts: list[Any], progress: Callable[[str, int], None] | None,
+          signatures: SignatureOptions) -> PullReport:
     from mirrorkit.bundle.writer import write_bundle
     from mirrorkit.copy.charts import add_to_bundle, lock_entries
 
@@ -357,15 +362,28 @@ def _pull(puller: Puller, charts: list[Any], progress: Callable[[str, int], None
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
     fetched = puller.inspect_all()
+    # signatures: carry artifacts into the store and, with keys, verify before any image bytes move
+    from mirrorkit.copy.artifacts import Subject, carry_from_registry
+    carried = carry_from_registry(puller.client, puller.store, [
+        Subject.of(f.img.source, f.img.destination, f.img.source_ref, f.digest, f.top_digest, f.children)
+        for f in fetched if not f.img.local], signatures, opts.jobs)  # a local image has no upstream to ask
+    for f in fetched:
+        if f.top_digest != f.digest and carried.artifacts:
+            f.note += "; " + RESTRICTED_NOTE
+            carried.notes.append(f"{f.img.source}: {f.note}")
+    # signatures: end
     previous = _previous_lock(lock_file)
     if previous is not None and _unchanged(previous, fetched, opts) and _volumes_present(opts.output) \
-            and previous.charts == lock_entries(charts, plan.registry):
+            and previous.charts == lock_entries(charts, plan.registry) \
+            and {a.digest for a in previous.artifacts} == carried.digests():  # signatures: a re-sign is a change
         shutil.rmtree(puller.store.root, ignore_errors=True)
         return PullReport(images=len(fetched), reused=len(fetched), up_to_date=True, lock_path=lock_file,
                           charts=len(charts),
                           unique_bytes=sum(b.size for b in previous.blobs),
                           seconds=time.monotonic() - start)
     lock, report = puller.copy_all(fetched)
+    carried.apply(lock)  # signatures: artifacts and their blobs join the lock
+    report.signatures = carried  # signatures:
     # charts: their blobs join the store, the lock and index.json
     chart_bytes = add_to_bundle(puller.store, lock, charts, plan.registry)
     report.unique_bytes += chart_bytes

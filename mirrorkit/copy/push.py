@@ -45,6 +45,8 @@ class PushReport:
     problems: list[str] = field(default_factory=list)
     charts_pushed: int = 0
     charts_skipped: int = 0
+    signatures: Any = None        # signatures: PushedArtifacts, when the bundle carried any
+    verifications: list[Any] = field(default_factory=list)  # signatures: LockVerification per digest
 
 
 @dataclass
@@ -397,11 +399,27 @@ def _media_type(data: bytes) -> str:
 
 def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTarget | None = None,
                 mapping: str | None = None, jobs: int = 4,
-                progress: Callable[[str, int], None] | None = None, check_blobs: bool = False) -> PushReport:
+                progress: Callable[[str, int], None] | None = None, check_blobs: bool = False,
+                signatures: Any = None) -> PushReport:  # signatures: a SignatureOptions
     """Verify (unless the registry already holds every image), push, verify the registry.
 
     ``check_blobs``: an image counts as already there only if every blob of it can be read,
     so one whose blob the registry lost (or cannot serve) is pushed again, which repairs it.
     """
     with BundleReader(paths) as reader:
-        return Pusher(reader, client, registry, mapping, jobs, progress, check_blobs).run()
+        pusher = Pusher(reader, client, registry, mapping, jobs, progress, check_blobs)
+        # signatures: verified offline from the bundle alone before anything is pushed; artifacts after the images
+        from mirrorkit.copy import artifacts
+        opts = signatures or artifacts.SignatureOptions()
+        lock = reader.lock
+
+        def read(digest: str) -> bytes:
+            return reader.read_small(digest, limit=artifacts.MAX_ARTIFACT_BLOB)
+        checked = artifacts.verify_lock(lock, opts.keys, read) if opts.keys else None
+        report = pusher.run()
+        if opts.carry and lock.artifacts:
+            report.signatures = artifacts.push_artifacts(client, lock.artifacts, pusher.dest, read,
+                                                         artifacts.bytes_opener(read), lock.blob_sizes())
+        report.verifications = artifacts.lock_verifications(checked)
+        # signatures: end
+        return report

@@ -152,6 +152,21 @@ def markdown(inp: RunbookInput) -> str:
               "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)",
               f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
+    # signatures: the signature step (issue 9)
+    lines += ["### Signatures: verified on this side, enforced in the cluster", "",
+              "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
+              "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
+              "cluster refuse anything unsigned:", "", "```sh",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
+              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno --verify-key nvidia.pub "
+              "-o verify-images.yaml",
+              "kubectl apply -f verify-images.yaml          # Kyverno ClusterPolicy",
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy --verify-key nvidia.pub "
+              "-o containers-policy",
+              "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
+              "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
+    # signatures: end
     lines += ["## 4. Driver", ""]
     if plan.driver.get("precompiled"):
         branch = plan.driver.get("version")
