@@ -44,7 +44,8 @@ def write_atomic(path: Path, text: str, what: str = "output") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
+        with tmp.open("w", encoding="utf-8", newline="") as fh:   # line ends exactly as given
+            fh.write(text)
         tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):

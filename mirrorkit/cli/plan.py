@@ -90,6 +90,7 @@ def _summary(plan: Plan) -> str:
 @click.option("--mapping", type=click.Choice(STRATEGIES), default="prefix", show_default=True, help="How source paths map under the registry.")
 @click.option("--resolve", is_flag=True, help="Look up each image's digest, platforms and size.")
 @click.option("--platform", multiple=True, metavar="OS/ARCH", help="Restrict copies to these platforms (repeatable).")
+@click.option("--force", is_flag=True, help="Plan even when --platform leaves out a GPU node's architecture.")
 @click.option("--source-endpoint", multiple=True, metavar="NAME=URL", help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001.")
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="A registry reached over plain HTTP or without TLS verification.")
 @click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA bundle to trust for registries.")
@@ -154,9 +155,10 @@ def build_plan(p: dict[str, Any]) -> Plan:
         os_aliases=_aliases(p.get("os_alias") or (), parse_os_alias),
         extras=extras,
         include_sample=p.get("sample", True),
-        registry=RegistryTarget.parse(p["registry"]) if p.get("registry") else None,
+        registry=RegistryTarget.parse(p["registry"]) if p.get("registry") is not None else None,
         mapping=p.get("mapping") or "prefix",
         platforms=[_platform(x) for x in p.get("platform") or ()],
+        force=bool(p.get("force")),
     )
     plan = resolve(req)
     plan.warnings[:0] = warnings + node_warnings + duplicates

@@ -114,6 +114,10 @@ def os_from_image(os_image: str) -> tuple[str, str] | None:
                 if not m:
                     return None
                 return os_id, m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
+            if os_id == "amzn":
+                # NFD's VERSION_ID is the major only: 2023 for "Amazon Linux 2023.5.20240708"
+                m = re.search(r"(\d+)", rest)
+                return (os_id, m.group(1)) if m else None
             m = re.search(r"(\d+(?:\.\d+)?)", rest)
             if not m:
                 return None

@@ -44,6 +44,7 @@ class PlanRequest:
     registry: RegistryTarget | None = None
     mapping: str = "prefix"
     platforms: list[str] = field(default_factory=list)
+    force: bool = False
 
 
 @dataclass
@@ -228,6 +229,21 @@ class _Resolver:
             self.add(src, comp.path, why, dest_tag=dest_tag, setting=version, os_tag=tag,
                      kernel=kernel)
 
+    def check_platforms(self) -> None:
+        """A --platform list without a GPU node's architecture gives a bundle that node cannot run."""
+        if not self.req.platforms:
+            return
+        archs = {p.split("/")[1] for p in self.req.platforms}
+        missing = [n for n in self.req.nodes if n.arch not in archs]
+        if not missing:
+            return
+        shown = ", ".join(f"{n.describe()}" for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        msg = (f"--platform {', '.join(self.req.platforms)} leaves out the architecture of GPU node(s) "
+               f"{shown}: add --platform linux/{missing[0].arch}")
+        if not self.req.force:
+            raise InputError(msg + " (or --force to plan anyway)")
+        self.warnings.append(msg + " (--force: planned anyway; those nodes will not find their images)")
+
     # -- extras ---------------------------------------------------------------
     def extras(self) -> None:
         if self.il and self.req.include_sample:
@@ -242,6 +258,7 @@ class _Resolver:
             raise InputError(f"--components {self.req.components!r}: choose enabled or all")
         if self.req.mapping not in STRATEGIES:
             raise InputError(f"--mapping {self.req.mapping!r}: choose one of {', '.join(STRATEGIES)}")
+        self.check_platforms()
         if self.il:
             self.components()
         self.extras()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.containerd import expressible as containerd_expressible
 
 POD_PREFIXES = (
     ("operator", "gpu-operator-", "Running"),
@@ -147,10 +148,16 @@ def markdown(inp: RunbookInput) -> str:
             lines += ["The chart itself must be available offline: carry `gpu-operator-"
                       f"{version}.tgz` and install from the file, or bundle it with `pull-bundle --chart`.", ""]
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
-              "", "```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
-              "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
-              "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)",
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
+              "", "```sh"]
+    if containerd_expressible(plan, inp.dest):
+        lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
+                  "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
+                  "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)"]
+    else:
+        # a command that would exit 2 has no place in a runbook
+        lines += ["# containerd hosts.toml can only add a path prefix, not this plan's mapping: point the",
+                  "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
+    lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
     lines += ["## 4. Driver", ""]
     if plan.driver.get("precompiled"):
