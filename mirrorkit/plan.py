@@ -64,12 +64,16 @@ class Plan:
     created: str = ""
     generator: str = ""
     warnings: list[str] = field(default_factory=list)
+    # NVIDIADriver custom resources as the user wrote them, for rewrite-config --format nvidiadriver
+    nvidiadrivers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         images = data.pop("images")
         out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
         out.update(data)
+        if not out["nvidiadrivers"]:
+            del out["nvidiadrivers"]
         out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
                           or k in ("digest", "destination")} for img in images]
         return out
@@ -142,6 +146,9 @@ def plan_from_dict(data: dict[str, Any], where: str, image_lines: list[int] | No
     images = data.get("images")
     if not isinstance(images, list):
         raise InputError(f"{where}: 'images' must be a list")
+    crs = data.get("nvidiadrivers", [])
+    if not isinstance(crs, list) or not all(isinstance(c, dict) for c in crs):
+        raise InputError(f"{where}: 'nvidiadrivers' must be a list of NVIDIADriver objects")
     known = set(Plan.__dataclass_fields__) - {"images"}
     extra = {k: v for k, v in data.items() if k in known}
     lines = image_lines or []

@@ -76,6 +76,8 @@ def _summary(plan: Plan) -> str:
 @click.option("--chart", type=click.Path(), help="Take the release's images from this chart (.tgz or directory).")
 @click.option("--node", multiple=True, metavar="OS/KERNEL[/ARCH]", help="A GPU node, e.g. ubuntu22.04/5.15.0-131-generic (repeatable).")
 @click.option("--nodes-json", type=click.Path(dir_okay=False), help="Output of 'kubectl get nodes -o json'; only GPU nodes count.")
+@click.option("--nvidiadriver", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="NVIDIADriver custom resources, one driver per node pool (repeatable; several documents per file).")
 @click.option("--driver-branch", help="Driver branch for precompiled drivers, e.g. 550.")
 @click.option("--driver-version", help="Override the driver version (without OS suffix).")
 @click.option("--precompiled/--no-precompiled", default=None, help="Precompiled drivers, one per kernel (default: driver.usePrecompiled from values).")
@@ -123,6 +125,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
     from mirrorkit.resolve import catalog
     from mirrorkit.resolve.chart import image_list_from_chart
     from mirrorkit.resolve.imagelist import load_image_list
+    from mirrorkit.resolve.nvidiadriver import load_nvidiadrivers
     from mirrorkit.resolve.resolver import PlanRequest, parse_os_alias, resolve
     from mirrorkit.yamlio import load_mapping
 
@@ -159,6 +162,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         mapping=p.get("mapping") or "prefix",
         platforms=[_platform(x) for x in p.get("platform") or ()],
         force=bool(p.get("force")),
+        nvidiadrivers=[cr for path in p.get("nvidiadriver") or () for cr in load_nvidiadrivers(path)],
     )
     plan = resolve(req)
     plan.warnings[:0] = warnings + node_warnings + duplicates

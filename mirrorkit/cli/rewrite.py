@@ -10,7 +10,7 @@ import click
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf")
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver")
 DEFAULT_CHART = "nvidia/gpu-operator"
 
 
@@ -46,6 +46,7 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format set-flags
   mirrorkit rewrite-config plan.yaml --format containerd -o certs.d --ca-file /etc/pki/mirror-ca.crt
   mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
+  mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -86,6 +87,14 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         from mirrorkit.rewrite.registries_conf import registries_conf
 
         write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
+        return
+    if fmt == "nvidiadriver":
+        from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+        text, notes = nvidiadriver_crs(plan, dest)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
         return
     if plan.release is None and fmt in ("helm", "kubesphere", "set-flags"):
         raise InputError(f"{source}: this plan has no GPU Operator release; --format {fmt} needs one "

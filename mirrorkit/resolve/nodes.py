@@ -9,7 +9,7 @@ kubelet's ``nodeInfo`` strings when NFD has not labelled the node yet.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,15 @@ class Node:
     kernel: str | None = None
     arch: str = "amd64"
     name: str = ""
+    # the node's labels (kubectl JSON only), for NVIDIADriver nodeSelectors; None: not known (--node)
+    labels: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+
+    def selected_by(self, selector: dict[str, str]) -> bool:
+        """Whether a nodeSelector picks this node; a node without known labels is picked by every one."""
+        if self.labels is None:
+            return True
+        have = dict(self.labels)
+        return all(have.get(k) == v for k, v in selector.items())
 
     @property
     def os(self) -> str:
@@ -176,7 +185,8 @@ def _node_from_item(item: dict[str, Any], source: str, index: int) -> Node:
     if kernel:
         _kernel(kernel, where)
     arch = _arch(str(info.get("architecture") or "amd64"), where)
-    return Node(os_id, os_version, kernel, arch, name)
+    return Node(os_id, os_version, kernel, arch, name,
+                tuple(sorted((str(k), str(v)) for k, v in labels.items())))
 
 
 def load_nodes_json(path: str | Path) -> tuple[list[Node], list[str]]:

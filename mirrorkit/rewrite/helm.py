@@ -63,8 +63,8 @@ def image_overlay(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | No
     for img in plan.images:
         target = dest[img.source]
         for path in img.component.split(","):
-            if path in EXTRAS or path in seen:
-                continue
+            if path in EXTRAS or path in seen or "/" in path:
+                continue             # extras, NVIDIADriver CRs, manifest images: no chart value to set
             seen[path] = img.source
             digest = (digests or {}).get(img.source) or img.digest
             if path == NFD_PATH:
