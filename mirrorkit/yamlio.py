@@ -94,6 +94,36 @@ def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> A
         loader.dispose()
 
 
+def documents(text: str, source: str) -> list[tuple[dict[str, Any], str]]:
+    """Every object of a multi-document Kubernetes YAML (``kind: List`` unpacked), each with
+    ``FILE:LINE`` of where it starts, so an error in one names it."""
+    out: list[tuple[dict[str, Any], str]] = []
+    loader = SafeLoader(text.removeprefix(BOM))
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            where = f"{source}:{node.start_mark.line + 1}"
+            data = loader.construct_document(node)
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise InputError(f"{where}: expected a Kubernetes object, got {type(data).__name__}")
+            if str(data.get("kind", "")).endswith("List") and isinstance(data.get("items"), list):
+                out.extend((i, where) for i in data["items"] if isinstance(i, dict))
+            else:
+                out.append((data, where))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{source}{at}: malformed YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return out
+
+
 def load_json(path: str | Path, what: str = "JSON file") -> Any:
     text = read_text(path, what, MAX_JSON_BYTES)
     try:

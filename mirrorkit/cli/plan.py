@@ -28,6 +28,12 @@ Examples:
   # Rocky Linux nodes served the CentOS 8 driver image (seed 003)
   mirrorkit plan --version v1.9.0 --node rocky8.5/4.18.0-348.el8.x86_64 --os-alias rocky8.5=centos8
 \b
+  # one driver per node pool (NVIDIADriver CRs), nodes with their labels
+  mirrorkit plan --version v24.9.2 --nodes-json nodes.json --nvidiadriver pools.yaml --registry harbor.example.com/gpu
+\b
+  # any chart, through its rendered manifests
+  helm template my-app ./chart | mirrorkit plan --manifests - --registry harbor.example.com/apps
+\b
   # any image set, no GPU Operator at all, digests looked up
   mirrorkit plan --image-list images.txt --registry registry.local:5000 --resolve
 """
@@ -87,6 +93,8 @@ def _summary(plan: Plan) -> str:
               help="enabled: what these values deploy; all: every image of the release.")
 @click.option("--image", multiple=True, metavar="REF", help="An extra image (repeatable).")
 @click.option("--image-list", multiple=True, type=click.Path(dir_okay=False), help="Extra images, one per line or YAML (repeatable).")
+@click.option("--manifests", multiple=True, metavar="FILE|-",
+              help="Kubernetes YAML ('helm template' output); every image it names is planned (repeatable).")
 @click.option("--sample/--no-sample", default=True, help="Include the release's validation workload image.")
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Private registry the images will be mirrored to.")
 @click.option("--mapping", type=click.Choice(STRATEGIES), default="prefix", show_default=True, help="How source paths map under the registry.")
@@ -125,6 +133,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
     from mirrorkit.resolve import catalog
     from mirrorkit.resolve.chart import image_list_from_chart
     from mirrorkit.resolve.imagelist import load_image_list
+    from mirrorkit.resolve.manifests import load_manifests
     from mirrorkit.resolve.nvidiadriver import load_nvidiadrivers
     from mirrorkit.resolve.resolver import PlanRequest, parse_os_alias, resolve
     from mirrorkit.yamlio import load_mapping
@@ -144,6 +153,13 @@ def build_plan(p: dict[str, Any]) -> Plan:
         extras.append((ref, "--image"))
     for path in p.get("image_list") or ():
         extras.extend(load_image_list(path))
+    crs = [cr for path in p.get("nvidiadriver") or () for cr in load_nvidiadrivers(path)]
+    manifest_images: list[tuple[str, str, str]] = []
+    for path in p.get("manifests") or ():
+        found = load_manifests(path)
+        manifest_images += found.images
+        crs += found.nvidiadrivers
+        warnings += found.warnings
     duplicates: list[str] = []
     values = load_mapping(p["values"], "values file", duplicates) if p.get("values") else {}
     req = PlanRequest(
@@ -162,7 +178,8 @@ def build_plan(p: dict[str, Any]) -> Plan:
         mapping=p.get("mapping") or "prefix",
         platforms=[_platform(x) for x in p.get("platform") or ()],
         force=bool(p.get("force")),
-        nvidiadrivers=[cr for path in p.get("nvidiadriver") or () for cr in load_nvidiadrivers(path)],
+        nvidiadrivers=crs,
+        manifest_images=manifest_images,
     )
     plan = resolve(req)
     plan.warnings[:0] = warnings + node_warnings + duplicates

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mirrorkit.errors import InputError
-from mirrorkit.yamlio import BOM, SafeLoader, read_text
+from mirrorkit.yamlio import documents, read_text
 
 KIND = "NVIDIADriver"
 DRIVER_TYPES = ("gpu", "vgpu", "vgpu-host-manager")
@@ -104,33 +102,6 @@ def parse_nvidiadriver(doc: dict[str, Any], where: str) -> NVIDIADriver:
     return NVIDIADriver(name, where, driver_type, driver, precompiled,
                         {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in selector.items()},
                         parts, doc)
-
-
-def documents(text: str, source: str) -> list[tuple[dict[str, Any], str]]:
-    """Every object of a multi-document YAML (``kind: List`` unpacked), with where it starts."""
-    out: list[tuple[dict[str, Any], str]] = []
-    loader = SafeLoader(text.removeprefix(BOM))
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            line = node.start_mark.line + 1 if node is not None else 0
-            data = loader.construct_document(node) if node is not None else None
-            if data is None:
-                continue
-            if not isinstance(data, dict):
-                raise InputError(f"{source}:{line}: expected a Kubernetes object, got {type(data).__name__}")
-            if data.get("kind") == "List" or (str(data.get("kind", "")).endswith("List")
-                                               and isinstance(data.get("items"), list)):
-                out.extend((i, f"{source}:{line}") for i in data.get("items") or [] if isinstance(i, dict))
-            else:
-                out.append((data, f"{source}:{line}"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{source}{at}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
-    finally:
-        loader.dispose()
-    return out
 
 
 def load_nvidiadrivers(path: str | Path) -> list[NVIDIADriver]:

@@ -47,6 +47,8 @@ class PlanRequest:
     platforms: list[str] = field(default_factory=list)
     force: bool = False
     nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
+    # (reference, component, reason) read from Kubernetes manifests (plan --manifests)
+    manifest_images: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -303,6 +305,8 @@ class _Resolver:
         if self.il and self.req.include_sample:
             for extra in self.il.extras:
                 self.add(Ref.parse(extra.ref), extra.name, extra.reason)
+        for ref, component, reason in self.req.manifest_images:
+            self.add(Ref.parse(ref), component, reason)
         for ref, reason in self.req.extras:
             self.add(Ref.parse(ref) if isinstance(ref, str) else ref, "extra", reason)
 
@@ -319,7 +323,7 @@ class _Resolver:
             self.nvidiadrivers()
         self.extras()
         if not self.entries:
-            raise InputError("nothing to plan: give --version (or --chart), --image or --image-list")
+            raise InputError("nothing to plan: give --version (or --chart), --image, --image-list or --manifests")
         images = []
         pairs = []
         for e in self.entries.values():

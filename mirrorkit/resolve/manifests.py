@@ -1,0 +1,129 @@
+"""``plan --manifests``: every image a set of Kubernetes objects will pull, for any chart.
+
+``helm template`` output is the one description of a chart's images that is always
+right: values, helpers and subcharts have all been applied. So the images are read
+where the kubelet reads them (containers, initContainers and ephemeralContainers of
+every pod template, whatever the workload kind, CronJobs included) and where
+operators take them from (``*IMAGE*`` env values, the GPU Operator's ClusterPolicy
+and NVIDIADriver specs). Each image says where it came from as ``Kind/name/container``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mirrorkit.errors import InputError
+from mirrorkit.refs import Ref
+from mirrorkit.resolve.nvidiadriver import KIND as NVIDIADRIVER
+from mirrorkit.resolve.nvidiadriver import NVIDIADriver, parse_nvidiadriver
+from mirrorkit.yamlio import documents, read_text
+
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024
+CONTAINER_KEYS = ("initContainers", "containers", "ephemeralContainers")
+# ClusterPolicy specs whose tag the operator completes per node: planned from --values/--nvidiadriver
+OS_TAGGED = ("driver", "gds", "gdrcopy", "vgpuManager")
+
+
+@dataclass
+class ManifestImages:
+    images: list[tuple[str, str, str]] = field(default_factory=list)   # (reference, component, reason)
+    nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    kind = obj.get("kind")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if kind == "Pod":
+        return spec
+    if kind == "PodTemplate":
+        spec = obj.get("template") or {}
+        return spec.get("spec") if isinstance(spec, dict) else None
+    if kind == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    template = spec.get("template") if isinstance(spec, dict) else None
+    inner = template.get("spec") if isinstance(template, dict) else None
+    return inner if isinstance(inner, dict) else None
+
+
+def _ref(text: Any, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: image must be a non-empty string")
+    try:
+        return str(Ref.parse(text.strip()))
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def _containers(out: ManifestImages, obj: dict[str, Any], pod: dict[str, Any], where: str, label: str) -> None:
+    for key in CONTAINER_KEYS:
+        items = pod.get(key) or []
+        if not isinstance(items, list):
+            raise InputError(f"{where}: {label}: {key} must be a list")
+        for n, c in enumerate(items):
+            if not isinstance(c, dict):
+                raise InputError(f"{where}: {label}: {key}[{n}] must be a mapping")
+            component = f"{label}/{c.get('name') or f'{key}[{n}]'}"
+            out.images.append((_ref(c.get("image"), f"{where}: {component}"), component, f"{key} of {label}"))
+            for env in c.get("env") or []:
+                if isinstance(env, dict) and "IMAGE" in str(env.get("name", "")).upper() \
+                        and isinstance(env.get("value"), str) and env["value"].strip():
+                    ref = _ref(env["value"], f"{where}: {component} env {env.get('name')}")
+                    out.images.append((ref, component, f"env {env.get('name')} of {label}"))
+
+
+def _specs(node: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every ``repository``/``image``/``version`` mapping under a ClusterPolicy spec, with its path."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("image"), str) and node.get("version") is not None:
+            found.append((path, node))
+        for key, value in node.items():
+            found.extend(_specs(value, f"{path}.{key}" if path else str(key)))
+    return found
+
+
+def _cluster_policy(out: ManifestImages, obj: dict[str, Any], where: str, label: str) -> None:
+    from mirrorkit.resolve.resolver import image_ref
+
+    for path, spec in _specs(obj.get("spec") or {}, ""):
+        version = str(spec["version"])
+        if path in OS_TAGGED and not version.startswith("sha256:"):
+            out.warnings.append(f"{where}: {label} spec.{path}: the operator appends each node's OS tag; plan it "
+                                "with --version and --values (or --nvidiadriver) and the GPU nodes")
+            continue
+        repo = str(spec.get("repository") or "")
+        ref = image_ref(repo, str(spec["image"]), version, f"{where}: {label} spec.{path}") if repo else \
+            image_ref(str(spec["image"]), None, version, f"{where}: {label} spec.{path}")
+        out.images.append((str(ref), f"{label}/{path}", f"spec.{path} of {label}"))
+
+
+def images_from_manifests(text: str, source: str) -> ManifestImages:
+    """The images of every object in ``text`` (multi-document YAML, ``kind: List`` too)."""
+    out = ManifestImages()
+    for obj, where in documents(text, source):
+        kind = str(obj.get("kind") or "")
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        label = f"{kind}/{name}"
+        if kind == NVIDIADRIVER:
+            out.nvidiadrivers.append(parse_nvidiadriver(obj, where))
+        elif kind == "ClusterPolicy":
+            _cluster_policy(out, obj, where, label)
+        else:
+            pod = _pod_spec(obj)
+            if pod is not None:
+                _containers(out, obj, pod, where, label)
+    return out
+
+
+def load_manifests(path: str) -> ManifestImages:
+    """``path`` is a file, or ``-`` for standard input (``helm template ... | mirrorkit plan --manifests -``)."""
+    if path == "-":
+        import sys
+
+        text = sys.stdin.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise InputError(f"standard input: manifests larger than the {MAX_MANIFEST_BYTES} byte limit")
+        return images_from_manifests(text, "<stdin>")
+    return images_from_manifests(read_text(path, "manifests", MAX_MANIFEST_BYTES), path)
