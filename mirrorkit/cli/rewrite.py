@@ -10,7 +10,7 @@ import click
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver")
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms")
 DEFAULT_CHART = "nvidia/gpu-operator"
 
 
@@ -47,6 +47,7 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format containerd -o certs.d --ca-file /etc/pki/mirror-ca.crt
   mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
   mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -92,6 +93,14 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
 
         text, notes = nvidiadriver_crs(plan, dest)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        return
+    if fmt == "idms":
+        from mirrorkit.rewrite.idms import mirror_sets
+
+        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None)
         write_output(text, output)
         for note in notes:
             click.echo(f"note: {note}", err=True)
