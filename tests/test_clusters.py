@@ -365,7 +365,7 @@ def test_resolve_reports_every_missing_image_with_nearest_kernels(registry: Regi
                        for a in ("amd64", "arm64")])
     push_image(registry.url, "nvidia/tool", "1.0", amd)
     push_image(registry.url, "nvidia/plugin", "1.0", both)
-    endpoint = ("--source-endpoint", f"nvcr.io={registry.url}")
+    endpoint = ("--source-endpoint", f"nvcr.io={registry.url}", "--source-endpoint", f"registry.k8s.io={registry.url}")
     res = run("plan", "--node", "ubuntu22.04/5.15.0-131-generic", "--node", "ubuntu22.04/5.15.0-90-generic",
               "--version", "v24.9.2", "--precompiled", "--driver-branch", "550", "--components", "enabled",
               "--no-sample", "--resolve", *endpoint, "--format", "json")

@@ -150,9 +150,9 @@ def write_containerd_dir(out_dir: Path, files: dict[str, str]) -> list[Path]:
     temporary name and renamed into place: it sees the old file or the new, never half.
     """
     out_dir = Path(out_dir)
-    check_target(out_dir / "hosts.toml", "containerd hosts directory")
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder; give a folder for the hosts.toml files")
+        raise InputError(f"{out_dir} exists and is not a directory; give a folder for the hosts.toml files")
+    check_target(out_dir / "hosts.toml", "containerd hosts directory")   # before any file is written
     written = []
     for rel, text in sorted(files.items()):
         parts = PurePosixPath(rel).parts
