@@ -32,19 +32,24 @@ class ManifestImages:
     warnings: list[str] = field(default_factory=list)
 
 
+def _at(node: Any, *keys: str) -> Any:
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+# where each kind keeps its pod spec; any other kind with spec.template.spec (Deployment, DaemonSet,
+# StatefulSet, ReplicaSet, Job, ReplicationController, Argo Rollouts ...) is a workload too
+POD_SPEC_AT = {
+    "Pod": ("spec",),
+    "PodTemplate": ("template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
-    kind = obj.get("kind")
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    if kind == "Pod":
-        return spec
-    if kind == "PodTemplate":
-        spec = obj.get("template") or {}
-        return spec.get("spec") if isinstance(spec, dict) else None
-    if kind == "CronJob":
-        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-    template = spec.get("template") if isinstance(spec, dict) else None
-    inner = template.get("spec") if isinstance(template, dict) else None
-    return inner if isinstance(inner, dict) else None
+    spec = _at(obj, *POD_SPEC_AT.get(str(obj.get("kind")), ("spec", "template", "spec")))
+    return spec if isinstance(spec, dict) else None
 
 
 def _ref(text: Any, where: str) -> str:
