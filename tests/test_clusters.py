@@ -307,15 +307,18 @@ def test_unwritable_outputs_are_one_line_errors(gpu_plan: Path, read_only_dir: P
 # -- registries.conf, idms, runbook ------------------------------------------------------
 
 
-def test_flatten_registries_conf_and_runbook_commands_all_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("release", [True, False], ids=["gpu-operator", "image-set"])
+def test_flatten_registries_conf_and_runbook_commands_all_run(tmp_path: Path, release: bool) -> None:
     plan = tmp_path / "plan.yaml"
-    ok("plan", "--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic", "--registry", REG,
-       "--mapping", "flatten", "-o", str(plan))
+    what = ("--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic") if release else \
+        ("--image", "nvcr.io/nvidia/gpu-operator:v24.9.2")
+    ok("plan", *what, "--registry", REG, "--mapping", "flatten", "-o", str(plan))
     conf = ok("rewrite-config", str(plan), "--format", "registries-conf").stdout
     assert f'prefix = "nvcr.io/nvidia/gpu-operator"\nlocation = "{REG}/nvidia-gpu-operator"' in conf
     runbook = ok("runbook", str(plan)).stdout
     commands = [ln for ln in runbook.splitlines() if ln.startswith("mirrorkit rewrite-config")]
     assert commands and not any("--format containerd" in c for c in commands)
+    assert any("--format helm" in c for c in commands) is release
     for command in commands:                 # every command the runbook gives must work
         args = shlex.split(command.split("  #")[0])[1:]
         out = args.index("-o")

@@ -139,6 +139,10 @@ def markdown(inp: RunbookInput) -> str:
                   "2. **Extension Config**: replace it with `extension-config.yaml`, **Start Installation**.",
                   "3. **Next**, select the GPU clusters, **Next**.",
                   "4. **Differential Configuration**: keep the same image settings per cluster; install.", ""]
+    elif plan.release is None:
+        # no GPU Operator release: there are no chart values to write (--format helm would exit 2)
+        lines += ["This plan is an image set, not a GPU Operator release: point its workloads at the mirrored",
+                  "names (the plan's `destination` fields), or redirect pulls at the runtime as below.", ""]
     else:
         chart, version = _chart_ref(inp)
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
