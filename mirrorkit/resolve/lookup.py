@@ -12,7 +12,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mirrorkit.errors import AuthError, MirrorkitError, NotFoundError, OperationError
+from mirrorkit.errors import MirrorkitError, NotFoundError, OperationError
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
@@ -86,9 +86,9 @@ def resolve_plan(plan: Plan, endpoints: Endpoints, credentials: CredentialStore 
         if failures:
             order = {id(img): n for n, img in enumerate(plan.images)}
             failures.sort(key=lambda f: order[id(f[0])])
-            auth = [f for f in failures if isinstance(f[1], AuthError)]
-            if auth:                 # one credentials problem, not one per image
-                failures = auth[:1]
+            other = [f for f in failures if not isinstance(f[1], NotFoundError)]
+            if other:                # credentials, TLS, a dead registry: one problem, not one per image
+                failures = other[:1]
             raise _combined([(img, _explain(client, img, exc)) for img, exc in failures], len(plan.images))
     finally:
         if own:
