@@ -155,9 +155,11 @@ def build_plan(p: dict[str, Any]) -> Plan:
         extras.extend(load_image_list(path))
     crs = [cr for path in p.get("nvidiadriver") or () for cr in load_nvidiadrivers(path)]
     manifest_images: list[tuple[str, str, str]] = []
+    os_tagged: list[Any] = []
     for path in p.get("manifests") or ():
         found = load_manifests(path)
         manifest_images += found.images
+        os_tagged += found.os_tagged
         crs += found.nvidiadrivers
         warnings += found.warnings
     duplicates: list[str] = []
@@ -180,6 +182,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         force=bool(p.get("force")),
         nvidiadrivers=crs,
         manifest_images=manifest_images,
+        manifest_os_tagged=os_tagged,
     )
     plan = resolve(req)
     plan.warnings[:0] = warnings + node_warnings + duplicates

@@ -16,12 +16,12 @@ from typing import Any
 from mirrorkit.errors import InputError
 from mirrorkit.refs import Ref
 from mirrorkit.resolve.nvidiadriver import KIND as NVIDIADRIVER
-from mirrorkit.resolve.nvidiadriver import NVIDIADriver, parse_nvidiadriver
+from mirrorkit.resolve.nvidiadriver import NVIDIADriver, OsTaggedSpec, parse_nvidiadriver
 from mirrorkit.yamlio import documents, read_text
 
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 CONTAINER_KEYS = ("initContainers", "containers", "ephemeralContainers")
-# ClusterPolicy specs whose tag the operator completes per node: planned from --values/--nvidiadriver
+# ClusterPolicy specs whose tag the operator completes per node: planned per GPU node by the resolver
 OS_TAGGED = ("driver", "gds", "gdrcopy", "vgpuManager")
 
 
@@ -29,6 +29,7 @@ OS_TAGGED = ("driver", "gds", "gdrcopy", "vgpuManager")
 class ManifestImages:
     images: list[tuple[str, str, str]] = field(default_factory=list)   # (reference, component, reason)
     nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
+    os_tagged: list[OsTaggedSpec] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -95,8 +96,11 @@ def _cluster_policy(out: ManifestImages, obj: dict[str, Any], where: str, label:
     for path, spec in _specs(obj.get("spec") or {}, ""):
         version = str(spec["version"])
         if path in OS_TAGGED and not version.startswith("sha256:"):
-            out.warnings.append(f"{where}: {label} spec.{path}: the operator appends each node's OS tag; plan it "
-                                "with --version and --values (or --nvidiadriver) and the GPU nodes")
+            if spec.get("enabled") is False:
+                continue
+            precompiled = path == "driver" and spec.get("usePrecompiled") is True
+            out.os_tagged.append(OsTaggedSpec(f"{label}/{path}", str(spec.get("repository") or ""),
+                                              str(spec["image"]), version, precompiled, f"{where}: {label}"))
             continue
         repo = str(spec.get("repository") or "")
         ref = image_ref(repo, str(spec["image"]), version, f"{where}: {label} spec.{path}") if repo else \

@@ -34,6 +34,18 @@ class ImageSpec:
     version: str
 
 
+@dataclass(frozen=True)
+class OsTaggedSpec:
+    """A driver-type image outside a CR (a ClusterPolicy spec in --manifests): tagged per node."""
+
+    component: str
+    repository: str
+    image: str
+    version: str
+    precompiled: bool
+    where: str
+
+
 @dataclass
 class NVIDIADriver:
     name: str

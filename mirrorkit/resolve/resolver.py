@@ -21,7 +21,7 @@ from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.resolve.catalog import Component, ImageList
 from mirrorkit.resolve.nodes import Node, split_os
-from mirrorkit.resolve.nvidiadriver import PARTS, NVIDIADriver
+from mirrorkit.resolve.nvidiadriver import PARTS, NVIDIADriver, OsTaggedSpec
 from mirrorkit.resolve.ostag import PRECOMPILED_SINCE, os_tag, supports_precompiled
 from mirrorkit.yamlio import dig
 
@@ -49,6 +49,7 @@ class PlanRequest:
     nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
     # (reference, component, reason) read from Kubernetes manifests (plan --manifests)
     manifest_images: list[tuple[str, str, str]] = field(default_factory=list)
+    manifest_os_tagged: list[OsTaggedSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -287,18 +288,34 @@ class _Resolver:
                 self.add(image_ref(repo, image, spec.version, where), component,
                          f"{component} ({cr.driver_type})", setting=spec.version)
                 continue
-            precompiled = cr.use_precompiled and component == base
-            if precompiled and not supports_precompiled(self.release):
-                raise InputError(f"{cr.where}: GPU Operator {self.release} has no precompiled drivers")
-            for tag, src_tag, kernel in self.node_groups(component, precompiled, nodes):
-                head = f"{spec.version}-{kernel}" if precompiled else spec.version
-                what = "precompiled driver" if precompiled else component.rsplit("/", 1)[-1]
-                why = f"NVIDIADriver {cr.name}: {what} for {f'kernel {kernel} on ' if precompiled else ''}{tag}"
-                dest_tag = f"{head}-{tag}" if src_tag != tag else None
-                if dest_tag:
-                    why += f", served from the {src_tag} image (--os-alias)"
-                self.add(image_ref(repo, image, f"{head}-{src_tag}", where), component, why,
-                         dest_tag=dest_tag, setting=spec.version, os_tag=tag, kernel=kernel)
+            self.per_node(component, repo, image, spec.version, cr.use_precompiled and component == base,
+                          nodes, where, f"NVIDIADriver {cr.name}")
+
+    def per_node(self, component: str, repo: str, image: str | None, version: str, precompiled: bool,
+                 nodes: list[Node], where: str, owner: str) -> None:
+        """A driver-type image of a CR or ClusterPolicy: one tag per OS (and kernel) among ``nodes``."""
+        if precompiled and not supports_precompiled(self.release):
+            raise InputError(f"{where}: GPU Operator {self.release} has no precompiled drivers")
+        for tag, src_tag, kernel in self.node_groups(component, precompiled, nodes):
+            head = f"{version}-{kernel}" if precompiled else version
+            what = "precompiled driver" if precompiled else component.rsplit("/", 1)[-1]
+            why = f"{owner}: {what} for {f'kernel {kernel} on ' if precompiled else ''}{tag}"
+            dest_tag = f"{head}-{tag}" if src_tag != tag else None
+            if dest_tag:
+                why += f", served from the {src_tag} image (--os-alias)"
+            self.add(image_ref(repo, image, f"{head}-{src_tag}", where), component, why,
+                     dest_tag=dest_tag, setting=version, os_tag=tag, kernel=kernel)
+
+    def manifest_drivers(self) -> None:
+        """ClusterPolicy driver-type specs read from --manifests: per GPU node, like the operator."""
+        for item in self.req.manifest_os_tagged:
+            if not self.req.nodes:
+                self.warnings.append(f"{item.where}: {item.component} gets each GPU node's OS tag appended: "
+                                     "give --node or --nodes-json to plan it")
+                continue
+            repo, image = (item.repository, item.image) if item.repository else (item.image, None)
+            self.per_node(item.component, repo, image, item.version, item.precompiled, self.req.nodes,
+                          item.where, item.component.rsplit("/", 1)[0])
 
     # -- extras ---------------------------------------------------------------
     def extras(self) -> None:
@@ -321,6 +338,7 @@ class _Resolver:
             self.components()
         if self.req.nvidiadrivers:
             self.nvidiadrivers()
+        self.manifest_drivers()
         self.extras()
         if not self.entries:
             raise InputError("nothing to plan: give --version (or --chart), --image, --image-list or --manifests")
