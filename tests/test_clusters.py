@@ -126,6 +126,17 @@ def test_nvidiadriver_pools_from_node_labels() -> None:
     assert [cr["metadata"]["name"] for cr in plan["nvidiadrivers"]] == ["training", "inference"]
 
 
+def test_plan_config_file_names_pools_and_manifests(tmp_path: Path) -> None:
+    config = tmp_path / "plan-config.yaml"
+    config.write_text(f"apiVersion: mirrorkit.dev/v1alpha1\nkind: PlanConfig\nversion: v24.9.2\n"
+                      f"nodesJson: {NODES}\nnvidiaDrivers: [{CRS}]\nmanifests: [{RENDERED}]\n"
+                      "platforms: [linux/amd64]\nforce: true\n")
+    plan, _ = plan_json("-c", str(config))
+    components = {c for i in plan["images"] for c in i["component"].split(",")}
+    assert {"nvidiadriver/training", "CronJob/myapp-backup/backup", "ClusterPolicy/cluster-policy/driver"} <= components
+    assert any("gh200-01" in w for w in plan["warnings"])
+
+
 def test_nvidiadriver_overlap_and_node_flags(tmp_path: Path) -> None:
     both = tmp_path / "both.yaml"
     both.write_text("apiVersion: nvidia.com/v1alpha1\nkind: NVIDIADriver\nmetadata: {name: everyone}\n"
@@ -170,6 +181,13 @@ def test_rewrite_nvidiadriver_points_each_pool_at_the_mirror(tmp_path: Path) -> 
     wanted = {i["destination"] for i in data["images"] if i["component"].startswith("nvidiadriver/")}
     assert f"{REG}/nvidia-driver:550-5.15.0-131-generic-ubuntu22.04" in wanted
     assert f"{REG}/nvidia-cloud-native-nvidia-fs:2.17.5-rhel9.4" in wanted
+    # the chart hands driver management to the CRs, and the runbook says to apply them
+    values = yaml.safe_load(ok("rewrite-config", str(plan), "--format", "helm").stdout)
+    assert values["driver"]["nvidiaDriverCRD"] == {"enabled": True, "deployDefaultCR": False}
+    assert "repository" not in values["driver"] and values["driver"]["manager"]["image"]
+    runbook = ok("runbook", str(plan)).stdout
+    assert f"mirrorkit rewrite-config {plan} --format nvidiadriver -o nvidiadrivers.yaml" in runbook
+    assert "kubectl apply -f nvidiadrivers.yaml" in runbook
     assert "no NVIDIADriver resources" in refused("rewrite-config", str(_plain_plan(tmp_path)), "--format",
                                                   "nvidiadriver")
 

@@ -89,6 +89,11 @@ def image_overlay(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | No
             _set(out.values, f"{path}.version", version)
     if plan.driver.get("precompiled") and "driver" in seen:
         _set(out.values, "driver.usePrecompiled", True)
+    if plan.nvidiadrivers:
+        # the plan's drivers are NVIDIADriver CRs (rewrite-config --format nvidiadriver): the chart must
+        # hand driver management to them and not deploy its default CR beside them
+        _set(out.values, "driver.nvidiaDriverCRD.enabled", True)
+        _set(out.values, "driver.nvidiaDriverCRD.deployDefaultCR", False)
     if service_monitor:
         _set(out.values, "dcgmExporter.serviceMonitor", dict(SERVICE_MONITOR))
     return out

@@ -164,7 +164,14 @@ def markdown(inp: RunbookInput) -> str:
     lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
     lines += ["## 4. Driver", ""]
-    if plan.driver.get("precompiled"):
+    if plan.nvidiadrivers:
+        names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
+        lines += [f"Each node pool runs its own driver, from the NVIDIADriver resources ({names}). The Helm",
+                  "values above set `driver.nvidiaDriverCRD.enabled=true` and `deployDefaultCR=false`; after the",
+                  "install, apply the resources pointing at the mirror:", "", "```sh",
+                  f"mirrorkit rewrite-config {shlex.quote(src)} --format nvidiadriver -o nvidiadrivers.yaml",
+                  "kubectl apply -f nvidiadrivers.yaml", "```", ""]
+    elif plan.driver.get("precompiled"):
         branch = plan.driver.get("version")
         lines += [f"Precompiled drivers: one image per kernel (`{branch}-<kernel>-<os>`), no kernel",
                   "headers needed on the nodes. A node that boots another kernel needs its own image: plan and bundle",
