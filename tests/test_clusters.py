@@ -204,7 +204,7 @@ def _plain_plan(tmp_path: Path) -> Path:
 def test_manifests_every_kind_combined_with_other_inputs(tmp_path: Path) -> None:
     extra = tmp_path / "extra.txt"
     extra.write_text("\ufeffquay.io/acme/tool:1.0\n")          # an image list saved with a BOM
-    plan, _ = plan_json("--manifests", RENDERED, "--image", "nginx:1.27", "--image-list", str(extra),
+    plan, stderr = plan_json("--manifests", RENDERED, "--image", "nginx:1.27", "--image-list", str(extra),
                              "--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic")
     got = {(i["component"], i["source"]) for i in plan["images"]}
     digest = "sha256:4b4c7d2a0c3f1d6d8a0f6c35f7d1f0b1a8b5e3c9d2f7a6b5c4d3e2f1a0b9c8d7"
@@ -226,6 +226,7 @@ def test_manifests_every_kind_combined_with_other_inputs(tmp_path: Path) -> None
     assert components["docker.io/library/busybox:1.36"] == "Job/myapp-hook/hook,Pod/debug/main"
     assert components["nvcr.io/nvidia/cloud-native/k8s-driver-manager:v0.7.0"].startswith("driver.manager")
     assert "nvcr.io/nvidia/driver:550.144.03-ubuntu22.04" in components        # the GPU Operator plan beside it
+    assert "Deployment/myapp-web/web env IMAGE: not an image reference, skipped" in stderr
     # the ClusterPolicy's driver gets the GPU node's OS tag, as the operator appends it
     assert components["nvcr.io/nvidia/driver:550.127.05-ubuntu22.04"] == "ClusterPolicy/cluster-policy/driver"
     # from standard input, as `helm template ... | mirrorkit plan --manifests -`; without nodes the

@@ -4,7 +4,7 @@
 right: values, helpers and subcharts have all been applied. So the images are read
 where the kubelet reads them (containers, initContainers and ephemeralContainers of
 every pod template, whatever the workload kind, CronJobs included) and where
-operators take them from (``*IMAGE*`` env values, the GPU Operator's ClusterPolicy
+operators take them from (``*IMAGE`` env values, the GPU Operator's ClusterPolicy
 and NVIDIADriver specs). Each image says where it came from as ``Kind/name/container``.
 """
 
@@ -73,10 +73,21 @@ def _containers(out: ManifestImages, obj: dict[str, Any], pod: dict[str, Any], w
             component = f"{label}/{c.get('name') or f'{key}[{n}]'}"
             out.images.append((_ref(c.get("image"), f"{where}: {component}"), component, f"{key} of {label}"))
             for env in c.get("env") or []:
-                if isinstance(env, dict) and "IMAGE" in str(env.get("name", "")).upper() \
-                        and isinstance(env.get("value"), str) and env["value"].strip():
-                    ref = _ref(env["value"], f"{where}: {component} env {env.get('name')}")
-                    out.images.append((ref, component, f"env {env.get('name')} of {label}"))
+                _env_image(out, env, where, component, label)
+
+
+def _env_image(out: ManifestImages, env: Any, where: str, component: str, label: str) -> None:
+    """``DRIVER_MANAGER_IMAGE=nvcr.io/...``: operators pass their operands' images this way."""
+    if not isinstance(env, dict) or not str(env.get("name", "")).upper().endswith("IMAGE"):
+        return
+    value = env.get("value")
+    if not isinstance(value, str) or not value.strip():
+        return
+    try:
+        out.images.append((str(Ref.parse(value.strip())), component, f"env {env.get('name')} of {label}"))
+    except InputError as exc:
+        # a name that looks like an image setting may hold something else: say so, plan the rest
+        out.warnings.append(f"{where}: {component} env {env.get('name')}: not an image reference, skipped ({exc})")
 
 
 def _specs(node: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
