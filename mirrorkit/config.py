@@ -40,6 +40,10 @@ PLAN_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "insecure": ("insecure", list),
     "format": ("fmt", str),
     "output": ("output", str),
+    # clusters branch: NVIDIADriver CRs, rendered manifests, --force
+    "nvidiaDrivers": ("nvidiadriver", list),
+    "manifests": ("manifests", list),
+    "force": ("force", bool),
 }
 
 
@@ -66,7 +70,7 @@ def load_plan_config(path: str | Path) -> dict[str, Any]:
             value = str(value)
         if key in ("nodesJson", "values", "chart", "output") and value:
             value = str(base / value)
-        if key == "imageLists":
-            value = tuple(str(base / v) for v in value)
+        if key in ("imageLists", "nvidiaDrivers", "manifests"):
+            value = tuple(v if v == "-" else str(base / v) for v in value)
         out[name] = value
     return out

@@ -50,10 +50,12 @@ def write_atomic(path: Path, text: str, what: str = "output", mode: int | None =
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if mode is None:
-            tmp.write_text(text)
+            with tmp.open("w", encoding="utf-8", newline="") as fh:   # line ends exactly as given
+                fh.write(text)
         else:
             tmp.unlink(missing_ok=True)  # a stale temp file keeps its old mode: start afresh
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as fh:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w",
+                           encoding="utf-8", newline="") as fh:
                 fh.write(text)
         tmp.replace(path)
     except OSError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mirrorkit.errors import InputError
 from mirrorkit.lock import Lock, lock_from_dict
-from mirrorkit.plan import Plan, plan_from_dict
+from mirrorkit.plan import Plan, load_plan
 from mirrorkit.yamlio import load_mapping
 
 
@@ -23,7 +23,7 @@ def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
         lock = lock_from_dict(data, str(p))
         return lock.plan, lock
     if data.get("kind") == "Plan":
-        return plan_from_dict(data, str(p)), None
+        return load_plan(p), None   # read again: an error then names its line
     raise InputError(f"{p}: expected a mirrorkit plan, bundle lock or bundle")
 
 

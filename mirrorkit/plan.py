@@ -17,7 +17,7 @@ import yaml
 
 from mirrorkit.errors import InputError
 from mirrorkit.refs import Ref, check_digest
-from mirrorkit.yamlio import load_mapping
+from mirrorkit.yamlio import SafeLoader, parse_mapping, read_text
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "Plan"
@@ -69,6 +69,8 @@ class Plan:
     created: str = ""
     generator: str = ""
     warnings: list[str] = field(default_factory=list)
+    # NVIDIADriver custom resources as the user wrote them, for rewrite-config --format nvidiadriver
+    nvidiadrivers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -77,6 +79,8 @@ class Plan:
         out.update(data)
         if out.get("max_path_depth") is None:
             out.pop("max_path_depth", None)  # most plans have no limit: keep their form as it was
+        if not out["nvidiadrivers"]:
+            del out["nvidiadrivers"]
         out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
                           or k in ("digest", "destination")} for img in images]
         return out
@@ -119,12 +123,18 @@ def image_refs(data: Any, where: str) -> tuple[str, str | None, list[str]]:
 
 
 def _image_from_dict(data: Any, where: str) -> PlanImage:
-    source, dest, platforms = image_refs(data, where)
+    try:
+        source, dest, platforms = image_refs(data, where)
+    except InputError as exc:
+        raise InputError(exc.args[0] if str(exc).startswith(where) else f"{where}: {exc}") from None
     if not isinstance(data.get("component"), str):
         raise InputError(f"{where}: 'component' must be a string")
     digest = data.get("digest")
     if digest is not None:
-        check_digest(digest, f"digest of {source}")
+        try:
+            check_digest(digest, f"digest of {source}")
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
     size = data.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise InputError(f"{where}: 'size' must be a non-negative integer")
@@ -194,22 +204,49 @@ def attach_local(plan: Plan, local: dict[str, str]) -> None:
             img.local = local[img.source]
 
 
-def plan_from_dict(data: dict[str, Any], where: str) -> Plan:
+def plan_from_dict(data: dict[str, Any], where: str, image_lines: list[int] | None = None) -> Plan:
     if data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
         raise InputError(f"{where}: not a mirrorkit plan (expected apiVersion {API_VERSION}, "
                          f"kind {KIND})")
     images = data.get("images")
     if not isinstance(images, list):
         raise InputError(f"{where}: 'images' must be a list")
+    crs = data.get("nvidiadrivers", [])
+    if not isinstance(crs, list) or not all(isinstance(c, dict) for c in crs):
+        raise InputError(f"{where}: 'nvidiadrivers' must be a list of NVIDIADriver objects")
     known = set(Plan.__dataclass_fields__) - {"images"}
     extra = {k: v for k, v in data.items() if k in known}
     depth = extra.get("max_path_depth")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
         raise InputError(f"{where}: 'max_path_depth' must be a positive integer")
-    plan = Plan(images=[_image_from_dict(i, f"{where}: images[{n}]") for n, i in enumerate(images)],
-                **extra)
+    lines = image_lines or []
+
+    def at(n: int) -> str:
+        return f"{where}:{lines[n]}: images[{n}]" if n < len(lines) else f"{where}: images[{n}]"
+
+    plan = Plan(images=[_image_from_dict(i, at(n)) for n, i in enumerate(images)], **extra)
     return plan
 
 
+def _image_lines(text: str) -> list[int]:
+    """The line each entry of ``images:`` starts on, so an error in a plan names its line."""
+    try:
+        root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a safe loader, composing only
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "images" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
 def load_plan(path: str | Path) -> Plan:
-    return plan_from_dict(load_mapping(path, "plan"), str(path))
+    text = read_text(path, "plan")
+    data = parse_mapping(text, str(path), "plan")
+    try:
+        return plan_from_dict(data, str(path))
+    except InputError:
+        # an error in a plan's image: read it again with line numbers (only on this path: plans can be big)
+        return plan_from_dict(data, str(path), _image_lines(text))

@@ -10,8 +10,8 @@ import click
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf",
-           "kyverno", "containers-policy")  # signatures: the last two (issue 9)
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
+           "kyverno", "containers-policy")
 DEFAULT_CHART = "nvidia/gpu-operator"
 
 
@@ -49,6 +49,8 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
   mirrorkit rewrite-config bundles/gpu.tar --format kyverno --verify-key nvidia.pub -o verify-images.yaml
   mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
+  mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -74,8 +76,6 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...]) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
-    import yaml
-
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
@@ -97,6 +97,22 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
         write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
         return
+    if fmt == "nvidiadriver":
+        from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+        text, notes = nvidiadriver_crs(plan, dest)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        return
+    if fmt == "idms":
+        from mirrorkit.rewrite.idms import mirror_sets
+
+        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        return
     if plan.release is None and fmt in ("helm", "kubesphere", "set-flags"):
         raise InputError(f"{source}: this plan has no GPU Operator release; --format {fmt} needs one "
                          "(containerd and registries-conf work for any image set)")
@@ -110,34 +126,17 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         for note in overlay.notes:
             click.echo(f"note: {note}", err=True)
         return
-    from mirrorkit.yamlio import parse_mapping, read_text
+    from mirrorkit.rewrite.valuesfile import rewrite_values
 
-    duplicates: list[str] = []
-    values_text = read_text(values_file, "values file") if values_file else ""
-    user = parse_mapping(values_text, values_file, "values file", duplicates) if values_file else {}
-    for warning in duplicates:
+    result = rewrite_values(overlay, plan.release, fmt, values_file)
+    for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
-    values, changed = build(overlay, user)
-    header = [f"# GPU Operator {plan.release}: {'KubeSphere extension config' if fmt == 'kubesphere' else 'Helm values'}"
-              " pointing at the mirror, written by mirrorkit rewrite-config."]
-    body = None
-    if values_file:
-        from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
-
-        body = edit_values(values_text, leaf_changes(user, values), values)
-        kept = "its comments and layout kept" if body is not None else "rewritten (its comments are not kept)"
-        header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept, "
-                      f"{kept}.")
-        if body is None:
-            click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
-                       "documents): the merged values are written afresh, without its comments", err=True)
-    header += [f"# {note}" for note in overlay.notes]
-    body = body if body is not None else yaml.safe_dump(values, sort_keys=False, width=120)
-    text = "\n".join(header) + "\n" + body
-    write_output(text, output)
-    click.echo(f"{len(changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
-    for key in changed if values_file else []:
+    if values_file and not result.kept_layout:
+        click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
+                   "documents): the merged values are written afresh, without its comments", err=True)
+    write_output(result.text, output)
+    click.echo(f"{len(result.changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
+    for key in result.changed if values_file else []:
         click.echo(f"  changed {key}", err=True)
     for note in overlay.notes:
         click.echo(f"note: {note}", err=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.containerd import expressible as containerd_expressible
 
 POD_PREFIXES = (
     ("operator", "gpu-operator-", "Running"),
@@ -138,6 +139,10 @@ def markdown(inp: RunbookInput) -> str:
                   "2. **Extension Config**: replace it with `extension-config.yaml`, **Start Installation**.",
                   "3. **Next**, select the GPU clusters, **Next**.",
                   "4. **Differential Configuration**: keep the same image settings per cluster; install.", ""]
+    elif plan.release is None:
+        # no GPU Operator release: there are no chart values to write (--format helm would exit 2)
+        lines += ["This plan is an image set, not a GPU Operator release: point its workloads at the mirrored",
+                  "names (the plan's `destination` fields), or redirect pulls at the runtime as below.", ""]
     else:
         chart, version = _chart_ref(inp)
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
@@ -147,10 +152,16 @@ def markdown(inp: RunbookInput) -> str:
             lines += ["The chart itself must be available offline: carry `gpu-operator-"
                       f"{version}.tgz` and install from the file, or bundle it with `pull-bundle --chart`.", ""]
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
-              "", "```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
-              "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
-              "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)",
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
+              "", "```sh"]
+    if containerd_expressible(plan, inp.dest):
+        lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
+                  "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
+                  "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)"]
+    else:
+        # a command that would exit 2 has no place in a runbook
+        lines += ["# containerd hosts.toml can only add a path prefix, not this plan's mapping: point the",
+                  "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
+    lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
     # signatures: the signature step (issue 9)
     lines += ["### Signatures: verified on this side, enforced in the cluster", "",
@@ -168,7 +179,14 @@ def markdown(inp: RunbookInput) -> str:
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
     # signatures: end
     lines += ["## 4. Driver", ""]
-    if plan.driver.get("precompiled"):
+    if plan.nvidiadrivers:
+        names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
+        lines += [f"Each node pool runs its own driver, from the NVIDIADriver resources ({names}). The Helm",
+                  "values above set `driver.nvidiaDriverCRD.enabled=true` and `deployDefaultCR=false`; after the",
+                  "install, apply the resources pointing at the mirror:", "", "```sh",
+                  f"mirrorkit rewrite-config {shlex.quote(src)} --format nvidiadriver -o nvidiadrivers.yaml",
+                  "kubectl apply -f nvidiadrivers.yaml", "```", ""]
+    elif plan.driver.get("precompiled"):
         branch = plan.driver.get("version")
         lines += [f"Precompiled drivers: one image per kernel (`{branch}-<kernel>-<os>`), no kernel",
                   "headers needed on the nodes. A node that boots another kernel needs its own image: plan and bundle",
