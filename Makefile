@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PKGS := skopeo docker-registry containerd openssl procps
+APT_PKGS := skopeo docker-registry containerd openssl procps chromium poppler-utils
 
 .PHONY: test demo bench lint setup system-deps clean
 
@@ -23,7 +23,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mirrorkit tests scripts
-	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent mirrorkit/copy mirrorkit/oci
+	$(VENV)/bin/mypy
 
 test: setup lint
 	$(VENV)/bin/pytest -q

@@ -33,12 +33,17 @@ PLAN_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "chart": ("chart", str),
     "registry": ("registry", str),
     "mapping": ("mapping", str),
+    "maxPathDepth": ("max_path_depth", int),
     "resolve": ("resolve", bool),
     "platforms": ("platform", list),
     "sourceEndpoints": ("source_endpoint", list),
     "insecure": ("insecure", list),
     "format": ("fmt", str),
     "output": ("output", str),
+    # clusters branch: NVIDIADriver CRs, rendered manifests, --force
+    "nvidiaDrivers": ("nvidiadriver", list),
+    "manifests": ("manifests", list),
+    "force": ("force", bool),
 }
 
 
@@ -65,7 +70,7 @@ def load_plan_config(path: str | Path) -> dict[str, Any]:
             value = str(value)
         if key in ("nodesJson", "values", "chart", "output") and value:
             value = str(base / value)
-        if key == "imageLists":
-            value = tuple(str(base / v) for v in value)
+        if key in ("imageLists", "nvidiaDrivers", "manifests"):
+            value = tuple(v if v == "-" else str(base / v) for v in value)
         out[name] = value
     return out

@@ -10,7 +10,7 @@ two tags), so the copy commands key destinations by (source, recorded destinatio
 from __future__ import annotations
 
 from mirrorkit.errors import InputError
-from mirrorkit.mapping import check_collisions, map_ref
+from mirrorkit.mapping import check_collisions, check_depth_collisions, map_ref
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref, RegistryTarget
 
@@ -29,19 +29,27 @@ def destination_pairs(plan: Plan, pairs: list[Pair], registry: RegistryTarget | 
         src = Ref.parse(source)
         if registry is not None:
             tag = target_tags.get((source, recorded), by_source.get(source))
-            out[(source, recorded)] = map_ref(src, registry, mapping or plan.mapping or "prefix", tag)
+            out[(source, recorded)] = map_ref(src, registry, mapping or plan.mapping or "prefix", tag,
+                                              plan.max_path_depth)
         elif recorded:
             out[(source, recorded)] = Ref.parse(recorded)
         else:
             raise InputError(f"{source} has no destination in the plan: give --registry HOST[:PORT][/PREFIX]")
     check_collisions((Ref.parse(s), d) for (s, _), d in out.items())
+    check_depth_collisions(((Ref.parse(s), d) for (s, _), d in out.items()), plan.max_path_depth)
     return out
 
 
 def destination_map(plan: Plan, sources: list[Pair], registry: RegistryTarget | None,
                     mapping: str | None) -> dict[str, Ref]:
     """source -> its first destination: for config writers, which need one mirror path per source."""
+    return first_by_source(destination_pairs(plan, sources, registry, mapping))
+
+
+def first_by_source(pairs: dict[Pair, Ref]) -> dict[str, Ref]:
+    """source -> its first destination. Signature artifacts go to a source's repository once:
+    two destinations of one source share it (only their tags differ)."""
     out: dict[str, Ref] = {}
-    for (source, _), ref in destination_pairs(plan, sources, registry, mapping).items():
+    for (source, _), ref in pairs.items():
         out.setdefault(source, ref)
     return out

@@ -7,9 +7,11 @@
     │   ├── UnknownReleaseError    no image list for that release (and no --chart)
     │   └── MappingCollisionError  two sources would land on one destination
     └── OperationError    (exit 1) something was checked and failed
+        ├── DiskFullError          ENOSPC: never retried; names the work folder a rerun resumes from
         └── RegistryError          a registry refused, failed, or could not be reached
             ├── AuthError          credentials missing or refused
-            └── NotFoundError      manifest or blob not there
+            ├── NotFoundError      manifest or blob not there
+            └── UnsupportedError   the registry refuses the operation itself (deletes disabled: 405)
 
 Lower layers (httpx, yaml, json, subprocess) are translated into these at the
 boundary where they happen, so callers never see a foreign exception for a
@@ -17,6 +19,8 @@ user's mistake or a network fault.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class MirrorkitError(Exception):
@@ -49,8 +53,21 @@ class OperationError(MirrorkitError):
     exit_code = 1
 
 
+class DiskFullError(OperationError):
+    """A full disk is final (retrying cannot help), but the work done so far is kept for a rerun.
+
+    ``work`` is the folder a rerun resumes from, once known (mirrorkit.files.disk_full sets it).
+    """
+
+    work: Path | None = None
+
+
 class RegistryError(OperationError):
-    pass
+    """``code`` is the registry's own error code (``NAME_INVALID``, ``DENIED``, ...) when it gave one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AuthError(RegistryError):
@@ -58,4 +75,8 @@ class AuthError(RegistryError):
 
 
 class NotFoundError(RegistryError):
+    pass
+
+
+class UnsupportedError(RegistryError):
     pass

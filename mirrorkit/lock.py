@@ -16,7 +16,7 @@ import yaml
 
 from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan, image_refs, plan_from_dict
-from mirrorkit.refs import check_digest
+from mirrorkit.refs import check_digest, check_tag
 from mirrorkit.yamlio import SafeLoader
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
@@ -55,6 +55,38 @@ class LockBlob:
 
 
 @dataclass
+class LockArtifact:
+    """A signature, attestation, SBOM or referrer carried with an image (see mirrorkit.trust)."""
+
+    subject: str
+    digest: str
+    media_type: str
+    artifact_type: str
+    tag: str | None
+    source: str
+    destination: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "digest": self.digest, "media_type": self.media_type,
+                "artifact_type": self.artifact_type, "tag": self.tag, "source": self.source,
+                "destination": self.destination}
+
+
+@dataclass
+class LockVerification:
+    """Which key verified which digest, as whom, and when."""
+
+    subject: str
+    key_fingerprint: str
+    identity: str
+    verified_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "key_fingerprint": self.key_fingerprint, "identity": self.identity,
+                "verified_at": self.verified_at}
+
+
+@dataclass
 class Lock:
     id: str
     created: str
@@ -65,6 +97,8 @@ class Lock:
     omitted: list[LockBlob] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
     charts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[LockArtifact] = field(default_factory=list)
+    verifications: list[LockVerification] = field(default_factory=list)
 
     def blob_sizes(self) -> dict[str, int]:
         return {b.digest: b.size for b in self.blobs}
@@ -77,7 +111,7 @@ class Lock:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "apiVersion": API_VERSION, "kind": KIND, "id": self.id, "created": self.created,
             "generator": self.generator,
             "depends_on": self.depends_on,
@@ -85,8 +119,13 @@ class Lock:
             "blobs": [{"digest": b.digest, "size": b.size} for b in self.blobs],
             "omitted": [{"digest": b.digest, "size": b.size} for b in self.omitted],
             "charts": self.charts,
-            "plan": self.plan.to_dict(),
         }
+        if self.artifacts:
+            out["artifacts"] = [a.to_dict() for a in self.artifacts]
+        if self.verifications:
+            out["verifications"] = [v.to_dict() for v in self.verifications]
+        out["plan"] = self.plan.to_dict()
+        return out
 
     def dumps(self) -> str:
         return yaml.dump(self.to_dict(), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
@@ -116,13 +155,53 @@ def _image(data: Any, where: str) -> LockImage:
         raise InputError(f"{where}: 'media_type' must be a string")
     planned = data.get("planned_digest")
     return LockImage(
-        source=source, destination=dest, digest=check_digest(data.get("digest"), f"{where} digest"),
+        source=source, destination=dest, digest=check_digest(str(data.get("digest") or ""), f"{where} digest"),
         media_type=media_type, platforms=platforms,
         manifests=_digests(data.get("manifests") or [], f"{where} manifests"),
         blobs=_digests(data.get("blobs") or [], f"{where} blobs"),
         planned_digest=check_digest(planned, f"{where} planned_digest") if planned else None,
         note=str(data.get("note") or ""),
     )
+
+
+def _text(data: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > 1024 or any(ord(c) < 32 for c in value):
+        raise InputError(f"{where}: '{key}' must be a one-line string")
+    return value
+
+
+def _artifact(data: Any, where: str) -> LockArtifact:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: each artifact must be a mapping")
+    tag = _text(data, "tag", where, optional=True)
+    if tag is not None:
+        check_tag(tag)
+    return LockArtifact(
+        subject=check_digest(str(data.get("subject") or ""), f"{where} subject"),
+        digest=check_digest(str(data.get("digest") or ""), f"{where} digest"),
+        media_type=_text(data, "media_type", where) or "",
+        artifact_type=_text(data, "artifact_type", where, optional=True) or "",
+        tag=tag, source=_text(data, "source", where) or "",
+        destination=_text(data, "destination", where, optional=True))
+
+
+def _verification(data: Any, where: str) -> LockVerification:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: each verification must be a mapping")
+    return LockVerification(
+        subject=check_digest(str(data.get("subject") or ""), f"{where} subject"),
+        key_fingerprint=check_digest(str(data.get("key_fingerprint") or ""), f"{where} key_fingerprint"),
+        identity=_text(data, "identity", where) or "", verified_at=_text(data, "verified_at", where) or "")
+
+
+def _listed(data: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise InputError(f"{where}: '{key}' must be a list")
+    return value
 
 
 def lock_from_dict(data: Any, where: str) -> Lock:
@@ -156,10 +235,21 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     charts = data.get("charts") or []
     if not isinstance(charts, list):
         raise InputError(f"{where}: 'charts' must be a list")
+    artifacts = [_artifact(a, f"{where}: artifacts[{n}]") for n, a in enumerate(_listed(data, "artifacts", where))]
+    sources = {i.source for i in images}
+    for art in artifacts:
+        if art.digest not in seen:
+            raise InputError(f"{where}: artifact {art.digest} of {art.source} is not carried by the lock")
+        if art.source not in sources:
+            raise InputError(f"{where}: artifact {art.digest} belongs to {art.source!r}, which is not an image "
+                             "of this lock")
+    verifications = [_verification(v, f"{where}: verifications[{n}]")
+                     for n, v in enumerate(_listed(data, "verifications", where))]
     return Lock(id=lock_id, created=str(data.get("created") or ""),
                 generator=str(data.get("generator") or ""),
                 plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
-                omitted=omitted, depends_on=depends, charts=charts)
+                omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
+                verifications=verifications)
 
 
 def loads_lock(text: str, where: str) -> Lock:

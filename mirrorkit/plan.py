@@ -17,11 +17,13 @@ import yaml
 
 from mirrorkit.errors import InputError
 from mirrorkit.refs import Ref, check_digest
-from mirrorkit.yamlio import load_mapping
+from mirrorkit.yamlio import SafeLoader, parse_mapping, read_text
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "Plan"
 FORMATS = ("yaml", "json", "txt")
+# image sources outside registries, read through skopeo (mirrorkit.copy.local)
+LOCAL_TRANSPORTS = ("docker-daemon", "docker-archive", "oci-archive", "oci")
 
 
 @dataclass
@@ -39,6 +41,8 @@ class PlanImage:
     os_tag: str | None = None
     kernel: str | None = None
     target_tag: str | None = None
+    # a local image (``docker-archive:/abs/driver.tar``) carried under the name ``source``; None: from a registry
+    local: str | None = None
 
     @property
     def source_ref(self) -> Ref:
@@ -56,6 +60,7 @@ class Plan:
     flavor: str | None = None
     registry: str | None = None
     mapping: str = "prefix"
+    max_path_depth: int | None = None
     platforms: list[str] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
     driver: dict[str, Any] = field(default_factory=dict)
@@ -64,12 +69,18 @@ class Plan:
     created: str = ""
     generator: str = ""
     warnings: list[str] = field(default_factory=list)
+    # NVIDIADriver custom resources as the user wrote them, for rewrite-config --format nvidiadriver
+    nvidiadrivers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         images = data.pop("images")
         out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
         out.update(data)
+        if out.get("max_path_depth") is None:
+            out.pop("max_path_depth", None)  # most plans have no limit: keep their form as it was
+        if not out["nvidiadrivers"]:
+            del out["nvidiadrivers"]
         out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
                           or k in ("digest", "destination")} for img in images]
         return out
@@ -112,12 +123,18 @@ def image_refs(data: Any, where: str) -> tuple[str, str | None, list[str]]:
 
 
 def _image_from_dict(data: Any, where: str) -> PlanImage:
-    source, dest, platforms = image_refs(data, where)
+    try:
+        source, dest, platforms = image_refs(data, where)
+    except InputError as exc:
+        raise InputError(exc.args[0] if str(exc).startswith(where) else f"{where}: {exc}") from None
     if not isinstance(data.get("component"), str):
         raise InputError(f"{where}: 'component' must be a string")
     digest = data.get("digest")
     if digest is not None:
-        check_digest(digest, f"digest of {source}")
+        try:
+            check_digest(digest, f"digest of {source}")
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
     size = data.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise InputError(f"{where}: 'size' must be a non-negative integer")
@@ -125,23 +142,111 @@ def _image_from_dict(data: Any, where: str) -> PlanImage:
         source=source, destination=dest, component=data["component"],
         reason=str(data.get("reason", "")), digest=digest, platforms=platforms, size=size,
         setting=data.get("setting"), os_tag=data.get("os_tag"), kernel=data.get("kernel"),
-        target_tag=data.get("target_tag"),
+        target_tag=data.get("target_tag"), local=_local_field(data.get("local"), where),
     )
 
 
-def plan_from_dict(data: dict[str, Any], where: str) -> Plan:
+def _local_field(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_local_source(value):
+        raise InputError(f"{where}: 'local' must be {' or '.join(t + ':...' for t in LOCAL_TRANSPORTS)}")
+    return value
+
+
+def is_local_source(text: str) -> bool:
+    """Does ``text`` name an image outside any registry (``docker-archive:FILE`` and the like)?"""
+    transport, sep, rest = text.partition(":")
+    return bool(sep and rest) and transport in LOCAL_TRANSPORTS
+
+
+def split_image_arg(text: str, where: str, base: Path | None = None) -> tuple[str, str | None]:
+    """``--image`` / image-list entry -> (the image's name, its local source or None).
+
+    A local source says what the image will be called after ``=``, since an
+    archive or a daemon's image carries no registry name the cluster would pull:
+    ``docker-archive:driver.tar=nvcr.io/nvidia/driver:550.127.05-5.15.0-131-generic-ubuntu22.04``.
+    ``docker-daemon:NAME`` may leave it out (the daemon's name is used). Paths are
+    made absolute (relative to ``base``, else the current folder) so the plan
+    still finds them from elsewhere. The name is split at the last ``=``, which no
+    image reference contains.
+    """
+    text = text.strip()
+    if not is_local_source(text):
+        Ref.parse(text)
+        return text, None
+    transport, _, rest = text.partition(":")
+    source, sep, name = rest.rpartition("=")
+    if not sep:
+        if transport != "docker-daemon":
+            raise InputError(f"{where}: {text!r}: name the image after '=', e.g. "
+                             f"{transport}:driver.tar=nvcr.io/nvidia/driver:TAG")
+        source, name = rest, rest
+    if not source or not name:
+        raise InputError(f"{where}: {text!r}: expected {transport}:SOURCE=IMAGE-NAME")
+    try:
+        name = str(Ref.parse(name))
+    except InputError as exc:
+        raise InputError(f"{where}: {text!r}: {exc}") from None
+    if transport != "docker-daemon":
+        path, colon, ref = source, "", ""
+        if transport == "oci" and ":" in source:
+            path, colon, ref = source.partition(":")
+        path = str(((base or Path.cwd()) / path).resolve()) if not Path(path).is_absolute() else path
+        source = path + colon + ref
+    return name, f"{transport}:{source}"
+
+
+def attach_local(plan: Plan, local: dict[str, str]) -> None:
+    """Mark the plan's images that come from local sources (name -> ``transport:path``)."""
+    for img in plan.images:
+        if img.source in local:
+            img.local = local[img.source]
+
+
+def plan_from_dict(data: dict[str, Any], where: str, image_lines: list[int] | None = None) -> Plan:
     if data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
         raise InputError(f"{where}: not a mirrorkit plan (expected apiVersion {API_VERSION}, "
                          f"kind {KIND})")
     images = data.get("images")
     if not isinstance(images, list):
         raise InputError(f"{where}: 'images' must be a list")
+    crs = data.get("nvidiadrivers", [])
+    if not isinstance(crs, list) or not all(isinstance(c, dict) for c in crs):
+        raise InputError(f"{where}: 'nvidiadrivers' must be a list of NVIDIADriver objects")
     known = set(Plan.__dataclass_fields__) - {"images"}
     extra = {k: v for k, v in data.items() if k in known}
-    plan = Plan(images=[_image_from_dict(i, f"{where}: images[{n}]") for n, i in enumerate(images)],
-                **extra)
+    depth = extra.get("max_path_depth")
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        raise InputError(f"{where}: 'max_path_depth' must be a positive integer")
+    lines = image_lines or []
+
+    def at(n: int) -> str:
+        return f"{where}:{lines[n]}: images[{n}]" if n < len(lines) else f"{where}: images[{n}]"
+
+    plan = Plan(images=[_image_from_dict(i, at(n)) for n, i in enumerate(images)], **extra)
     return plan
 
 
+def _image_lines(text: str) -> list[int]:
+    """The line each entry of ``images:`` starts on, so an error in a plan names its line."""
+    try:
+        root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a safe loader, composing only
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "images" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
 def load_plan(path: str | Path) -> Plan:
-    return plan_from_dict(load_mapping(path, "plan"), str(path))
+    text = read_text(path, "plan")
+    data = parse_mapping(text, str(path), "plan")
+    try:
+        return plan_from_dict(data, str(path))
+    except InputError:
+        # an error in a plan's image: read it again with line numbers (only on this path: plans can be big)
+        return plan_from_dict(data, str(path), _image_lines(text))

@@ -30,7 +30,7 @@ def is_digest(value: str) -> bool:
     return bool(DIGEST_RE.match(value))
 
 
-def check_digest(value: str, what: str = "digest") -> str:
+def check_digest(value: object, what: str = "digest") -> str:
     if not isinstance(value, str) or not is_digest(value):
         raise ReferenceFormatError(f"invalid {what} {value!r}: expected sha256:<64 hex digits>")
     return value

@@ -19,6 +19,7 @@ MAX_INPUT_BYTES = 4 * 1024 * 1024
 # kubectl's node lists are JSON and big on big clusters; JSON parses fast, YAML does not
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MERGE_TAG = "tag:yaml.org,2002:merge"
+BOM = "\ufeff"
 
 
 class SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -66,15 +67,17 @@ def read_text(path: str | Path, what: str = "file", limit: int | None = None) ->
     if len(data) > limit:
         raise InputError(f"{p}: {what} is larger than the {limit} byte limit")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: {what} is not UTF-8 text (byte {exc.start})") from None
+    # Windows editors save a UTF-8 BOM; left in, it becomes part of the first key ('\ufeffdriver')
+    return text.removeprefix(BOM)
 
 
 def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> Any:
     """YAML from a user's file. With ``duplicates`` (a list), a repeated key is noted there as a
     warning and the last one wins, as in Helm; without, it is refused."""
-    loader = SafeLoader(text)
+    loader = SafeLoader(text.removeprefix(BOM))
     if duplicates is not None:
         loader.duplicates = []
     try:
@@ -89,6 +92,36 @@ def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> A
         raise InputError(f"{source}{where}: malformed YAML: {problem}") from None
     finally:
         loader.dispose()
+
+
+def documents(text: str, source: str) -> list[tuple[dict[str, Any], str]]:
+    """Every object of a multi-document Kubernetes YAML (``kind: List`` unpacked), each with
+    ``FILE:LINE`` of where it starts, so an error in one names it."""
+    out: list[tuple[dict[str, Any], str]] = []
+    loader = SafeLoader(text.removeprefix(BOM))
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            where = f"{source}:{node.start_mark.line + 1}"
+            data = loader.construct_document(node)
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise InputError(f"{where}: expected a Kubernetes object, got {type(data).__name__}")
+            if str(data.get("kind", "")).endswith("List") and isinstance(data.get("items"), list):
+                out.extend((i, where) for i in data["items"] if isinstance(i, dict))
+            else:
+                out.append((data, where))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{source}{at}: malformed YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return out
 
 
 def load_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -112,6 +145,12 @@ def parse_mapping(text: str, source: str, what: str, duplicates: list[str] | Non
     if not isinstance(data, dict):
         raise InputError(f"{source}: {what} must be a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def line_ending(text: str) -> str:
+    """The file's own line end: CRLF when its first line ends so (saved on Windows), else LF."""
+    first = text.find("\n")
+    return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
 
 
 def dig(data: Any, path: str, default: Any = None) -> Any:

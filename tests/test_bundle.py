@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Sequence
@@ -25,10 +25,12 @@ from kit.images import (
     sha256_digest,
     unique_blobs,
 )
+from kit.tmpfs import free_bytes, small_tmpfs
 
-from mirrorkit.bundle import tarball as bundle
-from mirrorkit.bundle.tarball import BundleReader, write_bundle
-from mirrorkit.errors import InputError, OperationError
+from mirrorkit.bundle import guard, volumes
+from mirrorkit.bundle.reader import BundleReader
+from mirrorkit.bundle.writer import write_bundle
+from mirrorkit.errors import DiskFullError, InputError, OperationError
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.plan import Plan
 
@@ -271,26 +273,28 @@ def test_blob_vanishing_midway_leaves_nothing(layout: Layout, out: Path) -> None
     assert files_in(out) == []
 
 
-def test_disk_full_leaves_nothing_and_keeps_older_bundle(layout: Layout, out: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    [old] = write_bundle(layout.root, layout.lock, out / "gpu.tar")
-    before = old.read_bytes()
-    real_write = bundle._HashingWriter.write
-
-    def full(self: bundle._HashingWriter, data: bytes) -> int:
-        if self._written[0] + len(data) > 50_000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(bundle._HashingWriter, "write", full)
-    with pytest.raises(OperationError, match=r"gpu\.tar: no space left on device; about \d+ more bytes") as exc:
-        write_bundle(layout.root, layout.lock, out / "gpu.tar", compress=None)
-    assert str(layout.root) not in str(exc.value)
-    assert files_in(out) == ["gpu.tar", "gpu.tar.sha256"]
-    assert old.read_bytes() == before
-    with pytest.raises(OperationError, match="no space left"):
-        write_bundle(layout.root, layout.lock, out / "split.tar", split=SPLIT)
-    assert files_in(out) == ["gpu.tar", "gpu.tar.sha256"]
+def test_disk_full_gives_one_line_leaves_no_partial_and_keeps_older_bundle(layout: Layout, tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs): the older bundle stays intact, the partial goes, the disk is not
+    left full, and the one line names the work folder a rerun resumes from."""
+    with small_tmpfs(tmp_path / "disk", "200k") as disk:
+        [old] = write_bundle(layout.root, layout.lock, disk / "gpu.tar")
+        before, free = old.read_bytes(), free_bytes(disk)
+        assert free < len(before)                      # the next whole bundle cannot fit beside it
+        with pytest.raises(DiskFullError) as exc:
+            write_bundle(layout.root, layout.lock, disk / "new.tar")
+        message = str(exc.value)
+        assert "\n" not in message
+        assert re.fullmatch(rf"no space left on device while writing the bundle {disk}/new.tar \(about .* more "
+                            rf"were needed\); removed the partial {disk}/.new.tar.partial; the work folder "
+                            rf"{layout.root} \(\d+\.\d kB so far\) is kept: free some space and run the same "
+                            "command again, it resumes from there", message), message
+        assert files_in(disk) == ["gpu.tar", "gpu.tar.sha256"]
+        assert old.read_bytes() == before
+        assert free_bytes(disk) == free
+        with pytest.raises(DiskFullError, match="no space left on device while writing the bundle"):
+            write_bundle(layout.root, layout.lock, disk / "split.tar", split=SPLIT)
+        assert files_in(disk) == ["gpu.tar", "gpu.tar.sha256"]
+        assert free_bytes(disk) == free
 
 
 # --------------------------------------------------------------------------- hostile bundles
@@ -389,13 +393,13 @@ def test_meta_out_of_order_or_missing(layout: Layout, tmp_path: Path) -> None:
 
 def test_oversized_meta_is_refused_before_reading(layout: Layout, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [volume] = write_bundle(layout.root, layout.lock, out / "gpu.tar")
-    monkeypatch.setitem(bundle.META_CAPS, "index.json", 10)
+    monkeypatch.setitem(volumes.META_CAPS, "index.json", 10)
     with pytest.raises(InputError, match="'index.json': .* larger than the 10 allowed"):
         open_and_verify(volume)
 
 
 def test_huge_extended_header_is_refused(layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bundle, "_HEADER_CAP", 4096)
+    monkeypatch.setattr(guard, "HEADER_CAP", 4096)
     info = tar_info("blobs/sha256/" + HEX)
     info.pax_headers = {"comment": "x" * 10_000}
     volume = hostile_tar(tmp_path / "evil.tar", layout.lock, layout.blobs, extra=[(info, b"")])
@@ -555,3 +559,23 @@ def test_directory_bundle_with_stray_file(layout: Layout, out: Path, tmp_path: P
     (unpacked / "blobs" / "sha256" / "notes.txt").write_text("hi")
     with pytest.raises(InputError, match="'blobs/sha256/notes.txt': blob name is not 64 lowercase hex"):
         open_and_verify(unpacked)
+
+
+def test_a_split_set_with_some_checksums_missing_is_refused_in_one_line(layout: Layout, out: Path) -> None:
+    volumes = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=SPLIT)
+    assert len(volumes) > 2
+    (out / f"{volumes[1].name}.sha256").unlink()     # as a kill between the checksum renames leaves it
+    with pytest.raises(InputError) as exc:
+        BundleReader(volumes)
+    assert str(exc.value) == (f"{volumes[1]}: incomplete set: its .sha256 is missing while {volumes[0].name} has one "
+                              "(a write or copy was interrupted); write or copy the bundle again")
+
+
+def test_a_smaller_split_set_replaces_an_older_one_whole(layout: Layout, out: Path, tmp_path: Path) -> None:
+    older = build_layout(tmp_path / "old", seed="old", bundle_id="bundle-old")
+    old = write_bundle(older.root, older.lock, out / "gpu.tar", split=SPLIT // 2)
+    new = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=SPLIT)
+    assert len(old) > len(new)
+    assert files_in(out) == sorted([v.name for v in new] + [f"{v.name}.sha256" for v in new])
+    with BundleReader(sorted(out.glob("gpu.*.tar"))) as reader:
+        assert reader.lock.id == "bundle-a" and read_all(reader) == layout.blobs

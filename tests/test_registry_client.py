@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -515,13 +516,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for var in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
+    for var in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     return home
 
 
 def test_candidates_stay_under_fake_home(home: Path) -> None:
-    assert auth_file_candidates() == [home / ".config/containers/auth.json", home / ".docker/config.json"]
+    # without XDG_RUNTIME_DIR the runtime file is root podman's /run/containers/$UID/auth.json
+    assert auth_file_candidates() == [Path(f"/run/containers/{os.getuid()}/auth.json"),
+                                      home / ".config/containers/auth.json", home / ".docker/config.json",
+                                      home / ".dockercfg"]
     assert CredentialStore().get("nvcr.io") is None
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,13 +89,20 @@ def test_registry_without_prefix_and_http_scheme() -> None:
         containerd_hosts(*_plan(SOURCES[:1], "prefix"), fallback="internet")
 
 
-def test_os_alias_retag_is_fine_flatten_is_refused() -> None:
+def test_os_alias_retag_is_fine_flatten_is_refused_by_containerd_only() -> None:
     plan, dest = _plan(SOURCES[:2], "prefix", target_tags={SOURCES[0]: "v23.9.2-ubuntu22.04"})
     assert dest[SOURCES[0]].tag == "v23.9.2-ubuntu22.04"
     assert list(_hosts(plan, dest)) == ["nvcr.io/hosts.toml"]
-    for build in (containerd_hosts, registries_conf):
-        with pytest.raises(InputError, match="cannot express .*--mapping prefix or --mapping keep-host"):
-            build(*_plan(SOURCES, "flatten"))
+    with pytest.raises(InputError, match="cannot express .*--mapping prefix or --mapping keep-host"):
+        containerd_hosts(*_plan(SOURCES, "flatten"))
+    # registries.conf says flatten with one location rewrite per repository
+    doc = tomllib.loads(registries_conf(*_plan(SOURCES, "flatten")))
+    assert doc == {"registry": [
+        {"prefix": "docker.io/library/busybox", "location": f"{REG}/kse/library-busybox"},
+        {"prefix": "nvcr.io/nvidia/cloud-native/k8s-driver-manager",
+         "location": f"{REG}/kse/nvidia-cloud-native-k8s-driver-manager"},
+        {"prefix": "nvcr.io/nvidia/gpu-operator", "location": f"{REG}/kse/nvidia-gpu-operator"},
+        {"prefix": "registry.k8s.io/nfd/node-feature-discovery", "location": f"{REG}/kse/nfd-node-feature-discovery"}]}
     # sources of one upstream sent to two different prefixes
     plan, dest = _plan(SOURCES[:2], "prefix")
     dest[SOURCES[1]] = Ref.parse(f"{REG}/other/nvidia/cloud-native/k8s-driver-manager:v0.6.5")
@@ -151,7 +159,7 @@ def cli(*args: str) -> str:
     return res.stdout
 
 
-@pytest.fixture(scope="module", params=["prefix", "keep-host"])
+@pytest.fixture(scope="module", params=["prefix", "keep-host", "flatten"])
 def mirrored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[Plan, dict[str, Ref], RegistryServer]]:
     """plan -> pull-bundle -> push-bundle into a private registry; the upstream is then stopped."""
@@ -181,8 +189,14 @@ def containerd(tmp_path: Path) -> Iterator[Containerd]:
         yield daemon
 
 
-def test_containerd_pulls_upstream_names_from_mirror(mirrored, containerd: Containerd, tmp_path: Path) -> None:
+def test_containerd_pulls_upstream_names_from_mirror(mirrored, request: pytest.FixtureRequest,
+                                                     tmp_path: Path) -> None:
     plan, dest, private = mirrored
+    if plan.mapping == "flatten":        # hosts.toml can only add a prefix: refused, and nothing written
+        with pytest.raises(InputError, match="cannot express"):
+            containerd_hosts(plan, dest, scheme="http")
+        return
+    containerd: Containerd = request.getfixturevalue("containerd")
     files = containerd_hosts(plan, dest, scheme="http")
     assert sorted(files) == ["docker.io/hosts.toml", "nvcr.io/hosts.toml"]
     certs = tmp_path / "certs.d"
@@ -210,3 +224,25 @@ def test_skopeo_pulls_upstream_names_through_registries_conf(mirrored, tmp_path:
                               f"docker://{name}"], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
         assert res.returncode == 0, res.stderr.decode()
         assert "sha256:" + hashlib.sha256(res.stdout).hexdigest() == content.digest
+
+
+def test_podman_pulls_upstream_names_through_registries_conf(mirrored, tmp_path: Path) -> None:
+    """podman (vfs storage of its own) pulls the upstream names, through the emitted drop-in only."""
+    plan, dest, private = mirrored
+    conf = tmp_path / "registries.conf"
+    conf.write_text(registries_conf(plan, dest, insecure={private.host}))
+    run = Path(tempfile.mkdtemp(prefix="mkpod", dir="/tmp"))       # podman wants a runroot under 50 characters
+    podman = ["podman", "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
+              "--runroot", str(run), "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    try:
+        for name, content in build().items():
+            res = subprocess.run([*podman, "pull", "--arch", "amd64", name], capture_output=True,
+                                 text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+            assert res.returncode == 0, res.stderr
+            info = json.loads(subprocess.run([*podman, "image", "inspect", name], capture_output=True, text=True,
+                                             timeout=30, env=env, check=True).stdout)[0]
+            assert any(d.endswith("@" + content.digest) for d in info["RepoDigests"]), info["RepoDigests"]
+    finally:
+        subprocess.run([*podman, "system", "reset", "--force"], capture_output=True, timeout=60, env=env)
+        shutil.rmtree(run, ignore_errors=True)

@@ -9,6 +9,8 @@ searched for in each command's stdout and stderr, in every file the commands
 wrote (plan, lock, bundle tar, .sha256, inventory), and in ``/proc/*/cmdline`` of
 every process, sampled every ~10 ms while pull-bundle and mirror run skopeo.
 skopeo's temporary auth file must be private while it exists and gone afterwards.
+The same holds for a secret a ``docker-credential-*`` helper hands over and for a
+stored ``identitytoken`` (exchanged by mirrorkit and by skopeo as a refresh token).
 """
 
 from __future__ import annotations
@@ -231,3 +233,58 @@ def test_the_password_never_shows(layout: Layout, tmp_path: Path, monkeypatch: p
     for proxy in layout.proxies:
         assert {s.auth_scheme for s in proxy.seen if not s.path.startswith("/token")} <= {None, "Bearer"}
         assert sum(proxy.tokens_issued.values()) >= 1
+
+
+def test_helper_and_identity_token_secrets_never_show(tmp_path: Path, registry_factory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A docker-credential helper's secret and a stored identity token: same discipline as a password."""
+    tmpdir, out, home, bin_dir = (tmp_path / d for d in ("tmp", "out", "home", "bin"))
+    for d in (tmpdir, out, home, bin_dir):
+        d.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for var in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CONFIG_HOME", "MIRRORKIT_CERTS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    up = registry_factory()
+    for name, content in IMAGES.items():
+        push_image(up.url, *name.split(":"), content)
+    front = TokenAuthProxy(up.url, "not-this-one", refresh_token=KNOWN).start()
+    dest = registry_factory(users={BASIC_USER: KNOWN})
+    helper = bin_dir / "docker-credential-mksecret"
+    helper.write_text("#!/bin/sh\nread server\n"
+                      f"printf '%s' '{{\"ServerURL\":\"'\"$server\"'\",\"Username\":\"{BASIC_USER}\","
+                      f"\"Secret\":\"{KNOWN}\"}}'\n")
+    helper.chmod(0o700)
+    (home / ".docker").mkdir()
+    (home / ".docker" / "config.json").write_text(json.dumps({
+        "auths": {"nvcr.io": {"identitytoken": KNOWN}}, "credHelpers": {dest.host: "mksecret"}}))
+    results: list[Result] = []
+
+    def run(*args: object, input: str | None = None) -> Result:
+        res = CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        results.append(res)
+        return res
+
+    src = ("--source-endpoint", f"nvcr.io=http://{front.host}")
+    plan, bundle = out / "plan.yaml", out / "gpu.tar"
+    try:
+        with ProcWatch(tmpdir) as watch:
+            run("plan", "--registry", f"{dest.host}/{PREFIX}", "--resolve", *src,
+                *[a for ref in IMAGES for a in ("--image", f"nvcr.io/{ref}")], "-o", plan)
+            run("pull-bundle", plan, "-o", bundle, *src)
+            run("push-bundle", bundle, "--insecure", dest.host)
+            run("login", dest.host, "-u", BASIC_USER, "--password-stdin", "--insecure",
+                "--authfile", tmp_path / "login" / "auth.json", input=KNOWN + "\n")
+        assert front.refresh_grants >= 2  # mirrorkit's client and skopeo both exchanged the identity token
+    finally:
+        front.stop()
+    assert watch.samples >= 10 and watch.hits == []
+    for res in results:
+        assert not leaks(res.stdout.encode()) and not leaks(res.stderr.encode())
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        assert not leaks(path.read_bytes()), f"{path.name} holds the secret"
+    assert not list(tmpdir.glob("mirrorkit-auth-*"))

@@ -25,6 +25,28 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(("text", "json")), de
                       help="Report form; json is stable for scripts.")
 
 
+# signatures: the options every command that moves or checks images shares (issue 9)
+def signature_options(f: Any) -> Any:
+    f = click.option("--no-signatures", is_flag=True,
+                     help="Leave out cosign signatures, attestations, SBOMs and referrers (carried by default).")(f)
+    return click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
+                        help="PEM public key (ECDSA P-256/P-384, RSA, Ed25519): every image must carry a valid "
+                             "cosign signature under one of these keys, or nothing is written (repeatable).")(f)
+
+
+def _signatures(p: dict[str, Any]) -> Any:
+    from mirrorkit.copy.artifacts import SignatureOptions
+    from mirrorkit.trust.keys import load_keys
+
+    return SignatureOptions(carry=not p.pop("no_signatures", False), keys=load_keys(p.pop("verify_keys", ())))
+
+
+def _signature_lines(verifications: list[Any]) -> list[str]:
+    keys = sorted({v.key_fingerprint for v in verifications})
+    return [f"  signatures verified for {_n(len(verifications), 'digest')} under {', '.join(keys)}"] if keys else []
+# signatures: end
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -61,6 +83,7 @@ Examples:
               help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
 @FORMAT
+@signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
                         since: str | None, have: str | None, keep_work: bool, keep_going: bool,
@@ -73,6 +96,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     from mirrorkit.progress import bars, human, parse_size
 
     the_plan = load_plan(plan)
+    signatures = _signatures(p)  # signatures: keys read (exit 2 if unreadable) before any work
     if output is not None and not output.strip():
         raise InputError("-o: empty bundle path")
     if output and output.endswith(".zst") and compress == "none":
@@ -98,12 +122,18 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
-        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress)
+        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress, signatures)
     data = {"images": report.images, "copied": report.copied, "reused": report.reused,
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
             "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
             "lock": str(report.lock_path), "charts": report.charts}
+    carried = report.signatures  # signatures:
+    if carried is not None:
+        data["artifacts"] = len(carried.artifacts)
+        data["verifications"] = [v.to_dict() for v in report_verifications(carried)]
+        for note in carried.notes:
+            click.echo(f"note: {note}", err=True)
     if report.up_to_date:
         text = (f"{out} is up to date: {report.images} images, every digest unchanged "
                 f"({report.seconds:.1f} s); lock {report.lock_path}")
@@ -114,7 +144,17 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                 f"  unique bytes {human(report.unique_bytes)}, saved by sharing {human(report.saved_bytes)}"
                 + (f", left out (differential) {human(report.omitted_bytes)}" if report.omitted_bytes else "")
                 + f"\n  wrote {vols} (+ .sha256 beside each)\n  lock {report.lock_path}")
+        if carried is not None:  # signatures:
+            text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
+                                                      " (signatures, attestations, SBOMs, referrers)"]
+                            + _signature_lines(report_verifications(carried)))
     _emit(fmt, data, text)
+
+
+def report_verifications(carried: Any) -> list[Any]:  # signatures:
+    from mirrorkit.copy.artifacts import lock_verifications
+
+    return lock_verifications(carried.verification)
 
 
 def _old_lock(path: str):
@@ -141,6 +181,7 @@ Examples:
                    "(repairs what verify reports as missing or unreadable blobs).")
 @JOBS
 @FORMAT
+@signature_options
 @registry_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, **p: Any) -> None:
@@ -150,15 +191,20 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     from mirrorkit.progress import bars, human
 
     target = target_from({"registry": registry})
+    signatures = _signatures(p)  # signatures:
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
-        report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs)
+        report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
+                             signatures)
     data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
             "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
             "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
             "bytes_skipped": report.bytes_skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
             "charts_pushed": report.charts_pushed, "charts_skipped": report.charts_skipped}
+    pushed_artifacts = report.signatures.manifests if report.signatures else 0  # signatures:
+    data["artifacts_pushed"] = pushed_artifacts
+    data["verifications"] = [v.to_dict() for v in report.verifications]
     text = (f"pushed {_n(report.images_pushed, 'image')} ({report.images_skipped} already there)"
             + (f", {_n(report.charts_pushed, 'Helm chart')} ({report.charts_skipped} already there)"
                if report.charts_pushed or report.charts_skipped else "")
@@ -166,6 +212,8 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             f"  blobs uploaded {report.blobs_uploaded} ({human(report.bytes_uploaded)}), mounted "
             f"{report.blobs_mounted}, skipped {report.blobs_skipped} ({human(report.bytes_skipped)})\n"
             f"  verified {report.verified} destination manifests digest for digest")
+    text += "".join(f"\n{line}" for line in ([f"  pushed {_n(pushed_artifacts, 'signature artifact')} beside them"]
+                                               if pushed_artifacts else []) + _signature_lines(report.verifications))
     _emit(fmt, data, text)
     if report.problems:
         raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))
@@ -184,6 +232,7 @@ Examples:
               help="Check manifests only, not that every blob of every platform can be read (faster).")
 @JOBS
 @FORMAT
+@signature_options
 @registry_options
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
@@ -195,6 +244,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
+    signatures = _signatures(p)  # signatures:
     items: list[tuple[str, str | None, str | None, list[str]]]
     if lock is not None:
         items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
@@ -210,11 +260,23 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         items += [(c.name, None, c.digest, []) for c in charts]
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
         result = verify_registry(client, expected, jobs, blobs=not manifests_only)
+        # signatures: every image's signature checked where cosign would look for it, at the mirror
+        signed = None
+        if signatures.keys:
+            from mirrorkit.copy.artifacts import signed_at_destination
+            from mirrorkit.destinations import first_by_source
+
+            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
     lines += [f"  missing: {m}" for m in result.missing] + [f"  different: {d}" for d in result.different]
+    if signed is not None:  # signatures:
+        data["signatures"] = {"passed": signed.passed, "verdicts": [v.describe() for v in signed.verdicts]}
+        lines.append(f"  {signed.summary()}")
     _emit(fmt, data, "\n".join(lines))
+    if signed is not None and not signed.passed:  # signatures:
+        raise OperationError(signed.summary())
     if not result.passed:
         hint = ("; push-bundle --check-blobs (or mirror) puts unreadable blobs back"
                 if "blob" in result.states else "")
@@ -231,6 +293,7 @@ Examples:
 @click.option("--mapping", type=click.Choice(STRATEGIES))
 @JOBS
 @FORMAT
+@signature_options
 @registry_options
 def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
     """Registry to registry, for a host that sees both networks; verified afterwards."""
@@ -240,13 +303,15 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
 
     the_plan = load_plan(plan)
     target = target_from({"registry": registry})
+    signatures = _signatures(p)  # signatures:
     creds = credentials_from(p, target)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with RegistryClient(endpoints, creds) as client:
-        report = mirror(the_plan, client, creds, target, mapping, jobs)
+        report = mirror(the_plan, client, creds, target, mapping, jobs, signatures=signatures)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
-            "problems": report.problems, "seconds": round(report.seconds, 2)}
+            "problems": report.problems, "seconds": round(report.seconds, 2),
+            "artifacts": report.artifacts}  # signatures:
     _emit(fmt, data, f"mirrored {report.copied} images ({report.skipped} already there) in {report.seconds:.1f} s; "
                      f"verified {report.verified}")
     if report.problems:
@@ -268,8 +333,9 @@ def inventory_command(registry: str, repos: tuple[str, ...], output: str | None,
     from mirrorkit.cli.main import write_output
     from mirrorkit.copy.inventory import dumps, take_inventory
     from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.refs import RegistryTarget
 
-    target = target_from({"registry": registry})
+    target = RegistryTarget.parse(registry)       # --registry is required here
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
         inv = take_inventory(client, target, list(repos) or None, jobs)
     write_output(dumps(inv), output)

@@ -9,7 +9,7 @@ import click
 
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
-from mirrorkit.plan import FORMATS, Plan, render
+from mirrorkit.plan import FORMATS, Plan, attach_local, render, split_image_arg
 
 # the same names as catalog.FLAVORS; kept literal so loading the CLI does not load the catalog
 FLAVORS = ("helm", "kubesphere")
@@ -27,6 +27,12 @@ Examples:
 \b
   # Rocky Linux nodes served the CentOS 8 driver image (seed 003)
   mirrorkit plan --version v1.9.0 --node rocky8.5/4.18.0-348.el8.x86_64 --os-alias rocky8.5=centos8
+\b
+  # one driver per node pool (NVIDIADriver CRs), nodes with their labels
+  mirrorkit plan --version v24.9.2 --nodes-json nodes.json --nvidiadriver pools.yaml --registry harbor.example.com/gpu
+\b
+  # any chart, through its rendered manifests
+  helm template my-app ./chart | mirrorkit plan --manifests - --registry harbor.example.com/apps
 \b
   # any image set, no GPU Operator at all, digests looked up
   mirrorkit plan --image-list images.txt --registry registry.local:5000 --resolve
@@ -76,6 +82,8 @@ def _summary(plan: Plan) -> str:
 @click.option("--chart", type=click.Path(), help="Take the release's images from this chart (.tgz or directory).")
 @click.option("--node", multiple=True, metavar="OS/KERNEL[/ARCH]", help="A GPU node, e.g. ubuntu22.04/5.15.0-131-generic (repeatable).")
 @click.option("--nodes-json", type=click.Path(dir_okay=False), help="Output of 'kubectl get nodes -o json'; only GPU nodes count.")
+@click.option("--nvidiadriver", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="NVIDIADriver custom resources, one driver per node pool (repeatable; several documents per file).")
 @click.option("--driver-branch", help="Driver branch for precompiled drivers, e.g. 550.")
 @click.option("--driver-version", help="Override the driver version (without OS suffix).")
 @click.option("--precompiled/--no-precompiled", default=None, help="Precompiled drivers, one per kernel (default: driver.usePrecompiled from values).")
@@ -85,11 +93,17 @@ def _summary(plan: Plan) -> str:
               help="enabled: what these values deploy; all: every image of the release.")
 @click.option("--image", multiple=True, metavar="REF", help="An extra image (repeatable).")
 @click.option("--image-list", multiple=True, type=click.Path(dir_okay=False), help="Extra images, one per line or YAML (repeatable).")
+@click.option("--manifests", multiple=True, metavar="FILE|-",
+              help="Kubernetes YAML ('helm template' output); every image it names is planned (repeatable).")
 @click.option("--sample/--no-sample", default=True, help="Include the release's validation workload image.")
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Private registry the images will be mirrored to.")
 @click.option("--mapping", type=click.Choice(STRATEGIES), default="prefix", show_default=True, help="How source paths map under the registry.")
+@click.option("--max-path-depth", type=int, metavar="N",
+              help="Cap destination paths at N segments, prefix included; the excess is joined with '-' "
+                   "(Quay: 2). Recorded in the plan.")
 @click.option("--resolve", is_flag=True, help="Look up each image's digest, platforms and size.")
 @click.option("--platform", multiple=True, metavar="OS/ARCH", help="Restrict copies to these platforms (repeatable).")
+@click.option("--force", is_flag=True, help="Plan even when --platform leaves out a GPU node's architecture.")
 @click.option("--source-endpoint", multiple=True, metavar="NAME=URL", help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001.")
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="A registry reached over plain HTTP or without TLS verification.")
 @click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA bundle to trust for registries.")
@@ -122,6 +136,8 @@ def build_plan(p: dict[str, Any]) -> Plan:
     from mirrorkit.resolve import catalog
     from mirrorkit.resolve.chart import image_list_from_chart
     from mirrorkit.resolve.imagelist import load_image_list
+    from mirrorkit.resolve.manifests import load_manifests
+    from mirrorkit.resolve.nvidiadriver import load_nvidiadrivers
     from mirrorkit.resolve.resolver import PlanRequest, parse_os_alias, resolve
     from mirrorkit.yamlio import load_mapping
 
@@ -135,11 +151,23 @@ def build_plan(p: dict[str, Any]) -> Plan:
         raise InputError("--flavor needs --version (or --chart)")
     nodes, node_warnings = _nodes(tuple(p.get("node") or ()), p.get("nodes_json"))
     extras: list[tuple[str, str]] = []
-    for ref in p.get("image") or ():
-        Ref.parse(ref)
-        extras.append((ref, "--image"))
-    for path in p.get("image_list") or ():
-        extras.extend(load_image_list(path))
+    local: dict[str, str] = {}          # image name -> local source (docker-archive:FILE=NAME and the like)
+    given = [(ref, "--image", "--image") for ref in p.get("image") or ()]
+    given += [(ref, reason, str(path)) for path in p.get("image_list") or () for ref, reason in load_image_list(path)]
+    for text, reason, where in given:
+        name, source = split_image_arg(text, where)
+        extras.append((name, reason if source is None else f"{reason} (from {source})"))
+        if source is not None:
+            local[str(Ref.parse(name))] = source
+    crs = [cr for path in p.get("nvidiadriver") or () for cr in load_nvidiadrivers(path)]
+    manifest_images: list[tuple[str, str, str]] = []
+    os_tagged: list[Any] = []
+    for path in p.get("manifests") or ():
+        found = load_manifests(path)
+        manifest_images += found.images
+        os_tagged += found.os_tagged
+        crs += found.nvidiadrivers
+        warnings += found.warnings
     duplicates: list[str] = []
     values = load_mapping(p["values"], "values file", duplicates) if p.get("values") else {}
     req = PlanRequest(
@@ -154,13 +182,29 @@ def build_plan(p: dict[str, Any]) -> Plan:
         os_aliases=_aliases(p.get("os_alias") or (), parse_os_alias),
         extras=extras,
         include_sample=p.get("sample", True),
-        registry=RegistryTarget.parse(p["registry"]) if p.get("registry") else None,
+        registry=RegistryTarget.parse(p["registry"]) if p.get("registry") is not None else None,
         mapping=p.get("mapping") or "prefix",
         platforms=[_platform(x) for x in p.get("platform") or ()],
+        max_path_depth=_depth(p.get("max_path_depth")),
+        force=bool(p.get("force")),
+        nvidiadrivers=crs,
+        manifest_images=manifest_images,
+        manifest_os_tagged=os_tagged,
     )
     plan = resolve(req)
+    attach_local(plan, local)
     plan.warnings[:0] = warnings + node_warnings + duplicates
     return plan
+
+
+def _depth(value: object) -> int | None:
+    """--max-path-depth (or maxPathDepth in -c FILE): a whole number of path segments, at least 1."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"--max-path-depth {value!r}: expected a number of path segments, at least 1")
+    return int(text)
 
 
 def _branch(value: str | None) -> str | None:

@@ -10,7 +10,8 @@ import click
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf")
+FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
+           "kyverno", "containers-policy")
 DEFAULT_CHART = "nvidia/gpu-operator"
 
 
@@ -46,6 +47,10 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format set-flags
   mirrorkit rewrite-config plan.yaml --format containerd -o certs.d --ca-file /etc/pki/mirror-ca.crt
   mirrorkit rewrite-config plan.yaml --format registries-conf -o /etc/containers/registries.conf.d/mirror.conf
+  mirrorkit rewrite-config bundles/gpu.tar --format kyverno --verify-key nvidia.pub -o verify-images.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
+  mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -64,17 +69,20 @@ Examples:
 @click.option("--skip-verify", is_flag=True, help="containerd: skip TLS verification of the mirror.")
 @click.option("--fallback", type=click.Choice(("mirror", "upstream")), default="mirror", show_default=True,
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
+@click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
+              help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str) -> None:
+                           fallback: str, verify_keys: tuple[str, ...]) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
-    import yaml
-
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
+    if fmt in ("kyverno", "containers-policy"):  # signatures: policies that make the cluster check signatures
+        _signature_policy(fmt, plan, lock, dest, verify_keys, output)
+        return
     if fmt == "containerd":
         from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
 
@@ -89,6 +97,22 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
         write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
         return
+    if fmt == "nvidiadriver":
+        from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+        text, notes = nvidiadriver_crs(plan, dest)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        return
+    if fmt == "idms":
+        from mirrorkit.rewrite.idms import mirror_sets
+
+        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None)
+        write_output(text, output)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        return
     if plan.release is None and fmt in ("helm", "kubesphere", "set-flags"):
         raise InputError(f"{source}: this plan has no GPU Operator release; --format {fmt} needs one "
                          "(containerd and registries-conf work for any image set)")
@@ -102,52 +126,50 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         for note in overlay.notes:
             click.echo(f"note: {note}", err=True)
         return
-    from mirrorkit.yamlio import parse_mapping, read_text
+    from mirrorkit.rewrite.valuesfile import rewrite_values
 
-    duplicates: list[str] = []
-    values_text = read_text(values_file, "values file") if values_file else ""
-    user = parse_mapping(values_text, values_file, "values file", duplicates) if values_file else {}
-    for warning in duplicates:
+    result = rewrite_values(overlay, plan.release, fmt, values_file)
+    for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
-    values, changed = build(overlay, user)
-    header = [f"# GPU Operator {plan.release}: {'KubeSphere extension config' if fmt == 'kubesphere' else 'Helm values'}"
-              " pointing at the mirror, written by mirrorkit rewrite-config."]
-    body = None
-    if values_file:
-        from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
-
-        body = edit_values(values_text, leaf_changes(user, values), values)
-        kept = "its comments and layout kept" if body is not None else "rewritten (its comments are not kept)"
-        header.append(f"# Merged into {values_file}: {len(changed)} keys changed, every other setting kept, "
-                      f"{kept}.")
-        if body is None:
-            click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
-                       "documents): the merged values are written afresh, without its comments", err=True)
-    header += [f"# {note}" for note in overlay.notes]
-    body = body if body is not None else yaml.safe_dump(values, sort_keys=False, width=120)
-    text = "\n".join(header) + "\n" + body
-    write_output(text, output)
-    click.echo(f"{len(changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
-    for key in changed if values_file else []:
+    if values_file and not result.kept_layout:
+        click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
+                   "documents): the merged values are written afresh, without its comments", err=True)
+    write_output(result.text, output)
+    click.echo(f"{len(result.changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
+    for key in result.changed if values_file else []:
         click.echo(f"  changed {key}", err=True)
     for note in overlay.notes:
         click.echo(f"note: {note}", err=True)
 
 
-def _volumes_for(source: Path) -> list[Path]:
-    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
-    name = source.name
-    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
-        if name.endswith(suffix):
-            stem = name[: -len(suffix)]
-            break
-    else:
-        return []
-    import re
+def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
+                      output: str | None) -> None:  # signatures:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.refs import Ref
+    from mirrorkit.trust.keys import load_keys
 
-    pattern = re.compile(rf"^{re.escape(stem)}(\.\d{{3}})?\.tar(\.zst)?$")
-    return sorted(p for p in source.parent.iterdir() if pattern.match(p.name) and p.is_file())
+    if not verify_keys:
+        raise InputError(f"--format {fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
+    keys = load_keys(verify_keys)
+    if fmt == "kyverno":
+        from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
+
+        write_output(kyverno_policy(plan, dest, keys), output)
+        click.echo(f"ClusterPolicy verifies {len(repositories(dest))} mirrored repositories under "
+                   f"{len(keys)} key(s)", err=True)
+        return
+    from mirrorkit.rewrite.containerd import write_containerd_dir
+    from mirrorkit.rewrite.containers_policy import containers_policy_files
+
+    sources = {s: Ref.parse(s) for s in dest}
+    written = write_containerd_dir(Path(output or "containers-policy"), containers_policy_files(sources, dest, keys))
+    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+def _volumes_for(source: Path) -> list[Path]:
+    from mirrorkit.inputs import bundle_volumes
+
+    return bundle_volumes(source)
 
 
 @click.command("runbook", epilog="""
@@ -155,6 +177,7 @@ def _volumes_for(source: Path) -> list[Path]:
 Examples:
   mirrorkit runbook bundles/gpu.tar -o RUNBOOK.md
   mirrorkit runbook bundles/gpu.lock.yaml --format shell -o install.sh
+  mirrorkit runbook plan-v24.9.2.yaml --upgrade-from bundles/gpu-v23.9.2.lock.yaml -o UPGRADE.md
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(("markdown", "shell")), default="markdown", show_default=True)
@@ -164,8 +187,11 @@ Examples:
 @click.option("--namespace", default="gpu-operator", show_default=True)
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="The mirror is plain HTTP: say so in every step.")
 @click.option("--ca-cert", help="CA file the steps should trust for the mirror.")
+@click.option("--upgrade-from", type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",
+              help="Write the upgrade procedure from this installed release instead of a fresh install.")
 def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
-                    namespace: str, insecure: tuple[str, ...], ca_cert: str | None) -> None:
+                    namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
+                    upgrade_from: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
@@ -176,4 +202,11 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
                        volumes=volumes_of(_volumes_for(Path(source))), charts=lock.charts if lock else [])
+    if upgrade_from:
+        from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
+        from mirrorkit.rewrite.upgrade import upgrade_input
+
+        up = upgrade_input(inp, lock, upgrade_from)
+        write_output(upgrade_markdown(up) if fmt == "markdown" else upgrade_shell(up), output)
+        return
     write_output(markdown(inp) if fmt == "markdown" else shell(inp), output)

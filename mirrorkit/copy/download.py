@@ -21,6 +21,7 @@ import httpx
 
 from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
+from mirrorkit.files import disk_full, is_disk_full
 from mirrorkit.oci import retry
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
@@ -124,7 +125,11 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                         if progress:
                             progress(len(chunk))
             except OSError as exc:
-                raise retry.disk_error(exc, str(partial.parent)) from None
+                if not is_disk_full(exc):
+                    raise retry.disk_error(exc, str(partial.parent)) from None
+                partial.unlink(missing_ok=True)        # the disk must not stay full; completed blobs stay
+                raise disk_full(partial.parent.parent, f"downloading {where} ({size} bytes)", removed=partial) \
+                    from None
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise TransientError(f"{type(exc).__name__} reading {where} at byte {have()} of {size}") from None
         finally:

@@ -28,9 +28,9 @@ from typing import TypeVar
 from mirrorkit import interrupt
 from mirrorkit.copy.sinks import Sink
 from mirrorkit.copy.sources import Source
-from mirrorkit.errors import MirrorkitError, OperationError
+from mirrorkit.errors import MirrorkitError, OperationError, RegistryError
 from mirrorkit.oci import manifests, retry
-from mirrorkit.oci.client import Manifest, RegistryAPIError, sha256_digest
+from mirrorkit.oci.client import Manifest, sha256_digest
 from mirrorkit.oci.retry import RetryPolicy, TransientError
 
 MAX_DEPTH = 4
@@ -266,7 +266,7 @@ class Engine:
                     sink.put_manifest(node.digest, node.data, node.media_type)
                 for reference in g.root.tags or (g.digest,):
                     sink.put_manifest(reference, g.top.data, g.top.media_type)
-            except RegistryAPIError as exc:
+            except RegistryError as exc:
                 if exc.code not in RETRY_CODES:
                     raise
                 # another run may still be writing what this manifest names: children (and, for a

@@ -17,14 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mirrorkit.copy import artifacts
+from mirrorkit.copy.artifacts import SignatureOptions
 from mirrorkit.copy.engine import Engine, Root
+from mirrorkit.copy.preflight import require_writable
 from mirrorkit.copy.sinks import Holders, RegistrySink
 from mirrorkit.copy.sources import RegistrySource
 from mirrorkit.copy.verify import verify_registry
-from mirrorkit.destinations import destination_pairs
+from mirrorkit.destinations import destination_pairs, first_by_source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 
@@ -39,11 +43,19 @@ class MirrorReport:
     blobs_copied: int = 0
     bytes_copied: int = 0
     blobs_mounted: int = 0
+    artifacts: int = 0            # signature, attestation, SBOM and referrer manifests pushed beside the images
 
 
 def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | None, registry: RegistryTarget | None,
-           mapping: str | None, jobs: int = 4, progress: Callable[[str, int], None] | None = None) -> MirrorReport:
-    """Copy every planned image to its destination(s); ``credentials`` live in ``client`` (kept for callers)."""
+           mapping: str | None, jobs: int = 4, progress: Callable[[str, int], None] | None = None,
+           signatures: SignatureOptions | None = None) -> MirrorReport:
+    """Copy every planned image to its destination(s); ``credentials`` live in ``client`` (kept for callers).
+
+    Before a byte moves: every destination repository is probed (preflight), and with
+    ``--verify-key`` every signature is checked at the source. Artifacts (signatures,
+    attestations, SBOMs, referrers) are pushed beside the images, byte for byte.
+    """
+    opts = signatures or SignatureOptions()
     if plan.platforms:
         raise InputError("mirror copies whole multi-arch images; for a platform-restricted plan use "
                          "pull-bundle and push-bundle")
@@ -63,6 +75,13 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
 
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as pool:
             states = list(pool.map(state, plan.images))
+        require_writable(client, [dest[(i.source, i.destination)]
+                                  for i, (_, there) in zip(plan.images, states, strict=True) if not there], jobs)
+        staged = artifacts.stage_for_mirror(
+            client, BlobStore(spool / "artifacts"),
+            [(i.source, i.destination, i.source_ref, digest)
+             for i, (digest, _) in zip(plan.images, states, strict=True)],
+            opts, jobs) if opts.active else None
         for img, (digest, there) in zip(plan.images, states, strict=True):
             src, target = img.source_ref, dest[(img.source, img.destination)]
             digests.append(digest)
@@ -81,6 +100,9 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
         engine.copy(roots)
         if engine.report.failures:
             raise OperationError("; ".join(engine.report.failures))
+        if staged is not None and staged.carried.artifacts:
+            by_source = first_by_source(dest)
+            report.artifacts = staged.push(client, by_source).manifests
     report.copied = len(roots)
     report.blobs_copied = engine.report.blobs_copied
     report.bytes_copied = engine.report.bytes_copied

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
+from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions, Subject, carry_from_registry
 from mirrorkit.copy.engine import Engine, Graph, Root
 from mirrorkit.copy.sinks import StoreSink
 from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.errors import InputError, OperationError
+from mirrorkit.files import full_disk_reported, write_atomic
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
@@ -62,6 +64,7 @@ class PullReport:
     charts: int = 0
     blobs_fetched: int = 0
     bytes_fetched: int = 0
+    signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
 
     @property
     def saved_bytes(self) -> int:
@@ -87,16 +90,17 @@ def work_dir_for(output: Path) -> Path:
 
 
 def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tuple[Source, str, str | None]:
-    """The engine source of one plan image: its registry, or (local sources) the store it was imported into."""
-    # TODO(merge): mirrorkit.copy.local comes with the bundle branch (skopeo for docker-archive:,
-    # oci-archive:, oci:, docker-daemon:); untested here, where that module does not exist yet.
-    try:
-        from mirrorkit.copy import local  # type: ignore[attr-defined]
-    except ImportError:
-        local = None
-    if local is not None and local.is_local(img.source):
-        digest, _ = local.import_image(img.source, store)
-        return LayoutSource(store, img.source), digest, digest
+    """The engine source of one plan image: its registry, or (local sources) the store skopeo imported it into.
+
+    A local image (``docker-archive:`` and friends) is imported whole, every platform it has.
+    """
+    if img.local:
+        from mirrorkit.copy.local import import_image
+
+        digest, _ = import_image(img.local, store)
+        if img.digest and digest != img.digest:
+            raise OperationError(f"{img.source}: {img.local} holds {digest}, the plan pins {img.digest}")
+        return LayoutSource(store, img.local), digest, digest
     ref = img.source_ref
     return RegistrySource(client, ref), img.digest or ref.reference, img.digest
 
@@ -173,9 +177,21 @@ def _config_platform(store: BlobStore, g: Graph, omit: set[str]) -> list[str]:
 
 
 def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
-                progress: Callable[[str, int], None] | None = None) -> PullReport:
-    """Fetch, lock and write the bundle; up to date bundles are left alone."""
-    from mirrorkit.bundle.tarball import write_bundle
+                progress: Callable[[str, int], None] | None = None,
+                signatures: SignatureOptions | None = None) -> PullReport:
+    """Fetch, lock and write the bundle; up to date bundles are left alone.
+
+    A full disk anywhere while fetching or writing gives one line naming the work
+    folder, which a rerun resumes from.
+    """
+    work = work_dir_for(opts.output)
+    with full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]):
+        return _pull(plan, opts, endpoints, credentials, progress, signatures or SignatureOptions())
+
+
+def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
+          progress: Callable[[str, int], None] | None, signatures: SignatureOptions) -> PullReport:
+    from mirrorkit.bundle.writer import write_bundle
     from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
 
     if not plan.images:
@@ -192,9 +208,21 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     with RegistryClient(endpoints, credentials) as client:
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
+        # signatures, attestations, SBOMs and referrers: found and carried (and, with keys, verified)
+        # before any image bytes move; a local image has no upstream to ask
+        carried = carry_from_registry(client, store, [
+            Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
+                       g.children)
+            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error],
+            signatures, opts.jobs)
+        for img, g in zip(plan.images, graphs, strict=True):
+            if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
+                g.note += "; " + RESTRICTED_NOTE
+                carried.notes.append(f"{img.source}: {g.note}")
         previous = _previous_lock(lock_file)
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
-                and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry):
+                and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry) \
+                and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
             shutil.rmtree(store.root, ignore_errors=True)
             return PullReport(images=len(graphs), reused=len(graphs), up_to_date=True, lock_path=lock_file,
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
@@ -207,6 +235,8 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
                         blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
     lock = build_lock(plan, opts, store, graphs, report)
+    carried.apply(lock)
+    report.signatures = carried
     # charts: their blobs join the store, the lock and index.json
     chart_bytes = add_to_bundle(store, lock, charts, plan.registry)
     report.unique_bytes += chart_bytes
@@ -215,9 +245,7 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     interrupt.check()
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
                            progress=(lambda n: progress("write", n)) if progress else None)
-    tmp = lock_file.with_name(f".{lock_file.name}.partial")
-    tmp.write_text(lock.dumps())
-    tmp.replace(lock_file)
+    write_atomic(lock_file, lock.dumps())
     report.volumes = volumes
     report.lock_path = lock_file
     report.seconds = time.monotonic() - start

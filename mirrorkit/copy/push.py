@@ -20,12 +20,14 @@ from types import TracebackType
 from typing import Any
 
 from mirrorkit import interrupt
-from mirrorkit.bundle.tarball import BundleReader
+from mirrorkit.bundle.reader import BundleReader
+from mirrorkit.copy import artifacts
+from mirrorkit.copy.artifacts import SignatureOptions
 from mirrorkit.copy.engine import Engine, Graph, Root
 from mirrorkit.copy.sinks import Holders, RegistrySink
 from mirrorkit.copy.sources import BundleSource, Stream
 from mirrorkit.copy.verify import VerifyResult, verify_registry
-from mirrorkit.destinations import destination_pairs
+from mirrorkit.destinations import destination_pairs, first_by_source
 from mirrorkit.errors import OperationError
 from mirrorkit.lock import Lock, LockImage
 from mirrorkit.oci.client import Manifest, RegistryClient
@@ -49,6 +51,8 @@ class PushReport:
     problems: list[str] = field(default_factory=list)
     charts_pushed: int = 0
     charts_skipped: int = 0
+    signatures: Any = None        # PushedArtifacts, when the bundle carried any
+    verifications: list[Any] = field(default_factory=list)  # LockVerification per digest checked offline
 
 
 class Pusher:
@@ -176,6 +180,10 @@ class Pusher:
         self.unreadable = before.unreadable
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
+        # every repository about to receive images must take them, before a byte moves (Quay's path depth,
+        # Harbor's projects): all refusals at once, with the registry's own codes
+        from mirrorkit.copy.preflight import require_writable
+        require_writable(self.client, [self.target(i) for i in todo], self.jobs)
         if chart_todo or todo:
             self.reader.verify(require_complete=True)
             if chart_todo:
@@ -280,11 +288,27 @@ class _Unclosed:
 
 def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTarget | None = None,
                 mapping: str | None = None, jobs: int = 4,
-                progress: Callable[[str, int], None] | None = None, check_blobs: bool = False) -> PushReport:
+                progress: Callable[[str, int], None] | None = None, check_blobs: bool = False,
+                signatures: SignatureOptions | None = None) -> PushReport:
     """Verify (unless the registry already holds every image), push, verify the registry.
 
     ``check_blobs``: an image counts as already there only if every blob of it can be read,
     so one whose blob the registry lost (or cannot serve) is pushed again, which repairs it.
+    Signatures are verified offline, from the bundle alone, before anything is pushed;
+    the artifacts (signatures, attestations, SBOMs, referrers) follow the images.
     """
+    opts = signatures or SignatureOptions()
     with BundleReader(paths) as reader:
-        return Pusher(reader, client, registry, mapping, jobs, progress, check_blobs).run()
+        pusher = Pusher(reader, client, registry, mapping, jobs, progress, check_blobs)
+        lock = reader.lock
+
+        def read(digest: str) -> bytes:
+            return reader.read_small(digest, limit=artifacts.MAX_ARTIFACT_BLOB)
+        checked = artifacts.verify_lock(lock, opts.keys, read) if opts.keys else None
+        report = pusher.run()
+        if opts.carry and lock.artifacts:
+            by_source = first_by_source(pusher.dest)
+            report.signatures = artifacts.push_artifacts(client, lock.artifacts, by_source, read,
+                                                         artifacts.bytes_opener(read), lock.blob_sizes())
+        report.verifications = artifacts.lock_verifications(checked)
+        return report

@@ -19,6 +19,7 @@ import datetime
 import email.utils
 import hashlib
 import io
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.errors import AuthError, NotFoundError, RegistryError, UnsupportedError
 from mirrorkit.oci import retry as retries
 from mirrorkit.oci.credentials import Credentials, CredentialStore
 from mirrorkit.oci.retry import RetryPolicy, TransientError
@@ -101,6 +102,63 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def scope_repository(scope: str) -> str | None:
+    """The repository a token scope is for (the first one named): credentials are per namespace."""
+    for part in scope.split():
+        kind, _, rest = part.partition(":")
+        if kind == "repository" and ":" in rest:
+            return rest.rsplit(":", 1)[0]
+    return None
+
+
+MAX_ERROR_TEXT = 200
+MAX_ERROR_BODY = 65536
+
+
+def read_error_body(resp: httpx.Response, stream: bool) -> bytes:
+    """At most ``MAX_ERROR_BODY`` bytes of an error answer (a streamed one is read only that far)."""
+    if not stream:
+        return resp.read()[:MAX_ERROR_BODY]
+    data = b""
+    try:
+        for chunk in resp.iter_bytes():
+            data += chunk
+            if len(data) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status says enough; the body was a courtesy
+    return data[:MAX_ERROR_BODY]
+
+
+def registry_errors(body: bytes) -> list[tuple[str, str]]:
+    """``(code, message)`` pairs from a distribution error body (``{"errors": [...]}``), else []."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    items = doc.get("errors") if isinstance(doc, dict) else None
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("code"), str):
+            message = item.get("message")
+            # a registry's words reach a terminal: no control characters, bounded length
+            text = "".join(c for c in " ".join(message.split()) if c.isprintable())[:MAX_ERROR_TEXT] \
+                if isinstance(message, str) else ""
+            out.append(("".join(c for c in item["code"] if c.isalnum() or c == "_")[:64], text))
+    return out
+
+
+def first_error_code(body: bytes) -> str | None:
+    errors = registry_errors(body)
+    return errors[0][0] if errors else None
+
+
+def error_detail(body: bytes) -> str:
+    """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
+    errors = registry_errors(body)
+    return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -142,12 +200,18 @@ class RegistryClient:
         self.close()
 
     def _client(self, registry: str) -> httpx.Client:
+        """One httpx client per registry; HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply through it.
+
+        httpx reads the proxy variables only when it builds its own transport: an injected
+        ``transport`` (tests' MockTransport) disables them. TLS runs end to end through a
+        CONNECT tunnel, so ``verify`` (--ca-cert, certs.d, --insecure) still decides.
+        """
         with self._lock:
             client = self._clients.get(registry)
             if client is None:
                 client = httpx.Client(
                     verify=self.endpoints.verify(registry), timeout=self.timeout,
-                    follow_redirects=True, transport=self.transport,
+                    follow_redirects=True, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
                 )
                 self._clients[registry] = client
@@ -167,26 +231,37 @@ class RegistryClient:
         return base
 
     # -- auth -------------------------------------------------------------------
-    def _creds(self, registry: str) -> Credentials | None:
-        return self.credentials.get(registry)
+    def _creds(self, registry: str, scope: str = "") -> Credentials | None:
+        return self.credentials.get(registry, scope_repository(scope))
 
     def _auth_header(self, registry: str, scope: str) -> dict[str, str]:
         token = self._tokens.get((registry, scope))
         if token and token[1] > time.monotonic():
             return {"Authorization": f"Bearer {token[0]}"}
         if registry in self._basic:
-            creds = self._creds(registry)
-            if creds:
+            creds = self._creds(registry, scope)
+            if creds and not creds.identity_token:
                 return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
         return {}
 
+    def authenticated(self, registry: str) -> bool:
+        """Whether the registry asked for credentials and took them (a token, or basic auth)."""
+        return registry in self._basic or any(r == registry for r, _ in self._tokens)
+
+    def _missing(self, registry: str, scope: str) -> str:
+        """What the credential lookup saw, for the one line that says none were found."""
+        return self.credentials.explain(registry, scope_repository(scope))
+
     def _authenticate(self, registry: str, scope: str, challenge: str, sent_basic: bool = False) -> None:
         scheme, params = parse_challenge(challenge)
-        creds = self._creds(registry)
+        creds = self._creds(registry, scope)
         if scheme == "basic":
             if not creds:
-                raise AuthError(f"{registry}: requires credentials (log in with podman/docker login, "
-                                "or give --username and --password-stdin)")
+                raise AuthError(f"{registry}: requires credentials (log in with mirrorkit/podman/docker login, "
+                                f"or give --username and --password-stdin); {self._missing(registry, scope)}")
+            if creds.identity_token:
+                raise AuthError(f"{registry}: the stored login is an identity token, which only a token "
+                                "service accepts; this registry asks for a password")
             # Refused only if *this* request carried them: parallel requests that went out
             # before another thread switched the registry to basic auth must simply retry.
             if sent_basic:
@@ -213,17 +288,28 @@ class RegistryClient:
         wanted = scope or params.get("scope", "")
         if wanted:
             query["scope"] = wanted
-        auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
-            resp = self._client(registry).get(realm, params=query, auth=auth)
+            if creds and creds.identity_token:
+                # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
+                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                        "client_id": "mirrorkit"}
+                resp = self._client(registry).post(realm, data=form)
+            else:
+                auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
+                resp = self._client(registry).get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
             raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
                                 f"{type(exc).__name__}") from None
         if resp.status_code in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access"
+            if creds is None:
+                raise AuthError(f"{registry}: token service refused anonymous access for {wanted or 'access'}: "
+                                f"requires credentials (log in with mirrorkit/podman/docker login, or give "
+                                f"--username and --password-stdin); {self._missing(registry, scope)}")
+            who = "the identity token" if creds.identity_token else f"user {creds.username!r}"
             raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
         if resp.status_code != 200:
-            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}")
+            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
+                                f"{error_detail(resp.content[:MAX_ERROR_BODY])}")
         try:
             body = resp.json()
         except ValueError:
@@ -281,7 +367,7 @@ class RegistryClient:
                                              retry_after=0.0)
                     continue
                 if resp.status_code == 429 or resp.status_code >= 500:
-                    code = "" if stream else error_code(resp)
+                    code = "" if stream else (first_error_code(read_error_body(resp, False)) or "")
                     resp.close()
                     raise TransientError(f"{what}: HTTP {resp.status_code}{' ' + code if code else ''}",
                                          parse_retry_after(resp.headers.get("Retry-After")))
@@ -291,16 +377,19 @@ class RegistryClient:
         resp = retries.run(self.retry, attempt) if retry else attempt()
         if resp.status_code in ok:
             return resp
-        if stream:
-            with contextlib.suppress(httpx.HTTPError):
-                resp.read()
+        body = read_error_body(resp, stream)
         resp.close()
-        code = error_code(resp)
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found{' (' + code + ')' if code else ''}")
+        detail, code = error_detail(body), first_error_code(body)
+        # the registry's own words first: the cause, then which request (its URL may be long)
+        cause = f"HTTP {resp.status_code}{detail}"
+        # a read in a repository the registry will not name (Quay's depth limit: 400 NAME_INVALID)
+        # finds nothing there, like a 404: "is the image there?" is answered no, and the preflight
+        # then reports the name rule before anything is pushed
+        if resp.status_code == 404 or (method in ("GET", "HEAD") and code in ("NAME_INVALID", "NAME_UNKNOWN")):
+            raise NotFoundError(f"not found ({cause}): {what}", code=code)
         if resp.status_code in (401, 403):
-            raise AuthError(f"{what}: access denied (HTTP {resp.status_code}{' ' + code if code else ''})")
-        raise RegistryAPIError(f"{code + ': ' if code else ''}{what}: HTTP {resp.status_code}", code)
+            raise AuthError(f"access denied ({cause}): {what}", code=code)
+        raise RegistryError(f"{cause}: {what}", code=code)
 
     def transport_error(self, exc: httpx.TransportError, what: str, registry: str, url: str) -> RegistryError:
         """A network failure as mirrorkit's error: TLS and name resolution are final, the rest transient."""
@@ -387,7 +476,11 @@ class RegistryClient:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{registry}: upload started without a Location header")
-        return str(httpx.URL(self.base_url(registry) + "/").join(loc))
+        return self.upload_url(registry, loc)
+
+    def upload_url(self, registry: str, location: str) -> str:
+        """An upload ``Location`` (often relative) as an absolute URL."""
+        return str(httpx.URL(self.base_url(registry) + "/").join(location))
 
     def mount_blob(self, registry: str, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry declines (it then expects an upload)."""
@@ -439,7 +532,7 @@ class RegistryClient:
                                             headers={"Content-Type": "application/octet-stream",
                                                      "Content-Range": f"{offset}-{size - 1}",
                                                      "Content-Length": str(size - offset)})
-                    except RegistryAPIError as exc:
+                    except RegistryError as exc:
                         if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID") or "416" in str(exc):
                             session["url"] = None       # the registry lost or refused the session
                             raise TransientError(f"{exc}; starting the upload again") from None
@@ -450,7 +543,7 @@ class RegistryClient:
             try:
                 self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201, 204),
                              headers={"Content-Length": "0"})
-            except RegistryAPIError as exc:
+            except RegistryError as exc:
                 if exc.code in ("DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "SIZE_INVALID") \
                         and (session["resumed"] or exc.code == "BLOB_UPLOAD_UNKNOWN"):
                     session["url"] = None           # the resumed session held something else: once more, whole
@@ -499,6 +592,25 @@ class RegistryClient:
                                 f"expected {digest}")
         return digest
 
+    # -- deleting (prune) ---------------------------------------------------------
+    def delete_manifest(self, registry: str, repo: str, reference: str) -> bool:
+        """DELETE ``/v2/REPO/manifests/REFERENCE`` (a digest, or a tag where the registry allows it).
+
+        True when deleted, False when it was already gone. A registry that refuses
+        the operation (405, or 400 ``UNSUPPORTED`` for tag deletes) raises
+        UnsupportedError carrying its error code, so the caller can tell "not allowed
+        here" from a fault.
+        """
+        resp = self.request(registry, "DELETE", f"/v2/{repo}/manifests/{reference}",
+                            scope=f"repository:{repo}:pull,push,delete", ok=(200, 202, 204, 404, 400, 405))
+        if resp.status_code in (200, 202, 204):
+            return True
+        code = first_error_code(read_error_body(resp, stream=False)) or ""
+        if resp.status_code == 404 and code in ("", "MANIFEST_UNKNOWN", "NOT_FOUND"):
+            return False
+        raise UnsupportedError(f"DELETE {registry}/{repo}/manifests/{reference}: HTTP {resp.status_code}"
+                               + (f" {code}" if code else ""))
+
     def _paged(self, registry: str, path: str, scope: str, key: str, max_pages: int = 1000) -> list[str]:
         out: list[str] = []
         url: str | None = f"{path}?n=1000"
@@ -530,28 +642,6 @@ class RegistryClient:
         return self._paged(registry, "/v2/_catalog", "registry:catalog:*", "repositories")
 
 
-class RegistryAPIError(RegistryError):
-    """A registry's refusal, with its own error code (``MANIFEST_BLOB_UNKNOWN``…) when it gave one."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def error_code(resp: httpx.Response) -> str:
-    """The first ``errors[].code`` of a distribution error body, or ''."""
-    try:
-        body = resp.json()
-    except (ValueError, httpx.HTTPError, UnicodeDecodeError):
-        return ""
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code = errors[0].get("code")
-        if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 64:
-            return code
-    return ""
-
-
 def _skip(fh: Any, offset: int) -> None:
     """Position a fresh blob stream at ``offset``: seek when it can, else read past."""
     if not offset:
@@ -569,8 +659,6 @@ def _skip(fh: Any, offset: int) -> None:
 
 
 def _media_type_from_body(data: bytes) -> str | None:
-    import json
-
     try:
         doc = json.loads(data)
     except ValueError:

@@ -29,10 +29,14 @@ from typing import TypeVar
 
 import tenacity
 
-from mirrorkit.errors import InputError, OperationError, RegistryError
+from mirrorkit.errors import DiskFullError, InputError, OperationError, RegistryError
 
 T = TypeVar("T")
 DEFAULT_STALL = 60.0
+
+
+class GaveUpError(RegistryError):
+    """Transient failures until the policy's bounds ran out: a registry failing, not one refusing."""
 
 
 class TransientError(RegistryError):
@@ -117,7 +121,7 @@ def run(policy: RetryPolicy, operation: Callable[[], T], progress: Callable[[], 
         return retrying(operation)
     except TransientError as exc:
         n = int(marks["failures"])
-        raise RegistryError(f"{exc} (gave up after {n} attempt{'s' if n != 1 else ''})") from None
+        raise GaveUpError(f"{exc} (gave up after {n} attempt{'s' if n != 1 else ''})") from None
 
 
 _NAME_RESOLUTION = ("Name or service not known", "nodename nor servname", "Temporary failure in name resolution",
@@ -130,8 +134,12 @@ def is_name_resolution_failure(exc: BaseException) -> bool:
 
 
 def disk_error(exc: OSError, where: str) -> OperationError:
-    """A full disk (or another local write failure) as one final line naming the folder."""
-    if exc.errno == errno.ENOSPC:
-        return OperationError(f"no space left on device writing to {where}; free space and run again: "
-                              "what was fetched is kept and the next run resumes from it")
+    """A full disk (or another local write failure) as one final line naming the folder.
+
+    A full disk is a DiskFullError without a work folder: a command that owns one
+    (pull-bundle's ``files.full_disk_reported``) restates it with that folder and its size.
+    """
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space left on device writing to {where}; free space and run again: "
+                             "what was fetched is kept and the next run resumes from it")
     return OperationError(f"cannot write to {where}: {exc.strerror or exc}")

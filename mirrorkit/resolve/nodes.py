@@ -9,7 +9,7 @@ kubelet's ``nodeInfo`` strings when NFD has not labelled the node yet.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,15 @@ class Node:
     kernel: str | None = None
     arch: str = "amd64"
     name: str = ""
+    # the node's labels (kubectl JSON only), for NVIDIADriver nodeSelectors; None: not known (--node)
+    labels: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+
+    def selected_by(self, selector: dict[str, str]) -> bool:
+        """Whether a nodeSelector picks this node; a node without known labels is picked by every one."""
+        if self.labels is None:
+            return True
+        have = dict(self.labels)
+        return all(have.get(k) == v for k, v in selector.items())
 
     @property
     def os(self) -> str:
@@ -114,6 +123,10 @@ def os_from_image(os_image: str) -> tuple[str, str] | None:
                 if not m:
                     return None
                 return os_id, m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
+            if os_id == "amzn":
+                # NFD's VERSION_ID is the major only: 2023 for "Amazon Linux 2023.5.20240708"
+                m = re.search(r"(\d+)", rest)
+                return (os_id, m.group(1)) if m else None
             m = re.search(r"(\d+(?:\.\d+)?)", rest)
             if not m:
                 return None
@@ -172,7 +185,8 @@ def _node_from_item(item: dict[str, Any], source: str, index: int) -> Node:
     if kernel:
         _kernel(kernel, where)
     arch = _arch(str(info.get("architecture") or "amd64"), where)
-    return Node(os_id, os_version, kernel, arch, name)
+    return Node(os_id, os_version, kernel, arch, name,
+                tuple(sorted((str(k), str(v)) for k, v in labels.items())))
 
 
 def load_nodes_json(path: str | Path) -> tuple[list[Node], list[str]]:

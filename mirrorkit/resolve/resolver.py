@@ -16,11 +16,12 @@ from typing import Any
 
 from mirrorkit import __version__
 from mirrorkit.errors import InputError
-from mirrorkit.mapping import STRATEGIES, check_collisions, map_ref
+from mirrorkit.mapping import STRATEGIES, check_collisions, check_depth_collisions, map_ref
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.resolve.catalog import Component, ImageList
 from mirrorkit.resolve.nodes import Node, split_os
+from mirrorkit.resolve.nvidiadriver import PARTS, NVIDIADriver, OsTaggedSpec
 from mirrorkit.resolve.ostag import PRECOMPILED_SINCE, os_tag, supports_precompiled
 from mirrorkit.yamlio import dig
 
@@ -44,6 +45,12 @@ class PlanRequest:
     registry: RegistryTarget | None = None
     mapping: str = "prefix"
     platforms: list[str] = field(default_factory=list)
+    max_path_depth: int | None = None  # issue 11: see mirrorkit.mapping.limit_depth
+    force: bool = False
+    nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
+    # (reference, component, reason) read from Kubernetes manifests (plan --manifests)
+    manifest_images: list[tuple[str, str, str]] = field(default_factory=list)
+    manifest_os_tagged: list[OsTaggedSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +148,9 @@ class _Resolver:
                 reason = f"--components all; off with these values ({why_off})"
             else:
                 continue
+            if self.req.nvidiadrivers and comp.os_tag:
+                # ClusterPolicy and NVIDIADriver management are exclusive: the CRs name the drivers
+                continue
             self.component(comp, reason)
 
     def component(self, comp: Component, reason: str) -> None:
@@ -169,13 +179,15 @@ class _Resolver:
         self.add(image_ref(repo, image, version, where), comp.path,
                  f"{comp.path} ({reason})", setting=version)
 
-    def node_groups(self, comp: Component, by_kernel: bool) -> list[tuple[str, str, str | None]]:
-        """Distinct (operator's osTag, source osTag, kernel) among the GPU nodes."""
+    def node_groups(self, comp: Component | str, by_kernel: bool,
+                    nodes: list[Node] | None = None) -> list[tuple[str, str, str | None]]:
+        """Distinct (operator's osTag, source osTag, kernel) among the GPU nodes (or ``nodes``)."""
+        what = comp if isinstance(comp, str) else comp.path
         if not self.req.nodes:
-            raise InputError(f"{comp.path} gets the node's OS tag appended: give the GPU nodes with "
+            raise InputError(f"{what} gets the node's OS tag appended: give the GPU nodes with "
                              "--node OS/KERNEL[/ARCH] or --nodes-json FILE")
         groups: OrderedDict[tuple[str, str, str | None], None] = OrderedDict()
-        for node in self.req.nodes:
+        for node in self.req.nodes if nodes is None else nodes:
             tag = os_tag(self.release, node.os_id, node.os_version)
             alias = self.req.os_aliases.get(node.os) or self.req.os_aliases.get(tag)
             src = tag
@@ -228,11 +240,91 @@ class _Resolver:
             self.add(src, comp.path, why, dest_tag=dest_tag, setting=version, os_tag=tag,
                      kernel=kernel)
 
+    def check_platforms(self) -> None:
+        """A --platform list without a GPU node's architecture gives a bundle that node cannot run."""
+        if not self.req.platforms:
+            return
+        archs = {p.split("/")[1] for p in self.req.platforms}
+        missing = [n for n in self.req.nodes if n.arch not in archs]
+        if not missing:
+            return
+        shown = ", ".join(f"{n.describe()}" for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        msg = (f"--platform {', '.join(self.req.platforms)} leaves out the architecture of GPU node(s) "
+               f"{shown}: add --platform linux/{missing[0].arch}")
+        if not self.req.force:
+            raise InputError(msg + " (or --force to plan anyway)")
+        self.warnings.append(msg + " (--force: planned anyway; those nodes will not find their images)")
+
+    # -- NVIDIADriver custom resources ------------------------------------------
+    def nvidiadrivers(self) -> None:
+        crs = self.req.nvidiadrivers
+        chosen: dict[Node, list[str]] = {n: [] for n in self.req.nodes}
+        for cr in crs:
+            nodes = [n for n in self.req.nodes if n.selected_by(cr.node_selector)]
+            for n in nodes:
+                chosen[n].append(cr.name)
+            if not nodes and self.req.nodes:
+                self.warnings.append(f"{cr.where}: its nodeSelector selects no GPU node; nothing planned for it")
+                continue
+            self.nvidiadriver(cr, nodes)
+        for node, names in chosen.items():
+            if node.labels is None:
+                continue             # --node: no labels to select by, every CR is planned for it
+            if not names:
+                self.warnings.append(f"GPU node {node.describe()} is selected by no NVIDIADriver: it gets no driver")
+            elif len(names) > 1:
+                self.warnings.append(f"GPU node {node.describe()} is selected by {len(names)} NVIDIADrivers "
+                                     f"({', '.join(names)}): the operator refuses overlapping node selectors")
+
+    def nvidiadriver(self, cr: NVIDIADriver, nodes: list[Node]) -> None:
+        from mirrorkit.resolve.nvidiadriver import ImageSpec
+
+        base = f"nvidiadriver/{cr.name}"
+        images: list[tuple[str, ImageSpec, bool]] = [(base, cr.driver, True)]
+        images += [(f"{base}/{part}", cr.parts[part], tagged) for part, tagged in PARTS if part in cr.parts]
+        for component, spec, tagged in images:
+            where = f"{cr.where}: {component}"
+            repo, image = (spec.repository, spec.image) if spec.repository else (spec.image, None)
+            if not tagged or spec.version.startswith("sha256:"):
+                self.add(image_ref(repo, image, spec.version, where), component,
+                         f"{component} ({cr.driver_type})", setting=spec.version)
+                continue
+            self.per_node(component, repo, image, spec.version, cr.use_precompiled and component == base,
+                          nodes, where, f"NVIDIADriver {cr.name}")
+
+    def per_node(self, component: str, repo: str, image: str | None, version: str, precompiled: bool,
+                 nodes: list[Node], where: str, owner: str) -> None:
+        """A driver-type image of a CR or ClusterPolicy: one tag per OS (and kernel) among ``nodes``."""
+        if precompiled and not supports_precompiled(self.release):
+            raise InputError(f"{where}: GPU Operator {self.release} has no precompiled drivers")
+        for tag, src_tag, kernel in self.node_groups(component, precompiled, nodes):
+            head = f"{version}-{kernel}" if precompiled else version
+            what = "precompiled driver" if precompiled else component.rsplit("/", 1)[-1]
+            why = f"{owner}: {what} for {f'kernel {kernel} on ' if precompiled else ''}{tag}"
+            dest_tag = f"{head}-{tag}" if src_tag != tag else None
+            if dest_tag:
+                why += f", served from the {src_tag} image (--os-alias)"
+            self.add(image_ref(repo, image, f"{head}-{src_tag}", where), component, why,
+                     dest_tag=dest_tag, setting=version, os_tag=tag, kernel=kernel)
+
+    def manifest_drivers(self) -> None:
+        """ClusterPolicy driver-type specs read from --manifests: per GPU node, like the operator."""
+        for item in self.req.manifest_os_tagged:
+            if not self.req.nodes:
+                self.warnings.append(f"{item.where}: {item.component} gets each GPU node's OS tag appended: "
+                                     "give --node or --nodes-json to plan it")
+                continue
+            repo, image = (item.repository, item.image) if item.repository else (item.image, None)
+            self.per_node(item.component, repo, image, item.version, item.precompiled, self.req.nodes,
+                          item.where, item.component.rsplit("/", 1)[0])
+
     # -- extras ---------------------------------------------------------------
     def extras(self) -> None:
         if self.il and self.req.include_sample:
             for extra in self.il.extras:
                 self.add(Ref.parse(extra.ref), extra.name, extra.reason)
+        for ref, component, reason in self.req.manifest_images:
+            self.add(Ref.parse(ref), component, reason)
         for ref, reason in self.req.extras:
             self.add(Ref.parse(ref) if isinstance(ref, str) else ref, "extra", reason)
 
@@ -242,17 +334,22 @@ class _Resolver:
             raise InputError(f"--components {self.req.components!r}: choose enabled or all")
         if self.req.mapping not in STRATEGIES:
             raise InputError(f"--mapping {self.req.mapping!r}: choose one of {', '.join(STRATEGIES)}")
+        self.check_platforms()
         if self.il:
             self.components()
+        if self.req.nvidiadrivers:
+            self.nvidiadrivers()
+        self.manifest_drivers()
         self.extras()
         if not self.entries:
-            raise InputError("nothing to plan: give --version (or --chart), --image or --image-list")
+            raise InputError("nothing to plan: give --version (or --chart), --image, --image-list or --manifests")
         images = []
         pairs = []
         for e in self.entries.values():
             dest = None
             if self.req.registry:
-                dest_ref = map_ref(e.source, self.req.registry, self.req.mapping, e.dest_tag)
+                dest_ref = map_ref(e.source, self.req.registry, self.req.mapping, e.dest_tag,
+                                   self.req.max_path_depth)
                 pairs.append((e.source, dest_ref))
                 dest = str(dest_ref)
             images.append(PlanImage(
@@ -261,6 +358,7 @@ class _Resolver:
                 target_tag=e.dest_tag,
             ))
         check_collisions(pairs)
+        check_depth_collisions(pairs, self.req.max_path_depth)
         driver: dict[str, Any] = {}
         if self.il and any(i.component.split(",")[0] == "driver" for i in images):
             driver = {"precompiled": self.precompiled,
@@ -271,6 +369,7 @@ class _Resolver:
             flavor=self.il.flavor if self.il else None,
             registry=str(self.req.registry) if self.req.registry else None,
             mapping=self.req.mapping,
+            max_path_depth=self.req.max_path_depth,
             platforms=list(self.req.platforms),
             nodes=[{"name": n.name, "os": n.os, "kernel": n.kernel, "arch": n.arch}
                    for n in self.req.nodes],
@@ -279,6 +378,7 @@ class _Resolver:
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             generator=f"mirrorkit {__version__}",
             warnings=self.warnings,
+            nvidiadrivers=[cr.doc for cr in self.req.nvidiadrivers],
         )
 
 

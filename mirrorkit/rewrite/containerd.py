@@ -16,12 +16,11 @@ recomputed from a mapping name, so what containerd pulls is exactly what was pus
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mirrorkit.errors import InputError
+from mirrorkit.files import check_target, write_atomic
 from mirrorkit.plan import Plan
 from mirrorkit.refs import DEFAULT_REGISTRY, Ref
 
@@ -74,6 +73,15 @@ def upstream_mirrors(plan: Plan, dest: dict[str, Ref], what: str) -> dict[str, M
             )
         example.setdefault(src.registry, source)
     return found
+
+
+def expressible(plan: Plan, dest: dict[str, Ref]) -> bool:
+    """Whether hosts.toml files can send this plan's pulls to the mirror (not for ``flatten``)."""
+    try:
+        upstream_mirrors(plan, dest, "containerd hosts.toml")
+    except InputError:
+        return False
+    return True
 
 
 def _q(value: str) -> str:
@@ -143,24 +151,14 @@ def write_containerd_dir(out_dir: Path, files: dict[str, str]) -> list[Path]:
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} exists and is not a directory")
+        raise InputError(f"{out_dir} exists and is not a directory; give a folder for the hosts.toml files")
+    check_target(out_dir / "hosts.toml", "containerd hosts directory")   # before any file is written
     written = []
     for rel, text in sorted(files.items()):
         parts = PurePosixPath(rel).parts
         if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
             raise InputError(f"refusing to write {rel!r} outside {out_dir}")
         path = out_dir.joinpath(*parts)
-        if path.is_dir():
-            raise InputError(f"{path} is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text, "hosts.toml")
         written.append(path)
     return written

@@ -63,8 +63,8 @@ def image_overlay(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | No
     for img in plan.images:
         target = dest[img.source]
         for path in img.component.split(","):
-            if path in EXTRAS or path in seen:
-                continue
+            if path in EXTRAS or path in seen or "/" in path:
+                continue             # extras, NVIDIADriver CRs, manifest images: no chart value to set
             seen[path] = img.source
             digest = (digests or {}).get(img.source) or img.digest
             if path == NFD_PATH:
@@ -89,6 +89,11 @@ def image_overlay(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | No
             _set(out.values, f"{path}.version", version)
     if plan.driver.get("precompiled") and "driver" in seen:
         _set(out.values, "driver.usePrecompiled", True)
+    if plan.nvidiadrivers:
+        # the plan's drivers are NVIDIADriver CRs (rewrite-config --format nvidiadriver): the chart must
+        # hand driver management to them and not deploy its default CR beside them
+        _set(out.values, "driver.nvidiaDriverCRD.enabled", True)
+        _set(out.values, "driver.nvidiaDriverCRD.deployDefaultCR", False)
     if service_monitor:
         _set(out.values, "dcgmExporter.serviceMonitor", dict(SERVICE_MONITOR))
     return out
@@ -129,7 +134,8 @@ def helm_values(overlay: Overlay, user: dict[str, Any] | None = None) -> tuple[d
 def kubesphere_config(overlay: Overlay, user: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The extension config: the chart's values under ``gpu-operator:`` (global.imageRegistry is ignored)."""
     user = user or {}
-    inner = user.get(KUBESPHERE_ROOT) if isinstance(user.get(KUBESPHERE_ROOT), dict) else user
+    root = user.get(KUBESPHERE_ROOT)
+    inner: dict[str, Any] = root if isinstance(root, dict) else user
     outer = {k: v for k, v in user.items() if k != KUBESPHERE_ROOT} if inner is not user else {}
     merged, changed = merge(inner, overlay.values, f"{KUBESPHERE_ROOT}.")
     return {**outer, KUBESPHERE_ROOT: merged}, changed

@@ -7,12 +7,19 @@ and the upstream is never contacted.  The alternative, ``[[registry.mirror]]`` u
 upstream: on an air-gapped node that fallback only turns a mirror fault into a slow
 timeout.  ``blocked = true`` is no help either: it forbids every pull of matching names,
 through mirrors or not.
+
+A ``flatten`` mapping changes the path itself (``nvidia/gpu-operator`` ->
+``nvidia-gpu-operator``), which no per-upstream rewrite can say; there each repository
+gets its own entry (``prefix = "nvcr.io/nvidia/gpu-operator"``). containers/image matches
+a prefix only up to a ``/``, ``:`` or ``@`` and takes the longest match, so
+``nvcr.io/nvidia/driver`` never catches ``nvcr.io/nvidia/driver-manager``.
 """
 
 from __future__ import annotations
 
 import json
 
+from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
 from mirrorkit.rewrite.containerd import upstream_mirrors
@@ -28,9 +35,27 @@ def registries_conf(plan: Plan, dest: dict[str, Ref], *, insecure: set[str] | fr
         f"# Install as {DROP_IN} (CRI-O, podman, skopeo) and restart CRI-O.",
         "# Each location rewrite replaces the upstream: nothing falls back to the internet.",
     ]
-    for upstream, mirror in sorted(upstream_mirrors(plan, dest, "registries.conf").items()):
-        location = f"{mirror.host}/{mirror.prefix}" if mirror.prefix else mirror.host
-        lines += ["", "[[registry]]", f"prefix = {json.dumps(upstream)}", f"location = {json.dumps(location)}"]
-        if mirror.host in insecure:
+    for prefix, location in location_rewrites(plan, dest):
+        lines += ["", "[[registry]]", f"prefix = {json.dumps(prefix)}", f"location = {json.dumps(location)}"]
+        if location.split("/")[0] in insecure:
             lines.append("insecure = true")
     return "\n".join(lines) + "\n"
+
+
+def location_rewrites(plan: Plan, dest: dict[str, Ref]) -> list[tuple[str, str]]:
+    """(prefix, location) pairs: one per upstream where a path prefix says it, else one per repository."""
+    try:
+        mirrors = upstream_mirrors(plan, dest, "registries.conf")
+    except InputError:
+        pass
+    else:
+        return [(upstream, f"{m.host}/{m.prefix}" if m.prefix else m.host) for upstream, m in sorted(mirrors.items())]
+    pairs: dict[str, str] = {}
+    for source in plan.sources():
+        if source not in dest:
+            raise InputError(f"{source} has no destination: give --registry HOST[:PORT][/PREFIX]")
+        src, dst = Ref.parse(source), dest[source]
+        if pairs.setdefault(src.name, dst.name) != dst.name:
+            raise InputError(f"registries.conf cannot express this plan: {src.name} goes to both "
+                             f"{pairs[src.name]} and {dst.name}")
+    return sorted(pairs.items())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.containerd import expressible as containerd_expressible
 
 POD_PREFIXES = (
     ("operator", "gpu-operator-", "Running"),
@@ -138,6 +139,10 @@ def markdown(inp: RunbookInput) -> str:
                   "2. **Extension Config**: replace it with `extension-config.yaml`, **Start Installation**.",
                   "3. **Next**, select the GPU clusters, **Next**.",
                   "4. **Differential Configuration**: keep the same image settings per cluster; install.", ""]
+    elif plan.release is None:
+        # no GPU Operator release: there are no chart values to write (--format helm would exit 2)
+        lines += ["This plan is an image set, not a GPU Operator release: point its workloads at the mirrored",
+                  "names (the plan's `destination` fields), or redirect pulls at the runtime as below.", ""]
     else:
         chart, version = _chart_ref(inp)
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
@@ -147,13 +152,41 @@ def markdown(inp: RunbookInput) -> str:
             lines += ["The chart itself must be available offline: carry `gpu-operator-"
                       f"{version}.tgz` and install from the file, or bundle it with `pull-bundle --chart`.", ""]
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
-              "", "```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
-              "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
-              "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)",
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
+              "", "```sh"]
+    if containerd_expressible(plan, inp.dest):
+        lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
+                  "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
+                  "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)"]
+    else:
+        # a command that would exit 2 has no place in a runbook
+        lines += ["# containerd hosts.toml can only add a path prefix, not this plan's mapping: point the",
+                  "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
+    lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
+    # signatures: the signature step (issue 9)
+    lines += ["### Signatures: verified on this side, enforced in the cluster", "",
+              "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
+              "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
+              "cluster refuse anything unsigned:", "", "```sh",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
+              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno --verify-key nvidia.pub "
+              "-o verify-images.yaml",
+              "kubectl apply -f verify-images.yaml          # Kyverno ClusterPolicy",
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy --verify-key nvidia.pub "
+              "-o containers-policy",
+              "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
+              "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
+    # signatures: end
     lines += ["## 4. Driver", ""]
-    if plan.driver.get("precompiled"):
+    if plan.nvidiadrivers:
+        names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
+        lines += [f"Each node pool runs its own driver, from the NVIDIADriver resources ({names}). The Helm",
+                  "values above set `driver.nvidiaDriverCRD.enabled=true` and `deployDefaultCR=false`; after the",
+                  "install, apply the resources pointing at the mirror:", "", "```sh",
+                  f"mirrorkit rewrite-config {shlex.quote(src)} --format nvidiadriver -o nvidiadrivers.yaml",
+                  "kubectl apply -f nvidiadrivers.yaml", "```", ""]
+    elif plan.driver.get("precompiled"):
         branch = plan.driver.get("version")
         lines += [f"Precompiled drivers: one image per kernel (`{branch}-<kernel>-<os>`), no kernel",
                   "headers needed on the nodes. A node that boots another kernel needs its own image: plan and bundle",
@@ -233,3 +266,205 @@ def volumes_of(paths: list[Path]) -> list[tuple[str, str | None]]:
             digest = sha.read_text().split()[0] if sha.read_text().split() else None
         out.append((str(p), digest))
     return out
+
+
+# ---- upgrade runbook (runbook PLAN --upgrade-from OLD) ----------------------------------------------
+
+# The GPU Operator chart's defaults for driver.upgradePolicy (values.yaml of NVIDIA/gpu-operator, v23.9 on).
+UPGRADE_POLICY_DEFAULTS = """driver:
+  upgradePolicy:
+    autoUpgrade: true          # the operator upgrades driver pods node by node
+    maxParallelUpgrades: 1     # nodes upgraded at once (0 = no limit)
+    maxUnavailable: 25%        # GPU nodes that may be unavailable at once
+    waitForCompletion:
+      timeoutSeconds: 0        # wait for pods matching podSelector to finish (0 = forever)
+      podSelector: ""
+    gpuPodDeletion:
+      force: false             # also delete GPU pods no controller manages
+      timeoutSeconds: 300
+      deleteEmptyDir: false
+    drain:
+      enable: false            # true: kubectl-drain the whole node, not only its GPU pods
+      force: false
+      podSelector: ""
+      timeoutSeconds: 300
+      deleteEmptyDir: false"""
+UPGRADE_STATES = ("upgrade-required", "cordon-required", "wait-for-jobs-required", "pod-deletion-required",
+                  "drain-required", "pod-restart-required", "validation-required", "uncordon-required",
+                  "upgrade-done")
+
+
+@dataclass
+class UpgradeInput:
+    new: RunbookInput
+    old_plan: Plan
+    old_source: str
+    old_is_bundle: bool           # a lock or bundle: usable as pull-bundle --since
+    changes: str                  # mirrorkit diff's text
+    driver_changes: list[str] = field(default_factory=list)
+    added: int = 0
+
+
+def _new_bundle(up: UpgradeInput) -> tuple[str, str]:
+    """The differential bundle's first volume and the argument list for push-bundle."""
+    if up.new.volumes:
+        return up.new.volumes[0][0], " ".join(shlex.quote(n) for n, _ in up.new.volumes)
+    name = f"bundles/gpu-operator-{up.new.plan.release or 'next'}.tar"
+    return name, name
+
+
+def _upgrade_chart(up: UpgradeInput) -> tuple[str, str]:
+    """The new chart where the air-gapped side can reach it: the mirror's ``charts/`` when the bundle
+    carries it (the upgrade runbook has pull-bundle carry it), else the upstream name."""
+    chart, version = _chart_ref(up.new)
+    if not chart.startswith("oci://") and up.new.plan.registry and up.new.plan.release:
+        from mirrorkit.copy.charts import chart_repository
+        from mirrorkit.refs import RegistryTarget
+
+        chart = f"oci://{chart_repository(RegistryTarget.parse(up.new.plan.registry), 'gpu-operator')}"
+    return chart, version
+
+
+def _chart_fetch(up: UpgradeInput) -> str | None:
+    """Connected side: fetch the new chart so pull-bundle can carry it (None when the bundle has it)."""
+    _, version = _chart_ref(up.new)
+    if up.new.charts or not up.new.plan.release:
+        return None
+    return f"helm pull nvidia/gpu-operator --version {version}   # writes gpu-operator-{version}.tgz"
+
+
+def _pull_line(up: UpgradeInput) -> str:
+    first, _ = _new_bundle(up)
+    _, version = _chart_ref(up.new)
+    line = f"mirrorkit pull-bundle {shlex.quote(up.new.source_name)} -o {shlex.quote(first)}"
+    if up.old_is_bundle:
+        line += f" --since {shlex.quote(up.old_source)}"
+    if _chart_fetch(up):
+        line += f" --chart gpu-operator-{version}.tgz"
+    return line
+
+
+def _crd_lines(up: UpgradeInput) -> list[str]:
+    chart, version = _upgrade_chart(up)
+    folder = f"chart-{version}"
+    return [f"helm pull {chart} --version {version}{_helm_flags(up.new, chart)} --untar -d {folder}",
+            f"kubectl apply --server-side --force-conflicts -f {folder}/gpu-operator/crds/",
+            f"kubectl apply --server-side --force-conflicts -f "
+            f"{folder}/gpu-operator/charts/node-feature-discovery/crds/"]
+
+
+def _driver_section(up: UpgradeInput) -> list[str]:
+    plan = up.new.plan
+    nodes = [(f"{n['name']}: " if n.get("name") else "") + f"{n['os']}, kernel {n.get('kernel') or '?'}"
+             for n in plan.nodes]
+    lines = ["## 6. The driver upgrade: what the nodes will do", ""]
+    if not up.driver_changes:
+        lines += ["The driver image does not change: no driver pod restarts for it. The other operands roll as",
+                  "DaemonSets (RollingUpdate) once `helm upgrade` has changed them.", ""]
+    else:
+        lines += ["The driver changes (" + "; ".join(up.driver_changes) + "). The driver DaemonSet uses",
+                  "`OnDelete`, so the operator's upgrade controller replaces driver pods itself, following",
+                  "`driver.upgradePolicy` (the chart's defaults below; set yours in the values before `helm upgrade`):",
+                  "", "```yaml", UPGRADE_POLICY_DEFAULTS, "```", "",
+                  f"Each GPU node in turn ({'; '.join(nodes) or 'every GPU node'}), at most `maxParallelUpgrades`",
+                  "at once and never more than `maxUnavailable` unavailable:", "",
+                  "1. the node is cordoned: no new pods are scheduled on it;",
+                  "2. pods matching `waitForCompletion.podSelector` are waited for;",
+                  "3. the GPU pods on the node are deleted (`gpuPodDeletion`); with `drain.enable` the node is",
+                  "   drained as well;",
+                  "4. the driver pod restarts with the new image"
+                  + (" (precompiled: the `<branch>-<kernel>-<os>` tag of that node's kernel);"
+                     if plan.driver.get("precompiled") else ", compiling the driver for the running kernel;"),
+                  "5. the validator checks the driver, and the node is uncordoned.", "",
+                  "Follow it on the node label `nvidia.com/gpu-driver-upgrade-state` ("
+                  + " → ".join(f"`{s}`" for s in UPGRADE_STATES) + "):", "",
+                  "```sh", "kubectl get nodes -L nvidia.com/gpu-driver-upgrade-state", "```", "",
+                  "With `autoUpgrade: false` nothing happens by itself: drain each node and delete its",
+                  "`nvidia-driver-daemonset` pod to move it to the new driver.", ""]
+    return lines
+
+
+def upgrade_markdown(up: UpgradeInput) -> str:
+    inp, plan = up.new, up.new.plan
+    reg, src = _registry(inp), inp.source_name
+    first, bundle_args = _new_bundle(up)
+    chart, version = _upgrade_chart(up)
+    old_release = up.old_plan.release or "the installed release"
+    lines = [f"# Upgrade: NVIDIA GPU Operator {old_release} → {plan.release or ''}", "",
+             "Written by mirrorkit's runbook command from the two releases; every value below is this site's.", "",
+             f"- private registry: `{reg}`", f"- from: `{up.old_source}` ({old_release})",
+             f"- to: `{src}` ({plan.release}, {len(plan.images)} images)", "",
+             "## 1. What changes", "", "```", up.changes.rstrip(), "```", "",
+             f"Check it again at any time: `mirrorkit diff {shlex.quote(up.old_source)} {shlex.quote(src)}`.", "",
+             "## 2. Before: the installed release is healthy and its images are all in the mirror", "",
+             "```sh", f"mirrorkit verify {shlex.quote(up.old_source)} --registry {shlex.quote(reg)}{_flags(inp)}",
+             f"kubectl get pods -n {inp.namespace}", "```", "",
+             "## 3. Carry only what is new", "", "On the connected side:", "", "```sh",
+             *([fetch] if (fetch := _chart_fetch(up)) else []), _pull_line(up), "```", ""]
+    if up.old_is_bundle:
+        lines += [f"`--since` leaves out every blob `{up.old_source}` carried already: the mirror has them.", ""]
+    else:
+        lines += [f"`{up.old_source}` is a plan, not a bundle: `--since` needs the previous bundle or its lock.",
+                  "Without one, take an inventory of the mirror on the air-gapped side",
+                  f"(`mirrorkit inventory --registry {shlex.quote(reg)}{_flags(inp)} -o inventory.json`), carry it",
+                  "out and add `--have inventory.json` to the line above.", ""]
+    lines += ["On the air-gapped side:", "", "```sh", _checksum(first),
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}",
+              f"mirrorkit verify {shlex.quote(first)} --registry {shlex.quote(reg)}{_flags(inp)}", "```", "",
+              "## 4. CRDs first: Helm does not upgrade them", "",
+              "`helm upgrade` leaves the CRDs of the installed release in place, and the new operator needs",
+              "its own. Apply them from the new chart before upgrading:", "", "```sh", *_crd_lines(up), "```", "",
+              "## 5. Upgrade the release with values pointing at the mirror", ""]
+    if plan.flavor == "kubesphere":
+        lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format kubesphere -o extension-config.yaml",
+                  "```", "", f"KubeSphere Marketplace → **NVIDIA GPU Operator** → **Upgrade** to `{plan.release}`;",
+                  "replace the extension config with `extension-config.yaml`.", ""]
+    else:
+        lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
+                  f"helm upgrade --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} \\",
+                  f"  -n {inp.namespace} -f values-airgap.yaml", "```", "",
+                  "Give the values file whole (not `--reuse-values`): the old values name the old images.", ""]
+    lines += _driver_section(up)
+    lines += ["## 7. After: every new image is in the mirror and the operands run it", "", "```sh",
+              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)}",
+              f"kubectl get pods -n {inp.namespace}",
+              "kubectl get clusterpolicies.nvidia.com -o jsonpath='{.items[0].status.state}'   # ready", "```", "",
+              "## 8. Later: take the old release out of the mirror", "", "```sh",
+              f"mirrorkit prune --registry {shlex.quote(reg)} --keep {shlex.quote(src)} "
+              f"--drop {shlex.quote(up.old_source)}{_flags(inp)}",
+              "```", "",
+              "That is a dry run; add `--apply` once it lists what you expect, then run the registry's",
+              "garbage collection (prune prints how).", ""]
+    return "\n".join(lines)
+
+
+def upgrade_shell(up: UpgradeInput) -> str:
+    """The air-gapped steps of the upgrade as a script; the connected-side pull is a comment."""
+    inp, plan = up.new, up.new.plan
+    reg = _registry(inp)
+    first, bundle_args = _new_bundle(up)
+    chart, version = _upgrade_chart(up)
+    fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
+    out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
+    lines = ["#!/usr/bin/env bash",
+             f"# Upgrade NVIDIA GPU Operator {up.old_plan.release} -> {plan.release}, written by mirrorkit runbook.",
+             *([f"# Connected side, before the trip: {fetch.split('   #')[0]}"] if (fetch := _chart_fetch(up)) else []),
+             f"# Connected side, before the trip: {_pull_line(up)}",
+             "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", "",
+             f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
+             _checksum(first),
+             f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}",
+             f"mirrorkit verify {shlex.quote(first)} --registry \"$REGISTRY\"{_flags(inp)}",
+             f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\" "
+             f"-o {out}"]
+    if fmt == "helm":
+        lines += _crd_lines(up)
+        lines += [f"helm upgrade --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} "
+                  f"-n \"$NAMESPACE\" -f {out}"]
+    else:
+        lines += [f"echo 'Upgrade the KubeSphere extension to {plan.release} with {out} as its config.'"]
+    if up.driver_changes:
+        lines += ["kubectl get nodes -L nvidia.com/gpu-driver-upgrade-state   # driver pods roll node by node"]
+    lines += [f"mirrorkit verify {shlex.quote(inp.source_name)} --registry \"$REGISTRY\"{_flags(inp)}",
+              "kubectl get pods -n \"$NAMESPACE\""]
+    return "\n".join(lines) + "\n"

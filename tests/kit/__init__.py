@@ -7,4 +7,5 @@ against the same things it meets in production (gzip layers, image indexes, a re
     images    deterministic builders of layers, images and indexes
     registryd RegistryServer: a throw-away docker-registry process
     push      a minimal uploader to seed registries (not the product's client)
+    cosign    cosign-format signatures, attestations and SBOM referrers for test images
 """

@@ -62,6 +62,7 @@ class RegistryServer:
         binary: str = DEFAULT_BINARY,
         startup_timeout: float = 10.0,
         access_log: bool = False,
+        delete: bool = True,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
@@ -72,6 +73,7 @@ class RegistryServer:
         self.binary = binary
         self.startup_timeout = startup_timeout
         self.access_log = access_log
+        self.delete = delete
         self.port: int | None = None
         self.workdir: Path | None = None
         self._secret = secrets.token_hex(16)
@@ -153,6 +155,21 @@ class RegistryServer:
         self._terminate()
         return self.start()
 
+    def garbage_collect(self) -> str:
+        """``docker-registry garbage-collect CONFIG`` with the server stopped (as distribution
+        advises), then started again on the same port and storage; returns the tool's output."""
+        self._terminate()
+        result = subprocess.run([self.binary, "garbage-collect", str(self.config_path)], capture_output=True,
+                                text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+        self.start()
+        if result.returncode != 0:
+            raise RuntimeError(f"garbage-collect exited with {result.returncode}: {result.stderr[-2000:]}")
+        return result.stdout + result.stderr
+
+    def storage_bytes(self) -> int:
+        """Bytes of every file under the storage folder: what garbage collection frees."""
+        return sum(p.stat().st_size for p in self.storage_dir.rglob("*") if p.is_file())
+
     def log_tail(self, lines: int = 40) -> str:
         return daemon.tail(self.log_path, lines)
 
@@ -182,7 +199,7 @@ class RegistryServer:
             "log": {"level": "warn", "accesslog": {"disabled": not self.access_log}},
             "storage": {
                 "filesystem": {"rootdirectory": str(self.storage_dir)},
-                "delete": {"enabled": True},
+                "delete": {"enabled": self.delete},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
             "http": http,

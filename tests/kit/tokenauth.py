@@ -10,7 +10,9 @@ anonymous ``RegistryServer``:
   ``WWW-Authenticate: Bearer realm="http://127.0.0.1:P/token",service="test-registry",
   scope="repository:REPO:pull"`` (the scope follows the request: ``pull`` for
   reads, ``pull,push`` for writes, ``registry:catalog:*`` for the catalog);
-* ``/token`` checks HTTP Basic credentials (user ``$oauthtoken`` and the given
+* ``POST /token`` with ``grant_type=refresh_token`` exchanges the ``refresh_token=``
+  given to the proxy (docker's stored ``identitytoken``) for an access token;
+* ``GET /token`` checks HTTP Basic credentials (user ``$oauthtoken`` and the given
   password, like nvcr.io) and answers ``{"token": ...}`` or ``{"access_token": ...}``
   with a short ``expires_in``; tokens really expire (``lifetime`` may be shorter
   than the advertised ``expires_in``, to test a token revoked early);
@@ -289,7 +291,8 @@ class TokenAuthProxy(ReverseProxy):
     def __init__(self, upstream: str, password: str, *, username: str = "$oauthtoken",
                  service: str = "test-registry", token_field: str = "token", expires_in: int = 300,
                  lifetime: float | None = None, anonymous_pull: bool = False, tls: ssl.SSLContext | None = None,
-                 upload_origin: str | None = None, stall: float = 0.0, stall_after: int = 0) -> None:
+                 upload_origin: str | None = None, stall: float = 0.0, stall_after: int = 0,
+                 refresh_token: str | None = None) -> None:
         super().__init__(upstream, tls=tls, upload_origin=upload_origin)
         if token_field not in ("token", "access_token", "both"):
             raise ValueError("token_field: token, access_token or both")
@@ -299,6 +302,8 @@ class TokenAuthProxy(ReverseProxy):
         self.lifetime = float(expires_in if lifetime is None else lifetime)
         self.anonymous_pull = anonymous_pull
         self.stall, self.stall_after = stall, stall_after
+        self._refresh_token = refresh_token
+        self.refresh_grants = 0  # tokens issued for a refresh_token grant (POST /token)
         self.realm_port: int | None = None
         self._tokens: dict[str, tuple[float, set[tuple[str, str, str]]]] = {}
         self.tokens_issued: Counter[str] = Counter()  # scope string -> tokens issued for it
@@ -345,13 +350,22 @@ class TokenAuthProxy(ReverseProxy):
             return False
         return user == self.username and hmac.compare_digest(password.encode(), self._password.encode())
 
-    def _token(self, h: _Handler) -> int:
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
+    def _token(self, h: _Handler, form: dict[str, list[str]] | None = None) -> int:
+        """GET: Basic credentials; POST (``form``): the OAuth2 refresh-token grant docker uses."""
+        query = form if form is not None else urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
         if query.get("service", [self.service])[0] != self.service:
             h.reply(400, b'{"errors":[{"code":"UNSUPPORTED","message":"unknown service"}]}')
             return 400
         scopes = query.get("scope", [])
-        ok = self._check_basic(h.headers.get("Authorization"))
+        if form is not None:
+            ok: bool | None = (query.get("grant_type") == ["refresh_token"] and self._refresh_token is not None
+                               and hmac.compare_digest(query.get("refresh_token", [""])[0].encode(),
+                                                       self._refresh_token.encode()))
+            if ok:
+                with self._lock:
+                    self.refresh_grants += 1
+        else:
+            ok = self._check_basic(h.headers.get("Authorization"))
         granted = _grants(scopes)
         if ok is None and self.anonymous_pull:
             granted = {g for g in granted if g[2] == "pull"}
@@ -393,6 +407,8 @@ class TokenAuthProxy(ReverseProxy):
         port = h.connection.getsockname()[1]
         if urllib.parse.urlsplit(h.path).path == "/token" and h.command == "GET":
             status = self._token(h)
+        elif urllib.parse.urlsplit(h.path).path == "/token" and h.command == "POST":
+            status = self._token(h, urllib.parse.parse_qs(body.decode("utf-8", "replace")))
         elif port == self.realm_port and port != self.port:
             h.reply(404)
             status = 404

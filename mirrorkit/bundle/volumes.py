@@ -1,0 +1,136 @@
+"""What a bundle volume is called and what its small files say: names, volume.yaml, .sha256.
+
+A volume is a complete tar holding, in this order: ``bundle.yaml`` (the whole
+lock), ``volume.yaml`` (bundle id, volume index and count, the blobs in this
+volume), ``oci-layout``, ``index.json``, then its share of
+``blobs/sha256/<hex>``. Every volume repeats the lock, so each one can be
+checked on its own and the volumes can be loaded in any order.
+
+Volume names: without ``split`` the bundle is the single file ``output``. With
+``split`` the ``.tar`` / ``.tar.zst`` suffix is taken off ``output`` and the
+volumes are ``STEM.000.tar``, ``STEM.001.tar``, ... (``STEM.000.tar.zst``, ...
+when compressed), so every volume still ends in a suffix tar tools recognise.
+Each volume gets a ``<volume>.sha256`` file beside it in ``sha256sum`` format.
+Writer and reader both import these rules from here, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import yaml
+
+from mirrorkit.errors import InputError
+from mirrorkit.lock import API_VERSION, Lock
+from mirrorkit.refs import is_digest
+from mirrorkit.yamlio import SafeLoader
+
+MiB = 1 << 20
+CHUNK = MiB              # blobs move in chunks of this size: memory stays flat whatever the layer
+SMALL_LIMIT = 4 * MiB    # manifests are held whole, so their size is capped (registries cap them too)
+VOLUME_KIND = "BundleVolume"
+META_ORDER = ("bundle.yaml", "volume.yaml", "oci-layout", "index.json")
+META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB}
+DIR_ENTRIES = ("blobs", "blobs/sha256")
+SHA_FILE_CAP = 4096      # a .sha256 file is one line; a bigger one is not ours to parse
+
+Progress = Callable[[int], None]
+
+
+def volume_paths(output: Path, count: int, compress: str | None = None, split: bool = False) -> list[Path]:
+    """Where ``write_bundle`` puts its volumes (see the module docstring for the scheme)."""
+    output = Path(output)
+    if not split:
+        return [output]
+    suffix = ".tar.zst" if compress == "zstd" else ".tar"
+    stem = output.name.removesuffix(suffix)
+    width = max(3, len(str(count - 1)))
+    return [output.with_name(f"{stem}.{i:0{width}d}{suffix}") for i in range(count)]
+
+
+def older_volumes(output: Path, compress: str | None, split: bool, keep: list[Path]) -> list[Path]:
+    """Volumes of an earlier split set under the same name that a new set of fewer volumes would leave behind."""
+    if not split:
+        return []
+    output = Path(output)
+    suffix = ".tar.zst" if compress == "zstd" else ".tar"
+    pattern = re.compile(re.escape(output.name.removesuffix(suffix)) + r"\.\d{3,}" + re.escape(suffix))
+    try:
+        names = sorted(p.name for p in output.parent.iterdir())
+    except OSError:
+        return []
+    return [output.with_name(n) for n in names if pattern.fullmatch(n) and output.with_name(n) not in keep]
+
+
+def checksum_path(volume: Path) -> Path:
+    """The ``sha256sum``-format file beside a volume."""
+    return volume.with_name(volume.name + ".sha256")
+
+
+def volume_yaml(bundle_id: str, index: int, count: int, blobs: list[tuple[str, int]]) -> bytes:
+    doc = {"apiVersion": API_VERSION, "kind": VOLUME_KIND, "bundle": bundle_id, "index": index, "count": count,
+           "blobs": [{"digest": d, "size": s} for d, s in blobs]}
+    return yaml.safe_dump(doc, sort_keys=False, width=120).encode()
+
+
+
+def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, dict[str, int]]:
+    try:
+        doc = yaml.load(data.decode(), Loader=SafeLoader)  # noqa: S506 - a safe loader
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{where}: malformed volume.yaml: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != VOLUME_KIND or doc.get("apiVersion") != API_VERSION:
+        raise InputError(f"{where}: volume.yaml is not a mirrorkit volume description")
+    if doc.get("bundle") != lock.id:
+        raise InputError(f"{where}: volume.yaml names bundle {doc.get('bundle')!r} but bundle.yaml has id {lock.id!r}")
+    index, count = doc.get("index"), doc.get("count")
+    if not is_count(count) or count < 1 or not is_count(index) or not 0 <= index < count:
+        raise InputError(f"{where}: volume.yaml has an invalid index {index!r} of count {count!r}")
+    if not isinstance(doc.get("blobs"), list):
+        raise InputError(f"{where}: volume.yaml 'blobs' must be a list")
+    sizes = lock.blob_sizes()
+    listed: dict[str, int] = {}
+    for entry in doc["blobs"]:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not is_digest(digest) or not is_count(size):
+            raise InputError(f"{where}: volume.yaml has a malformed blob entry")
+        if digest in listed:
+            raise InputError(f"{where}: volume.yaml lists blob {digest} twice")
+        if sizes.get(digest) != size:
+            raise InputError(f"{where}: volume.yaml lists blob {digest} ({size} bytes), which the lock does not "
+                             "carry with that size")
+        listed[digest] = size
+    return index, count, listed
+
+
+def is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+
+def read_checksum(path: Path) -> str | None:
+    """The hex digest from ``<volume>.sha256`` beside a volume, if there is one (it is untrusted too)."""
+    sha = checksum_path(path)
+    try:
+        st = sha.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read {sha}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > SHA_FILE_CAP:
+        raise InputError(f"{sha}: not a sha256sum file")
+    try:
+        text = sha.read_bytes().decode()
+    except (OSError, UnicodeDecodeError):
+        raise InputError(f"{sha}: not a sha256sum file") from None
+    match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)\n?", text)
+    if not match:
+        raise InputError(f"{sha}: not a sha256sum file (expected '<sha256>  {path.name}')")
+    if match.group(2) != path.name:
+        raise InputError(f"{sha}: names {match.group(2)!r}, not {path.name!r}")
+    return match.group(1)
+

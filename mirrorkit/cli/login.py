@@ -1,0 +1,61 @@
+"""``mirrorkit login REGISTRY``: store a verified login where podman and skopeo look for it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mirrorkit.errors import InputError
+
+EPILOG = """
+\b
+Examples:
+  # the private registry, password from a file or a secret store (never on the command line)
+  mirrorkit login harbor.example.com --username admin --password-stdin < harbor-password.txt
+\b
+  # a login for one namespace only (the key harbor.example.com/gpu), into a chosen file
+  mirrorkit login harbor.example.com/gpu -u robot --authfile ./auth.json
+\b
+  # a registry with a private CA, and one on plain HTTP
+  mirrorkit login registry.local:5000 -u admin --ca-cert ca.pem
+  mirrorkit login 10.0.0.5:5000 -u admin --insecure
+"""
+
+
+@click.command("login", epilog=EPILOG)
+@click.argument("registry", metavar="HOST[:PORT][/NAMESPACE]")
+@click.option("-u", "--username", help="User name (asked for when not given).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else: a prompt).")
+@click.option("--authfile", type=click.Path(dir_okay=False),
+              help="Write here (default: the first writable of $REGISTRY_AUTH_FILE, "
+                   "$XDG_RUNTIME_DIR/containers/auth.json or /run/containers/$UID/auth.json, "
+                   "$XDG_CONFIG_HOME/containers/auth.json).")
+@click.option("--insecure", is_flag=True, help="Reach the registry over plain HTTP or without TLS verification.")
+@click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust.")
+@click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Trust DIR/HOST:PORT/*.crt (default: $MIRRORKIT_CERTS_DIR, else /etc/containers/certs.d).")
+def login_command(registry: str, **p: Any) -> None:
+    """Check a login against REGISTRY, then save it in the containers auth file (as podman login does)."""
+    from mirrorkit.oci.credentials import Credentials
+    from mirrorkit.oci.login import login, login_key
+    from mirrorkit.oci.transport import Endpoints
+
+    host, _ = login_key(registry)
+    endpoints = Endpoints.from_options((), (host,) if p["insecure"] else (), p.get("ca_cert"), p.get("certs_dir"))
+    username = p.get("username") or click.prompt("Username", err=True)
+    if p["password_stdin"]:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, err=True)
+    if not password:
+        raise InputError("no password given" + (" on standard input" if p["password_stdin"] else ""))
+    path, checked = login(registry, Credentials(username, password), endpoints,
+                          Path(p["authfile"]) if p.get("authfile") else None)
+    if checked:
+        click.echo(f"Login succeeded: {registry} saved in {path}", err=True)
+    else:
+        click.echo(f"warning: {host} did not ask for credentials, so they could not be checked; "
+                   f"saved in {path}", err=True)

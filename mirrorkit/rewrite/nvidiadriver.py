@@ -1,0 +1,45 @@
+"""``rewrite-config --format nvidiadriver``: the plan's NVIDIADriver CRs, pointing at the mirror.
+
+Each CR is written back as the user gave it, with ``spec.repository`` and ``spec.image``
+(and those of ``manager``, ``gds``, ``gdrcopy``) set to the mirrored path of the images
+planned for it. ``version`` stays: the operator still appends each node's OS tag and
+kernel, and the mirror holds those tags.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from mirrorkit.errors import InputError
+from mirrorkit.plan import Plan
+from mirrorkit.refs import Ref
+from mirrorkit.rewrite.helm import split_destination
+
+
+def nvidiadriver_crs(plan: Plan, dest: dict[str, Ref]) -> tuple[str, list[str]]:
+    """The CRs as multi-document YAML, and notes about CRs that had no image planned."""
+    if not plan.nvidiadrivers:
+        raise InputError("this plan has no NVIDIADriver resources: plan with --nvidiadriver FILE")
+    where: dict[str, Ref] = {}
+    for img in plan.images:
+        for component in img.component.split(","):
+            if component.startswith("nvidiadriver/") and img.source in dest:
+                where.setdefault(component, dest[img.source])
+    docs: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for original in plan.nvidiadrivers:
+        doc = copy.deepcopy(original)
+        name = str((doc.get("metadata") or {}).get("name") or "")
+        spec = doc.setdefault("spec", {})
+        base = f"nvidiadriver/{name}"
+        if base not in where:
+            notes.append(f"NVIDIADriver {name}: no image planned (it selects no GPU node); written unchanged")
+        for component, node in [(base, spec), *((f"{base}/{p}", spec.get(p)) for p in ("manager", "gds", "gdrcopy"))]:
+            if component in where and isinstance(node, dict):
+                node["repository"], node["image"] = split_destination(where[component])
+        docs.append(doc)
+    header = f"# NVIDIADriver resources of plan release {plan.release or '(none)'}, pointing at the mirror.\n"
+    return header + yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True), notes

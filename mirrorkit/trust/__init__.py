@@ -1,0 +1,1 @@
+"""Supply chain trust: public keys, cosign signatures, and the artifacts that travel with images."""

@@ -1,0 +1,170 @@
+"""What travels with an image: cosign's tag-schema artifacts and OCI 1.1 referrers.
+
+A few requests per repository, not a storm per image: the repository's tag list is
+read once and only tags that exist are fetched; the referrers API is probed once
+and, where the registry has none (a 404: distribution 2.8 has none), the
+``sha256-<hex>`` fallback tag index stands in for it, found in the same tag list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.oci.client import OCI_INDEX, RegistryClient
+from mirrorkit.refs import Ref, is_digest
+from mirrorkit.trust.cosign import SIMPLE_SIGNING, sig_tag
+
+TAG_SUFFIXES = {"sig": SIMPLE_SIGNING, "att": "application/vnd.dsse.envelope.v1+json",
+                "sbom": "application/vnd.dev.cosign.sbom"}
+MAX_SMALL_BLOB = 4 * 1024 * 1024
+IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A manifest that belongs to an image: copied as one more root into the image's repository."""
+
+    subject: str
+    digest: str
+    media_type: str
+    artifact_type: str
+    tag: str | None
+
+
+def artifact_type_of(data: bytes, fallback: str) -> str:
+    """``artifactType`` if set, else a non-image config type, else what the tag schema says."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return fallback
+    if not isinstance(doc, dict):
+        return fallback
+    if isinstance(doc.get("artifactType"), str):
+        return str(doc["artifactType"])
+    config = doc.get("config")
+    ctype = config.get("mediaType") if isinstance(config, dict) else None
+    if isinstance(ctype, str) and ctype != IMAGE_CONFIG and "docker" not in ctype:
+        return ctype
+    return fallback
+
+
+def _descriptors(data: bytes) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return []
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)
+            and is_digest(e["digest"])] if isinstance(entries, list) else []
+
+
+class Discovery:
+    """Artifact lookups for one repository; its tag list and the referrers probe are asked once.
+
+    A registry that will not list tags (some refuse ``tags/list`` to pull-only tokens)
+    is asked for each candidate tag instead: slower, but nothing is missed.
+    """
+
+    def __init__(self, client: RegistryClient, ref: Ref) -> None:
+        self.client = client
+        self.ref = ref
+        self._tags: set[str] | None = None
+        self._listed = True
+        self._referrers_api: bool | None = None
+
+    def tags(self) -> set[str] | None:
+        """The repository's tags, or None when the registry refuses to list them."""
+        if self._tags is None and self._listed:
+            try:
+                self._tags = set(self.client.list_tags(self.ref.registry, self.ref.repository))
+            except NotFoundError:
+                self._tags = set()
+            except (AuthError, RegistryError):
+                self._listed = False
+        return self._tags
+
+    def _manifest(self, tag: str) -> Any:
+        tags = self.tags()
+        if tags is not None and tag not in tags:
+            return None
+        try:
+            return self.client.get_manifest(self.ref, tag)
+        except NotFoundError:
+            return None     # deleted since the tag list was read, or never there
+
+    def _referrers(self, digest: str) -> list[dict[str, Any]] | None:
+        """The referrers API's answer, or None when the registry has no such API."""
+        if self._referrers_api is False:
+            return None
+        try:
+            resp = self.client.request(self.ref.registry, "GET", f"/v2/{self.ref.repository}/referrers/{digest}",
+                                       scope=f"repository:{self.ref.repository}:pull",
+                                       headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
+        except (AuthError, RegistryError):
+            self._referrers_api = False      # refused or broken: the fallback tag index answers instead
+            return None
+        if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+            self._referrers_api = False
+            return None
+        self._referrers_api = True
+        return _descriptors(resp.content[:MAX_SMALL_BLOB])
+
+    def find(self, digest: str) -> list[Artifact]:
+        out: list[Artifact] = []
+        for suffix, fallback in TAG_SUFFIXES.items():
+            tag = sig_tag(digest, suffix)
+            m = self._manifest(tag)
+            if m is not None:
+                out.append(Artifact(digest, m.digest, m.media_type, artifact_type_of(m.data, fallback), tag))
+        referrers = self._referrers(digest)
+        if referrers is None:
+            fallback_tag = sig_tag(digest, "")
+            index = self._manifest(fallback_tag)
+            if index is not None:
+                referrers = _descriptors(index.data)
+                out.append(Artifact(digest, index.digest, index.media_type, OCI_INDEX, fallback_tag))
+        known = {a.digest for a in out}
+        for entry in referrers or []:
+            if entry["digest"] in known:
+                continue
+            known.add(entry["digest"])
+            out.append(Artifact(digest, entry["digest"], str(entry.get("mediaType") or ""),
+                                str(entry.get("artifactType") or ""), None))
+        return out
+
+
+def find_artifacts(client: RegistryClient, ref: Ref, digests: list[str]) -> list[Artifact]:
+    """Every artifact of every digest in ``ref``'s repository: tag schema first, then referrers."""
+    discovery = Discovery(client, ref)
+    out: list[Artifact] = []
+    for digest in dict.fromkeys(digests):
+        out.extend(discovery.find(digest))
+    return out
+
+
+def fetch_small_blob(client: RegistryClient, ref: Ref, digest: str, limit: int = MAX_SMALL_BLOB) -> bytes:
+    """A small blob (config, signature payload, SBOM) whole, hash checked, size capped."""
+    resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                          scope=f"repository:{ref.repository}:pull", stream=True)
+    try:
+        chunks, total = [], 0
+        for chunk in resp.iter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise RegistryError(f"{ref.name}@{digest}: blob exceeds the {limit} byte limit for artifacts")
+            chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"{ref.name}@{digest}: reading blob failed: {type(exc).__name__}") from None
+    finally:
+        resp.close()
+    data = b"".join(chunks)
+    got = "sha256:" + hashlib.sha256(data).hexdigest()
+    if got != digest:
+        raise RegistryError(f"{ref.name}@{digest}: registry served bytes whose digest is {got}")
+    return data

@@ -1,0 +1,177 @@
+"""prune against a real docker-registry with deletes enabled, then its own garbage-collect and a real containerd.
+
+Two driver indexes share their amd64 manifest; the kept one has a cosign-style
+signature tag beside it; one image is in both plans; the site has a tag of its
+own in a planned repository and a repository no plan names. After --apply and
+garbage-collect, everything kept is byte-identical and pullable, the rest is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from kit.containerd import DEFAULT_BINARY, DEFAULT_CTR, Containerd, write_hosts_toml
+from kit.images import Image, Index, make_image, make_index, make_layer
+from kit.push import push_image
+from kit.registryd import RegistryServer, free_port
+
+from mirrorkit.cli.main import main
+from mirrorkit.plan import Plan, PlanImage
+
+ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "application/vnd.docker.distribution.manifest.v2+json"])
+PREFIX = "kse"
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def images() -> dict[str, Image | Index]:
+    shared = make_image("driver/amd64", [make_layer("base/amd64", 24 << 10), make_layer("drv/amd64", 8 << 10)])
+    old_arm = make_image("driver/arm64/old", [make_layer("base/arm64", 24 << 10), make_layer("drv/old", 96 << 10)],
+                         ("linux", "arm64"))
+    new_arm = make_image("driver/arm64/new", [make_layer("base/arm64", 24 << 10), make_layer("drv/new", 8 << 10)],
+                         ("linux", "arm64"))
+    old, new = make_index([shared, old_arm]), make_index([shared, new_arm])
+    sig = {name: make_image(f"sig/{name}", [make_layer(f"sig/{name}", 200)]) for name in ("old", "new")}
+    return {
+        "nvidia/driver:old": old, "nvidia/driver:new": new,
+        f"nvidia/driver:sha256-{old.digest[7:]}.sig": sig["old"],
+        f"nvidia/driver:sha256-{new.digest[7:]}.sig": sig["new"],
+        "nvidia/gpu-operator:v1": make_image("op/v1", [make_layer("base/amd64", 24 << 10),
+                                                       make_layer("op/v1", 128 << 10)]),
+        "nvidia/gpu-operator:v2": make_image("op/v2", [make_layer("base/amd64", 24 << 10),
+                                                       make_layer("op/v2", 8 << 10)]),
+        "nvidia/gpu-operator:site-pinned": make_image("op/site", [make_layer("op/site", 4 << 10)]),
+        "nvidia/toolkit:v1": make_image("tk", [make_layer("tk", 8 << 10)]),
+        "nvidia/toolkit:alias": make_image("tk", [make_layer("tk", 8 << 10)]),   # same manifest, second tag
+        "nvidia/unplanned:x": make_image("un", [make_layer("un", 8 << 10)]),
+    }
+
+
+def write_plan(path: Path, registry: str, refs: list[str]) -> Path:
+    plan = Plan(images=[PlanImage(source=f"nvcr.io/{r}", destination=f"{registry}/{r}",
+                                  component=r.split("/")[-1].split(":")[0], reason="test") for r in refs],
+                registry=registry)
+    path.write_text(yaml.safe_dump(plan.to_dict(), sort_keys=False))
+    return path
+
+
+def raw(reg: RegistryServer, repo: str, ref: str) -> httpx.Response:
+    return httpx.get(f"{reg.url}/v2/{PREFIX}/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+
+
+@pytest.fixture
+def seeded(registry_factory: Callable[..., RegistryServer], tmp_path: Path):
+    reg = registry_factory()
+    content = images()
+    for name, item in content.items():
+        repo, tag = name.split(":")
+        push_image(reg.url, f"{PREFIX}/{repo}", tag, item)
+    target = f"{reg.host}/{PREFIX}"
+    old = write_plan(tmp_path / "old.yaml", target,
+                     ["nvidia/driver:old", "nvidia/gpu-operator:v1", "nvidia/toolkit:v1", "nvidia/toolkit:alias"])
+    new = write_plan(tmp_path / "new.yaml", target,
+                     ["nvidia/driver:new", "nvidia/gpu-operator:v2", "nvidia/toolkit:v1"])
+    return reg, content, old, new
+
+
+def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tmp_path: Path) -> None:
+    reg, content, old, new = seeded
+    target = f"{reg.host}/{PREFIX}"
+    args = ["prune", "--registry", target, "--keep", str(new), "--drop", str(old), "--insecure", reg.host]
+    dry = cli(*args, "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    plan = json.loads(dry.stdout)
+    old_idx, new_idx = content["nvidia/driver:old"], content["nvidia/driver:new"]
+    assert isinstance(old_idx, Index) and isinstance(new_idx, Index)
+    old_sig = f"sha256-{old_idx.digest[7:]}.sig"
+    assert plan["applied"] is False
+    assert {(t["repository"].split("/", 2)[2], t["tag"]) for t in plan["tags"]} == {
+        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1"),
+        ("nvidia/toolkit", "alias")}
+    assert {m["digest"] for m in plan["manifests"]} == {
+        old_idx.digest, old_idx.images[1].digest, content[f"nvidia/driver:{old_sig}"].digest,
+        content["nvidia/gpu-operator:v1"].digest}
+    # the shared amd64 manifest, and the manifest the alias tag shares with the kept toolkit:v1
+    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest}
+    assert plan["also_kept"] == [f"{target}/nvidia/toolkit:v1"]
+    assert raw(reg, "nvidia/driver", "old").status_code == 200, "a dry run deletes nothing"
+    text = cli(*args)
+    assert "would delete 4 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
+
+    before = reg.storage_bytes()
+    kept = {name: raw(reg, *name.split(":")).content for name in content
+            if name.split(":")[1] not in ("old", "v1", old_sig, "alias") or name == "nvidia/toolkit:v1"}
+    kept_children = {i.digest: i.manifest for i in new_idx.images}
+    applied = cli(*args, "--apply")
+    assert applied.exit_code == 0, applied.output
+    # distribution 2.8 deletes no tag by itself (DELETE by tag: 400): the alias must stay, and says so
+    assert "deleted 3 tags and 4 manifests" in applied.stdout
+    assert "these point at manifests a kept image needs, so they stay" in applied.stdout
+    assert f"{target}/nvidia/toolkit:alias" in applied.stdout
+    assert "docker-registry garbage-collect" in applied.stdout
+    reg.garbage_collect()
+    assert reg.storage_bytes() < before - (200 << 10), "garbage collection freed the dropped layers"
+
+    for name, data in kept.items():
+        got = raw(reg, *name.split(":"))
+        assert got.status_code == 200 and got.content == data, name
+    for digest, data in kept_children.items():
+        assert raw(reg, "nvidia/driver", digest).content == data
+    for repo, ref in [("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1"),
+                      ("nvidia/driver", old_idx.digest), ("nvidia/driver", old_idx.images[1].digest)]:
+        assert raw(reg, repo, ref).status_code == 404, (repo, ref)
+    for layer in (content["nvidia/gpu-operator:v1"].layers[1], old_idx.images[1].layers[1]):
+        assert httpx.head(f"{reg.url}/v2/{PREFIX}/nvidia/gpu-operator/blobs/{layer.digest}").status_code == 404
+
+    for name in (DEFAULT_BINARY, DEFAULT_CTR):
+        assert shutil.which(name), f"{name} is not installed (Debian package 'containerd')"
+    hosts = tmp_path / "certs.d"
+    write_hosts_toml(hosts, "nvcr.io", reg.url, PREFIX, server=f"http://127.0.0.1:{free_port()}")
+    with Containerd() as ctd:
+        for ref in ("nvidia/driver:new", "nvidia/gpu-operator:v2", "nvidia/toolkit:v1"):
+            ctd.pull(f"nvcr.io/{ref}", hosts_dir=hosts, all_platforms=True)
+            assert ctd.image_digest(f"nvcr.io/{ref}") == content[ref].digest
+
+
+def test_dropping_only_what_is_kept_is_refused(seeded) -> None:
+    reg, _, old, new = seeded
+    res = cli("prune", "--registry", f"{reg.host}/{PREFIX}", "--keep", str(old), "--keep", str(new),
+              "--drop", str(old), "--insecure", reg.host)
+    assert res.exit_code == 2
+    assert f"{reg.host}/{PREFIX}/nvidia/driver:old" in res.output and "overlap" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_plan_for_another_registry_is_refused_unless_named(seeded, tmp_path: Path) -> None:
+    reg, _, _, new = seeded
+    other = write_plan(tmp_path / "other.yaml", "mirror.example:5000/kse", ["nvidia/driver:old"])
+    res = cli("prune", "--registry", f"{reg.host}/{PREFIX}", "--keep", str(new), "--drop", str(other),
+              "--insecure", reg.host)
+    assert res.exit_code == 2
+    assert "other.yaml" in res.output and "mirror.example:5000/kse" in res.output
+    assert raw(reg, "nvidia/driver", "old").status_code == 200
+
+
+def test_registry_refusing_deletes_gives_one_line(registry_factory, tmp_path: Path) -> None:
+    reg = registry_factory(delete=False)
+    push_image(reg.url, f"{PREFIX}/nvidia/toolkit", "v1", make_image("tk", [make_layer("tk", 1 << 10)]))
+    target = f"{reg.host}/{PREFIX}"
+    keep = write_plan(tmp_path / "keep.yaml", target, ["nvidia/other:v1"])
+    drop = write_plan(tmp_path / "drop.yaml", target, ["nvidia/toolkit:v1"])
+    res = cli("prune", "--registry", target, "--keep", str(keep), "--drop", str(drop), "--insecure", reg.host,
+              "--apply")
+    assert res.exit_code == 1, res.output
+    assert "refuses deletes" in res.output and "405" in res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert raw(reg, "nvidia/toolkit", "v1").status_code == 200
