@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
