@@ -171,8 +171,8 @@ PUSH_FAULTS = {
     "503-random-and-429": [Fault("status", status=503, rate=0.2, seed=4, times=1000),
                            Fault("status", status=429, retry_after="1", method="PATCH|PUT", path=UPLOAD, times=1)],
     "503-every-4th": [Fault("status", status=503, every=4, times=1000)],
-    "cut-upload-bodies": [Fault("drop", method="PATCH", path=UPLOAD, request=True, after=3000, times=3)],
-    "stall-forever": [Fault("stall", method="PATCH", path=UPLOAD, seconds=3600, times=1)],
+    "cut-upload-bodies": [Fault("drop", method="PUT", path=UPLOAD, request=True, after=3000, times=3)],
+    "stall-forever": [Fault("stall", method="PUT", path=UPLOAD, seconds=3600, times=1)],
 }
 
 
