@@ -88,14 +88,15 @@ def work_dir_for(output: Path) -> Path:
 
 def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tuple[Source, str, str | None]:
     """The engine source of one plan image: its registry, or (local sources) the store it was imported into."""
-    # TODO(merge): mirrorkit.copy.local comes with the bundle branch (skopeo for docker-archive:,
-    # oci-archive:, oci:, docker-daemon:); untested here, where that module does not exist yet.
-    try:
+    local_path = getattr(img, "local", None)      # the plan's local source (docker-archive:…), when it has one
+    if local_path:
+        # TODO(merge): mirrorkit.copy.local and PlanImage.local come with the bundle branch (skopeo imports
+        # docker-archive:, oci-archive:, oci:, docker-daemon: into the store); not testable on this branch.
         from mirrorkit.copy import local  # type: ignore[attr-defined]
-    except ImportError:
-        local = None
-    if local is not None and local.is_local(img.source):
-        digest, _ = local.import_image(img.source, store)
+
+        digest, _ = local.import_image(str(local_path), store)
+        if img.digest and digest != img.digest:
+            raise OperationError(f"{img.source}: {local_path} holds {digest}, the plan pins {img.digest}")
         return LayoutSource(store, img.source), digest, digest
     ref = img.source_ref
     return RegistrySource(client, ref), img.digest or ref.reference, img.digest
