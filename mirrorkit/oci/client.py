@@ -283,7 +283,7 @@ class RegistryClient:
                 if resp.status_code == 429 or resp.status_code >= 500:
                     code = "" if stream else error_code(resp)
                     resp.close()
-                    raise TransientError(f"{what}: HTTP {resp.status_code}{' ' + code if code else ''}",
+                    raise TransientError(f"HTTP {resp.status_code}{' ' + code if code else ''} from {what}",
                                          parse_retry_after(resp.headers.get("Retry-After")))
                 return resp
             raise AuthError(f"{registry}: authentication did not succeed for {what}")
