@@ -2,7 +2,7 @@
 
 Python raises KeyboardInterrupt in the main thread only, and loses it when the
 signal lands inside a finaliser; meanwhile worker threads would start the next
-skopeo copy or upload. The command line installs a handler that also sets a flag,
+download or upload. The command line installs a handler that also sets a flag,
 and the copy loops check it between units of work (an image, a blob, a chunk),
 so an interrupted run stops at the next check with exit code 130.
 """

@@ -171,8 +171,8 @@ PUSH_FAULTS = {
     "503-random-and-429": [Fault("status", status=503, rate=0.2, seed=4, times=1000),
                            Fault("status", status=429, retry_after="1", method="PATCH|PUT", path=UPLOAD, times=1)],
     "503-every-4th": [Fault("status", status=503, every=4, times=1000)],
-    "cut-upload-bodies": [Fault("drop", method="PATCH", path=UPLOAD, request=True, after=3000, times=3)],
-    "stall-forever": [Fault("stall", method="PATCH", path=UPLOAD, seconds=3600, times=1)],
+    "cut-upload-bodies": [Fault("drop", method="PUT", path=UPLOAD, request=True, after=3000, times=3)],
+    "stall-forever": [Fault("stall", method="PUT", path=UPLOAD, seconds=3600, times=1)],
 }
 
 
@@ -216,8 +216,13 @@ def test_a_registry_gone_for_good_is_one_line_soon(plan: Path, tmp_path: Path) -
     assert time.monotonic() - started < 60
 
 
-def test_pull_rides_out_an_upstream_restart(upstream: RegistryServer, plan: Path, tmp_path: Path) -> None:
-    """The upstream goes away mid-run (the proxy answers 502, as a gateway would) and is back 5 s later."""
+def test_pull_rides_out_the_upstream_killed_and_back_5_s_later(registry_factory, plan: Path,
+                                                                tmp_path: Path) -> None:
+    """The upstream registry process is killed mid-run and started again 5 s later: the same run completes."""
+    upstream = registry_factory()
+    for name, content in IMAGES.items():
+        repo, tag = name.split(":")
+        push_image(upstream.url, repo, tag, content)
     held = Fault("stall", method="GET", path=BLOB, skip=2, seconds=0.5)
     out = tmp_path / "gpu.tar"
     with FaultProxy(upstream.host, [held]) as proxy:
@@ -230,9 +235,8 @@ def test_pull_rides_out_an_upstream_restart(upstream: RegistryServer, plan: Path
             deadline = time.monotonic() + 30
             while held.fired == 0 and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
-            proxy.upstream = "127.0.0.1:9"           # nothing listens there: the registry is gone...
-            time.sleep(5)
-            proxy.upstream = upstream.host           # ...and back
+            assert proc.poll() is None
+            upstream.restart(after=5)                # killed; back on the same port 5 s later
             out_text, err = proc.communicate(timeout=90)
         finally:
             if proc.poll() is None:

@@ -283,11 +283,11 @@ def test_503_twice_then_ok_backs_off() -> None:
     with client:
         assert client.get_manifest(REF).digest == DIGEST
     assert len(seen) == 3
-    assert sleeps == [0.5, 1.0]
+    assert sleeps == [0.25, 0.5]
 
 
-@pytest.mark.parametrize(("header", "expected"), [("3", 3.0), ("3600", RETRY_AFTER_CAP), ("soon", 0.5),
-                                                  (b"\xb2", 0.5), ("0", 0.0)])
+@pytest.mark.parametrize(("header", "expected"), [("3", 3.0), ("3600", RETRY_AFTER_CAP), ("soon", 0.25),
+                                                  (b"\xb2", 0.25), ("0", 0.0)])
 def test_429_retry_after(header: str | bytes, expected: float) -> None:
     # b"\xb2" reaches the client as "\u00b2": str.isdigit() says yes, float() says no.
     handler, seen = sequence(httpx.Response(429, headers=[(b"Retry-After", header)]), ok_manifest())
@@ -314,7 +314,7 @@ def test_persistent_503_gives_up() -> None:
         client.get_manifest(REF)
     assert "503" in str(info.value)
     assert len(seen) == client.retry.attempts == 6
-    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]  # exponential, capped at backoff_max
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0]  # exponential, capped at backoff_max
 
 
 def test_connection_errors_are_retried() -> None:

@@ -137,34 +137,36 @@ def test_one_failing_upload_sends_one_post_per_attempt() -> None:
 
 
 def test_an_upload_cut_midway_resumes_where_the_registry_says() -> None:
-    """PATCH cut after 10 000 bytes: the session's status says 0-9999, the next PATCH sends the rest."""
+    """The whole-blob PUT is cut after 10 000 bytes: the session's status says 0-9999, a PATCH sends
+    the rest, an empty PUT closes it."""
     log: list[tuple[str, str, int]] = []
     received = bytearray()
 
     def handler(req: httpx.Request) -> httpx.Response:
         loc = {"Location": "/v2/team/app/blobs/uploads/u1"}
+        body = req.read()
         if req.method == "POST":
             log.append(("POST", "", 0))
-            return httpx.Response(202, headers=loc)
-        if req.method == "PATCH":
-            body = req.read()
-            log.append(("PATCH", req.headers["Content-Range"], len(body)))
-            if not received:
-                received.extend(body[:10_000])
-                raise httpx.RemoteProtocolError("connection reset mid-body")
-            received.extend(body)
             return httpx.Response(202, headers=loc)
         if req.method == "GET":
             log.append(("GET", "", 0))
             return httpx.Response(204, headers={**loc, "Range": f"0-{len(received) - 1}"})
-        log.append((req.method, req.url.params.get("digest", ""), 0))
+        if req.method == "PATCH":
+            log.append(("PATCH", req.headers["Content-Range"], len(body)))
+            received.extend(body)
+            return httpx.Response(202, headers=loc)
+        log.append(("PUT", req.url.params.get("digest", ""), len(body)))
+        if body and not received:
+            received.extend(body[:10_000])
+            raise httpx.RemoteProtocolError("connection reset mid-body")
+        received.extend(body)
         ok = hashlib.sha256(received).hexdigest() == DIGEST[7:]
         return httpx.Response(201 if ok else 400)
 
     clock = Clock()
     with client(handler, clock) as c:
         c.upload_blob("reg.example", "team/app", DIGEST, len(DATA), lambda: _bytes(DATA))
-    assert log == [("POST", "", 0), ("PATCH", f"0-{len(DATA) - 1}", len(DATA)), ("GET", "", 0),
+    assert log == [("POST", "", 0), ("PUT", DIGEST, len(DATA)), ("GET", "", 0),
                    ("PATCH", f"10000-{len(DATA) - 1}", len(DATA) - 10_000), ("PUT", DIGEST, 0)]
     assert bytes(received) == DATA
 

@@ -35,7 +35,9 @@ from mirrorkit.oci.retry import RetryPolicy, TransientError
 
 MAX_DEPTH = 4
 # a registry's words for "a manifest names something I do not have (yet)"
-RETRY_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_INVALID"})
+# (distribution also answers DIGEST_INVALID when a blob it checks is being linked by another run)
+RETRY_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_INVALID",
+                         "DIGEST_INVALID"})
 Progress = Callable[[str, int], None]
 T = TypeVar("T")
 BlobTask = tuple[Source, Sink, str, int]
@@ -271,7 +273,7 @@ class Engine:
                     raise
                 # another run may still be writing what this manifest names: children (and, for a
                 # blob, the blobs) go again, then the manifest
-                again["blobs"] = exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
+                again["blobs"] = exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID")
                 raise TransientError(str(exc)) from None
 
         retry.run(self.policy, attempt)

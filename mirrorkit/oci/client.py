@@ -369,7 +369,7 @@ class RegistryClient:
                 if resp.status_code == 429 or resp.status_code >= 500:
                     code = "" if stream else (first_error_code(read_error_body(resp, False)) or "")
                     resp.close()
-                    raise TransientError(f"{what}: HTTP {resp.status_code}{' ' + code if code else ''}",
+                    raise TransientError(f"HTTP {resp.status_code}{' ' + code if code else ''} from {what}",
                                          parse_retry_after(resp.headers.get("Retry-After")))
                 return resp
             raise AuthError(f"{registry}: authentication did not succeed for {what}")
@@ -498,9 +498,9 @@ class RegistryClient:
                     attempts: int | None = None) -> None:
         """Upload one blob as one operation under the retry policy, resuming where the registry allows.
 
-        POST opens an upload session; one PATCH streams the bytes (with ``Content-Range``);
-        PUT ``?digest=`` closes it. After a cut, the session's status (GET, ``Range:
-        0-N``) says how much arrived and the next PATCH sends only the rest; a session
+        POST opens an upload session and a PUT ``?digest=`` carries the whole blob. After a
+        cut, the session's status (GET, ``Range: 0-N``) says how much arrived, a PATCH
+        (with ``Content-Range``) sends only the rest and an empty PUT closes it; a session
         the registry forgot, or a close it refuses after a resume, starts over.
         ``opener`` returns a fresh binary file object each time.
         """
@@ -508,27 +508,39 @@ class RegistryClient:
         session: dict[str, Any] = {"url": None, "resumed": False, "confirmed": 0}
 
         def attempt() -> None:
+            offset = 0
+            if session["url"] is not None:
+                offset = self._upload_offset(registry, session, scope)
+                session["resumed"] = offset > 0
+                session["confirmed"] = max(session["confirmed"], offset)
+                if offset == 0:
+                    session["url"] = None       # nothing kept (or an ambiguous "0-0"): a fresh session
             if session["url"] is None:
                 start = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
                                      ok=(202,), retry=False)
                 session.update(url=self._location(registry, start), resumed=False)
-                offset = 0
-            else:
-                offset = self._upload_offset(registry, session, scope)
-                session["resumed"] = offset > 0
-                session["confirmed"] = max(session["confirmed"], offset)
+            url = str(httpx.URL(session["url"]).copy_merge_params({"digest": digest}))
+            if offset == 0:
+                # nothing there yet: one PUT carrying the whole blob (two round trips in all); if it is
+                # cut, the session keeps what arrived and the next attempt sends only the rest
+                with opener() as fh:
+                    try:
+                        self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201, 204),
+                                     content=_body(fh, progress),
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(size)})
+                    except RegistryError as exc:
+                        if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"):
+                            session["url"] = None
+                            raise TransientError(f"{exc}; starting the upload again") from None
+                        raise
+                return
             if offset < size:
                 with opener() as fh:
                     _skip(fh, offset)
-
-                    def body(fh: Any = fh) -> Any:
-                        while chunk := fh.read(1 << 20):
-                            if progress:
-                                progress(len(chunk))
-                            yield chunk
                     try:
                         resp = self.request(registry, "PATCH", session["url"], scope=scope, retry=False,
-                                            ok=(202, 204), content=body(),
+                                            ok=(202, 204), content=_body(fh, progress),
                                             headers={"Content-Type": "application/octet-stream",
                                                      "Content-Range": f"{offset}-{size - 1}",
                                                      "Content-Length": str(size - offset)})
@@ -640,6 +652,14 @@ class RegistryClient:
 
     def catalog(self, registry: str) -> list[str]:
         return self._paged(registry, "/v2/_catalog", "registry:catalog:*", "repositories")
+
+
+def _body(fh: Any, progress: Callable[[int], None] | None) -> Any:
+    """An upload body streamed from ``fh`` in 1 MiB reads."""
+    while chunk := fh.read(1 << 20):
+        if progress:
+            progress(len(chunk))
+        yield chunk
 
 
 def _skip(fh: Any, offset: int) -> None:

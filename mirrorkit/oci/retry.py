@@ -51,7 +51,7 @@ class TransientError(RegistryError):
 class RetryPolicy:
     attempts: int = 6                 # attempts without progress before giving up
     max_total: float = 60.0           # seconds since the last progress before giving up
-    backoff: float = 0.5              # first wait; doubles each time
+    backoff: float = 0.25             # first wait; doubles each time
     backoff_max: float = 8.0
     jitter: float = 0.25              # up to this fraction is added to each wait, so clients spread out
     stall_timeout: float = DEFAULT_STALL  # seconds without a byte before a transfer is cut and retried

@@ -10,7 +10,6 @@ CAs to trust: ``--ca-cert`` (every registry) and the containers/docker conventio
 ``certs.d/HOST[:PORT]/*.crt`` (that registry only), looked up in
 /etc/containers/certs.d and /etc/docker/certs.d — or, instead of those, in
 ``--certs-dir DIR`` / ``$MIRRORKIT_CERTS_DIR`` (like skopeo's ``--cert-dir``).
-The same CAs are handed to skopeo (see ``skopeo.cert_dirs``).
 """
 
 from __future__ import annotations

@@ -150,9 +150,11 @@ class RegistryServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def restart(self) -> RegistryServer:
-        """Same port, storage and secret: for fault tests that kill the registry mid-way."""
+    def restart(self, after: float = 0.0) -> RegistryServer:
+        """Same port, storage and secret: for fault tests that kill the registry mid-way
+        (``after``: seconds it stays down)."""
         self._terminate()
+        time.sleep(after)
         return self.start()
 
     def garbage_collect(self) -> str:
