@@ -4,10 +4,17 @@
 It starts two real ``docker-registry`` servers on 127.0.0.1: an "upstream"
 standing in for nvcr.io and registry.k8s.io, seeded with small synthetic
 multi-arch images named exactly like GPU Operator v23.9.2's for seed 000's
-cluster (Ubuntu 22.04, kernel 5.15.0-131-generic, precompiled 550 drivers), and
-a "private" one behind the air gap. It runs the installed ``mirrorkit`` through
-plan -> pull-bundle -> push-bundle -> verify, then a real containerd pulls the
-nvcr.io names from the private registry. Every process it starts is stopped.
+cluster (Ubuntu 22.04, kernel 5.15.0-131-generic, precompiled 550 drivers) and
+signed the way ``cosign sign --key --recursive`` signs them, with a key the demo
+makes (the private half never touches the disk), and a "private" one behind the
+air gap. It runs the installed ``mirrorkit`` through plan -> pull-bundle
+--verify-key -> (air gap) -> push-bundle --verify-key -> verify --verify-key ->
+rewrite-config (every cluster-side format, the signature policies included) ->
+runbook; then a real containerd pulls the nvcr.io names from the private
+registry through the emitted hosts.toml; last, ``report`` writes the approver's
+HTML record and ``diff`` compares two releases' plans. Every process it starts
+is stopped. The mirrorkit commands run in the output folder, so the commands
+shown are exactly the ones that ran.
 """
 
 from __future__ import annotations
@@ -17,32 +24,37 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the test kit (images, registries) lives with the tests
+sys.path.insert(0, str(ROOT / "tests"))  # the test kit (images, registries, cosign) lives with the tests
 
-from kit.images import gpu_operator_like_set  # noqa: E402
+from kit.cosign import make_key, sign_recursive, write_public_key  # noqa: E402
+from kit.images import Index, gpu_operator_like_set  # noqa: E402
 from kit.push import push_image  # noqa: E402
 from kit.registryd import RegistryServer  # noqa: E402
 
 from mirrorkit.refs import Ref  # noqa: E402
 
-OUT = Path(os.environ.get("MIRRORKIT_DEMO_OUT") or ROOT / "bundles" / "demo")
+OUT = Path(os.environ.get("MIRRORKIT_DEMO_OUT") or ROOT / "bundles" / "demo").resolve()
 MIRRORKIT = str(Path(sys.executable).parent / "mirrorkit")
-PLAN_ARGS = ["--version", "v23.9.2", "--node", "ubuntu22.04/5.15.0-131-generic",
-             "--driver-branch", "550", "--precompiled"]
+NODE = ["--node", "ubuntu22.04/5.15.0-131-generic", "--driver-branch", "550", "--precompiled"]
+PLAN_ARGS = ["--version", "v23.9.2", *NODE]
+BUNDLE = "gpu-operator-v23.9.2.tar"
+KEY = "demo-cosign.pub"
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def run(args: list[str], **kw) -> subprocess.CompletedProcess:
+def run(args: list[str]) -> subprocess.CompletedProcess:
+    """Run mirrorkit in OUT (relative paths: what is shown is what ran) and print what it says."""
     shown = " ".join(shlex.quote(a) for a in ["mirrorkit", *args])
     print(f"$ {shown}", flush=True)
-    proc = subprocess.run([MIRRORKIT, *args], text=True, capture_output=True, **kw)
+    proc = subprocess.run([MIRRORKIT, *args], text=True, capture_output=True, cwd=OUT, check=False)
     if proc.stdout.strip():
         print(proc.stdout.rstrip())
     if proc.stderr.strip():
@@ -52,20 +64,31 @@ def run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def seed(upstream: RegistryServer, sources: list[str]) -> None:
+def seed_and_sign(upstream: RegistryServer, sources: list[str]) -> None:
+    """Push the synthetic images, then sign each index and its platform manifests (cosign --recursive)."""
     refs = [Ref.parse(s) for s in sources]
     content = gpu_operator_like_set([(r.repository, r.tag) for r in refs], layer_size=256 << 10)
+    key = make_key("p256")
+    write_public_key(key, OUT / KEY)
+    signatures = 0
     for ref in refs:
-        push_image(upstream.url, ref.repository, ref.tag, content[f"{ref.repository}:{ref.tag}"])
-        print(f"  seeded {ref}  (linux/amd64 + linux/arm64)")
+        index: Index = content[f"{ref.repository}:{ref.tag}"]
+        push_image(upstream.url, ref.repository, ref.tag, index)
+        signatures += len(sign_recursive(upstream.url, ref.repository, f"{ref.registry}/{ref.repository}",
+                                         index, key))
+        print(f"  seeded and signed {ref}  (linux/amd64 + linux/arm64)")
+    print(f"  {signatures} cosign signatures (sha256-<hex>.sig) under the demo key; "
+          f"its public half is {KEY}")
 
 
 def main() -> int:
     if shutil.which("docker-registry") is None:
         print("docker-registry is missing: run 'make demo', which installs it", file=sys.stderr)
         return 2
+    started = time.monotonic()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
+    print(f"(every mirrorkit command runs in {OUT})")
     say("1. plan: which images does GPU Operator v23.9.2 need on seed 000's cluster?")
     listed = run(["plan", *PLAN_ARGS, "--registry", "dockerhub.kubekey.local/kse", "--format", "txt"])
     sources = listed.stdout.split()
@@ -74,43 +97,56 @@ def main() -> int:
         endpoint = ["--source-endpoint", f"nvcr.io=http://{upstream.host}",
                     "--source-endpoint", f"registry.k8s.io=http://{upstream.host}"]
         target = ["--registry", f"{private.host}/kse"]
-        say(f"2. an 'upstream' registry on {upstream.host} plays nvcr.io and registry.k8s.io; "
-            f"the private registry is {private.host}")
-        seed(upstream, sources)
+        say(f"2. an 'upstream' registry on {upstream.host} plays nvcr.io and registry.k8s.io, "
+            f"its images signed with cosign; the private registry is {private.host}")
+        seed_and_sign(upstream, sources)
 
         say("3. plan --resolve: pin every image to its digest, platforms and size")
-        plan_file = OUT / "plan.yaml"
-        run(["plan", *PLAN_ARGS, *target, "--resolve", *endpoint, "-o", str(plan_file)])
+        run(["plan", *PLAN_ARGS, *target, "--resolve", *endpoint, "-o", "plan.yaml"])
 
-        say("4. pull-bundle (connected side): one bundle, every blob once, a lock and a .sha256")
-        bundle = OUT / "gpu-operator-v23.9.2.tar"
-        chart = demo_chart()
-        run(["pull-bundle", str(plan_file), "-o", str(bundle), "--chart", str(chart), *endpoint])
+        say("4. pull-bundle --verify-key (connected side): nothing unsigned gets in; "
+            "one bundle, every blob once, signatures carried")
+        demo_chart()
+        run(["pull-bundle", "plan.yaml", "-o", BUNDLE, "--chart", "gpu-operator-v23.9.2.tgz",
+             "--verify-key", KEY, *endpoint])
         upstream.stop()
 
-        say("5. (air gap) push-bundle: verify every byte, push, verify the registry")
-        run(["push-bundle", str(bundle), "--insecure", private.host])
+        say("5. (air gap: the upstream is stopped) push-bundle --verify-key: "
+            "signatures checked offline from the bundle, every byte verified, pushed, registry verified")
+        run(["push-bundle", BUNDLE, "--insecure", private.host, "--verify-key", KEY])
 
-        say("6. verify: the preflight before installing")
-        run(["verify", str(bundle), "--insecure", private.host])
+        say("6. verify --verify-key: the preflight before installing, signatures read at the mirror")
+        run(["verify", BUNDLE, "--insecure", private.host, "--verify-key", KEY])
 
-        say("7. rewrite-config: values for Helm, the KubeSphere extension config, --set flags, hosts.toml")
-        run(["rewrite-config", str(bundle), "--format", "helm", "-o", str(OUT / "values-airgap.yaml")])
-        run(["rewrite-config", str(bundle), "--format", "kubesphere", "--service-monitor",
-             "-o", str(OUT / "extension-config.yaml")])
-        run(["rewrite-config", str(bundle), "--format", "set-flags", "-o", str(OUT / "helm-install.sh")])
-        run(["rewrite-config", str(bundle), "--format", "containerd", "--insecure", private.host,
-             "-o", str(OUT / "certs.d")])
-        run(["rewrite-config", str(bundle), "--format", "registries-conf", "--insecure", private.host,
-             "-o", str(OUT / "registries.conf")])
+        say("7. rewrite-config: Helm values, KubeSphere extension config, --set flags, hosts.toml, "
+            "registries.conf, and the signature policies (Kyverno, containers policy.json)")
+        run(["rewrite-config", BUNDLE, "--format", "helm", "-o", "values-airgap.yaml"])
+        run(["rewrite-config", BUNDLE, "--format", "kubesphere", "--service-monitor",
+             "-o", "extension-config.yaml"])
+        run(["rewrite-config", BUNDLE, "--format", "set-flags", "-o", "helm-install.sh"])
+        run(["rewrite-config", BUNDLE, "--format", "containerd", "--insecure", private.host, "-o", "certs.d"])
+        run(["rewrite-config", BUNDLE, "--format", "registries-conf", "--insecure", private.host,
+             "-o", "registries.conf"])
+        run(["rewrite-config", BUNDLE, "--format", "kyverno", "--verify-key", KEY, "-o", "verify-images.yaml"])
+        run(["rewrite-config", BUNDLE, "--format", "containers-policy", "--verify-key", KEY,
+             "-o", "containers-policy"])
 
         say("8. runbook: the offline install steps with this plan's real values")
-        run(["runbook", str(bundle), "-o", str(OUT / "RUNBOOK.md")])
-        run(["runbook", str(bundle), "--format", "shell", "-o", str(OUT / "install.sh")])
+        run(["runbook", BUNDLE, "-o", "RUNBOOK.md"])
+        run(["runbook", BUNDLE, "--format", "shell", "-o", "install.sh"])
 
         say("9. a real containerd pulls the upstream names from the private registry through the emitted hosts.toml")
         node_pull(sources)
-    say("done: every process the demo started is stopped")
+
+    say("10. report: the record of what crosses the gap, for whoever approves the media")
+    run(["report", BUNDLE, "-o", "report.html"])
+
+    say("11. diff: what the next release changes (plans only, no registry needed)")
+    run(["plan", "--version", "v23.9.2", *NODE, "-o", "plan-v23.9.2.yaml"])
+    run(["plan", "--version", "v24.9.2", *NODE, "-o", "plan-v24.9.2.yaml"])
+    run(["diff", "plan-v23.9.2.yaml", "plan-v24.9.2.yaml"])
+
+    say(f"done in {time.monotonic() - started:.0f} s: every process the demo started is stopped")
     print(f"  outputs in {OUT}:")
     for path in sorted(OUT.iterdir()):
         print(f"    {path.name}")

@@ -1,8 +1,10 @@
-"""The whole mission, as `make demo` runs it: plan -> pull-bundle -> push-bundle -> verify -> rewrite-config
--> runbook -> a real containerd pulls the upstream names through the emitted hosts.toml."""
+"""The whole mission, as `make demo` runs it: plan -> pull-bundle --verify-key -> push-bundle --verify-key ->
+verify --verify-key -> rewrite-config (Kyverno and containers-policy too) -> runbook -> a real containerd pulls
+the upstream names through the emitted hosts.toml -> report -> diff of two releases' plans."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -40,5 +42,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "helm install --wait gpu-operator oci://127.0.0.1:" in (tmp_path / "out" / "helm-install.sh").read_text()
     runbook = (tmp_path / "out" / "RUNBOOK.md").read_text()
     assert "helm install --wait gpu-operator oci://127.0.0.1:" in runbook and "/kse/charts/gpu-operator" in runbook
+    # signatures: verified on the connected side, offline from the bundle, and at the mirror
+    assert "carried 36 signature artifacts" in proc.stdout and "pushed 36 signature artifacts" in proc.stdout
+    assert proc.stdout.count("signatures verified for 12 digests under sha256:") == 2
+    assert "12 of 12 image digests carry a valid signature" in proc.stdout
+    lock = yaml.safe_load((tmp_path / "out" / "gpu-operator-v23.9.2.lock.yaml").read_text())
+    assert len(lock["verifications"]) == 12
+    kyverno = yaml.safe_load((tmp_path / "out" / "verify-images.yaml").read_text())
+    assert kyverno["kind"] == "ClusterPolicy"
+    assert "BEGIN PUBLIC KEY" in json.dumps(kyverno)
+    policy = json.loads((tmp_path / "out" / "containers-policy" / "policy.json").read_text())
+    assert len(policy["transports"]["docker"]) == 12
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count("signed, verified") == 12 and "<script" not in report
+    assert "9 added, 10 removed, 10 changed" in proc.stdout
     assert servers_under(scratch) == [], "the demo must stop every registry and containerd it started"
     shutil.rmtree(scratch, ignore_errors=True)

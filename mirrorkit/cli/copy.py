@@ -170,7 +170,7 @@ def _old_lock(path: str):
 \b
 Examples:
   mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu
-  mirrorkit push-bundle bundles/gpu.tar.001 bundles/gpu.tar.000 --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
+  mirrorkit push-bundle bundles/gpu.001.tar bundles/gpu.000.tar --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
   echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
 """)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
