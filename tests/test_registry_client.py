@@ -615,3 +615,44 @@ def test_tag_listing_follows_links_and_is_bounded() -> None:
         return httpx.Response(200, json={"tags": [f"t{page}"]}, headers=link)
 
     assert make_client(three)[0].list_tags("reg.example", "a/b") == ["t0", "t1", "t2"]
+
+
+# -- redirects: followed hop by hop ------------------------------------------------------
+
+
+def _blob_redirect(location: str) -> tuple[Handler, list[httpx.Request]]:
+    return sequence(httpx.Response(307, headers={"Location": location}), httpx.Response(200, content=b"blob"))
+
+
+def test_a_blob_redirect_to_a_cdn_is_followed_without_the_registry_credentials() -> None:
+    handler, seen = _blob_redirect("https://cdn.example/b/x?sig=1")
+    client, _ = make_client(handler, creds={"reg.example": Credentials("alice", "pw")})
+    client._basic.add("reg.example")                    # the registry asked for basic auth earlier
+    with client:
+        resp = client.request("reg.example", "GET", "/v2/a/b/blobs/sha256:" + "0" * 64)
+    assert resp.content == b"blob"
+    assert [str(r.url.host) for r in seen] == ["reg.example", "cdn.example"]
+    assert "authorization" in seen[0].headers and "authorization" not in seen[1].headers
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused_unless_named_insecure() -> None:
+    handler, _ = _blob_redirect("http://cdn.example/b/x")
+    client, _ = make_client(handler)
+    with client, pytest.raises(RegistryError, match="refusing a redirect .*--insecure cdn.example"):
+        client.request("reg.example", "GET", "/v2/a/b/blobs/sha256:" + "0" * 64)
+    handler, seen = _blob_redirect("http://cdn.example/b/x")
+    client, _ = make_client(handler, endpoints=Endpoints.from_options(insecure=["cdn.example"]))
+    with client:
+        assert client.request("reg.example", "GET", "/v2/a/b/blobs/sha256:" + "0" * 64).content == b"blob"
+
+
+def test_another_host_gets_its_own_tls_settings() -> None:
+    endpoints = Endpoints.from_options(insecure=["reg.example"])
+    with RegistryClient(endpoints, CredentialStore(explicit={}, files=[])) as client:
+        own = client.client_for("reg.example", httpx.URL("https://reg.example/v2/"))
+        other = client.client_for("reg.example", httpx.URL("https://auth.example/token"))
+        assert own is not other
+        assert own is client.client_for("reg.example", httpx.URL("https://reg.example/token"))
+        # the registry named insecure is reached unverified; its token realm elsewhere is verified
+        assert own._transport._pool._ssl_context.verify_mode.name == "CERT_NONE"
+        assert other._transport._pool._ssl_context.verify_mode.name == "CERT_REQUIRED"

@@ -43,6 +43,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
+MAX_REDIRECTS = 5
 RETRY_AFTER_CAP = 30.0
 
 
@@ -206,16 +207,59 @@ class RegistryClient:
         ``transport`` (tests' MockTransport) disables them. TLS runs end to end through a
         CONNECT tunnel, so ``verify`` (--ca-cert, certs.d, --insecure) still decides.
         """
+        return self._http(registry, registry)
+
+    def _http(self, key: str, name: str) -> httpx.Client:
         with self._lock:
-            client = self._clients.get(registry)
+            client = self._clients.get(key)
             if client is None:
+                # redirects are followed by _send, hop by hop, each host with its own TLS settings
                 client = httpx.Client(
-                    verify=self.endpoints.verify(registry), timeout=self.timeout,
-                    follow_redirects=True, transport=self.transport, trust_env=True,
+                    verify=self.endpoints.verify(name), timeout=self.timeout,
+                    follow_redirects=False, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
                 )
-                self._clients[registry] = client
+                self._clients[key] = client
             return client
+
+    def client_for(self, registry: str, url: httpx.URL) -> httpx.Client:
+        """The registry's own client for its own endpoint; any other host (a token realm, the CDN
+        a blob redirects to) gets a client with that host's TLS settings, so an ``--insecure``
+        registry's unverified TLS, or its certs.d CA, never carries over to another host."""
+        netloc = f"{url.host}:{url.port}" if url.port else url.host
+        if netloc == self.endpoints.network_host(registry):
+            return self._client(registry)
+        return self._http(f"host {netloc}", netloc)
+
+    def _send(self, registry: str, method: str, url: str, headers: dict[str, str], stream: bool,
+              kwargs: dict[str, Any]) -> httpx.Response:
+        """Send, following redirects hop by hop (blob storage often answers 307 to a CDN).
+
+        Each hop is reached with its own host's TLS settings; a redirect from https to plain
+        HTTP is refused unless that host is named ``--insecure``; the Authorization header
+        stays with the registry's own origin.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            target = httpx.URL(url)
+            client = self.client_for(registry, target)
+            resp = client.send(client.build_request(method, url, headers=headers, **kwargs), stream=stream)
+            if not (resp.is_redirect and resp.headers.get("Location")):
+                return resp
+            resp.close()
+            nxt = target.join(resp.headers["Location"])
+            netloc = f"{nxt.host}:{nxt.port}" if nxt.port else nxt.host
+            if target.scheme == "https" and nxt.scheme != "https" and not self.endpoints.is_insecure(netloc):
+                raise RegistryError(f"refusing a redirect from https://{target.host} to {nxt.scheme}://{netloc} "
+                                    f"(name it with --insecure {netloc} if this is intended)")
+            if not self._same_origin(registry, str(nxt)):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if resp.status_code == 303:
+                method, kwargs = "GET", {k: v for k, v in kwargs.items() if k not in ("content", "data", "json")}
+            elif not isinstance(kwargs.get("content"), bytes | None):
+                raise TransientError(f"HTTP {resp.status_code} redirect of a streamed body from {target.host}: "
+                                     "starting it again")
+            url = str(nxt)
+        raise RegistryError(f"more than {MAX_REDIRECTS} redirects from {method} {registry}{httpx.URL(url).path}")
 
     def base_url(self, registry: str) -> str:
         """The endpoint; for an insecure registry without an explicit scheme, probe https then http."""
@@ -293,10 +337,10 @@ class RegistryClient:
                 # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
                 form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
                         "client_id": "mirrorkit"}
-                resp = self._client(registry).post(realm, data=form)
+                resp = self.client_for(registry, realm_url).post(realm, data=form)
             else:
                 auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
-                resp = self._client(registry).get(realm, params=query, auth=auth)
+                resp = self.client_for(registry, realm_url).get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
             raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
                                 f"{type(exc).__name__}") from None
@@ -351,8 +395,7 @@ class RegistryClient:
                 if send_auth:
                     hdrs.update(self._auth_header(registry, scope))
                 try:
-                    req = self._client(registry).build_request(method, url, headers=hdrs, **kwargs)
-                    resp = self._client(registry).send(req, stream=stream)
+                    resp = self._send(registry, method, url, hdrs, stream, kwargs)
                 except httpx.TransportError as exc:
                     raise self.transport_error(exc, what, registry, url) from None
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate") and send_auth:
