@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from mirrorkit.errors import DiskFullError, InputError
+from mirrorkit.errors import DiskFullError, InputError, OperationError
 from mirrorkit.progress import human
 
 
@@ -70,6 +70,18 @@ def write_atomic(path: Path, text: str, what: str = "output", mode: int | None =
 def is_disk_full(exc: BaseException) -> bool:
     """ENOSPC or EDQUOT: final, never worth a retry, and reported by ``disk_full`` in one line."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_error(exc: OSError, where: str) -> OperationError:
+    """A local write that failed, as one final line naming the folder (never retried).
+
+    A full disk is a DiskFullError without a work folder: a command that owns one
+    (pull-bundle, through ``full_disk_reported``) restates it with that folder and its size.
+    """
+    if is_disk_full(exc):
+        return DiskFullError(f"no space left on device writing to {where}; free space and run again: "
+                             "what was fetched is kept and the next run resumes from it")
+    return OperationError(f"cannot write to {where}: {exc.strerror or exc}")
 
 
 def tree_size(path: Path) -> int:

@@ -21,7 +21,7 @@ import httpx
 
 from mirrorkit import interrupt
 from mirrorkit.errors import OperationError, RegistryError
-from mirrorkit.files import disk_full, is_disk_full
+from mirrorkit.files import disk_full, is_disk_full, write_error
 from mirrorkit.oci import retry
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
@@ -67,7 +67,7 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
     try:
         partial.touch()
     except OSError as exc:
-        raise retry.disk_error(exc, str(partial.parent)) from None
+        raise write_error(exc, str(partial.parent)) from None
     state = {"fetched": 0}
     hasher = hashlib.sha256()
     hashed = [0]                               # bytes of the partial file already fed to the hasher
@@ -126,7 +126,7 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                             progress(len(chunk))
             except OSError as exc:
                 if not is_disk_full(exc):
-                    raise retry.disk_error(exc, str(partial.parent)) from None
+                    raise write_error(exc, str(partial.parent)) from None
                 partial.unlink(missing_ok=True)        # the disk must not stay full; completed blobs stay
                 raise disk_full(partial.parent.parent, f"downloading {where} ({size} bytes)", removed=partial) \
                     from None

@@ -25,13 +25,12 @@ from mirrorkit.copy.engine import Engine, Graph, Root
 from mirrorkit.copy.sinks import StoreSink
 from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.errors import InputError, OperationError
-from mirrorkit.files import full_disk_reported, write_atomic
+from mirrorkit.files import full_disk_reported, write_atomic, write_error
 from mirrorkit.lock import Lock, LockBlob, LockImage
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
-from mirrorkit.oci.retry import disk_error
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
 
@@ -204,7 +203,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     try:
         store = BlobStore(work_dir_for(opts.output))
     except OSError as exc:
-        raise disk_error(exc, str(work_dir_for(opts.output))) from None
+        raise write_error(exc, str(work_dir_for(opts.output))) from None
     with RegistryClient(endpoints, credentials) as client:
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))

@@ -17,9 +17,9 @@ from typing import Protocol
 
 from mirrorkit.copy.sources import RegistrySource, Source, TeeStream
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
+from mirrorkit.files import write_error
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
-from mirrorkit.oci.retry import disk_error
 from mirrorkit.refs import Ref
 
 Progress = Callable[[int], None]
@@ -83,7 +83,7 @@ class StoreSink:
         try:
             self.store.add_bytes(data)
         except OSError as exc:
-            raise disk_error(exc, str(self.store.root)) from None
+            raise write_error(exc, str(self.store.root)) from None
 
 
 class RegistrySink:

@@ -19,11 +19,12 @@ import httpx
 
 from mirrorkit.copy.download import fetch_blob
 from mirrorkit.errors import OperationError
+from mirrorkit.files import write_error
 from mirrorkit.lock import Lock
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import Manifest, RegistryClient, sha256_digest
 from mirrorkit.oci.layout import BlobStore
-from mirrorkit.oci.retry import TransientError, disk_error
+from mirrorkit.oci.retry import TransientError
 from mirrorkit.refs import Ref, check_digest
 
 Progress = Callable[[int], None]
@@ -123,7 +124,7 @@ class TeeStream:
             try:
                 self.out.write(chunk)
             except OSError as exc:
-                raise disk_error(exc, str(self.partial.parent)) from None
+                raise write_error(exc, str(self.partial.parent)) from None
             out, self.held = self.held, chunk
             if out:
                 return out
@@ -216,7 +217,7 @@ def _copy_into(stream: Stream, digest: str, store: BlobStore, progress: Progress
                 if progress:
                     progress(len(chunk))
     except OSError as exc:
-        raise disk_error(exc, str(partial.parent)) from None
+        raise write_error(exc, str(partial.parent)) from None
     store.adopt(partial, digest)
 
 

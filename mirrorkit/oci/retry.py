@@ -19,7 +19,6 @@ user on a slow link) tune a whole command without touching code.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import time
@@ -29,7 +28,7 @@ from typing import TypeVar
 
 import tenacity
 
-from mirrorkit.errors import DiskFullError, InputError, OperationError, RegistryError
+from mirrorkit.errors import InputError, RegistryError
 
 T = TypeVar("T")
 DEFAULT_STALL = 60.0
@@ -131,15 +130,3 @@ _NAME_RESOLUTION = ("Name or service not known", "nodename nor servname", "Tempo
 def is_name_resolution_failure(exc: BaseException) -> bool:
     text = str(exc)
     return any(marker in text for marker in _NAME_RESOLUTION)
-
-
-def disk_error(exc: OSError, where: str) -> OperationError:
-    """A full disk (or another local write failure) as one final line naming the folder.
-
-    A full disk is a DiskFullError without a work folder: a command that owns one
-    (pull-bundle's ``files.full_disk_reported``) restates it with that folder and its size.
-    """
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on device writing to {where}; free space and run again: "
-                             "what was fetched is kept and the next run resumes from it")
-    return OperationError(f"cannot write to {where}: {exc.strerror or exc}")
