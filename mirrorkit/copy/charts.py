@@ -21,7 +21,6 @@ byte is pushed.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -35,10 +34,11 @@ from mirrorkit.errors import InputError, NotFoundError
 from mirrorkit.lock import Lock, LockBlob
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.manifests import OCI_MANIFEST, sha256_digest
 from mirrorkit.refs import Ref, RegistryTarget, check_digest
 from mirrorkit.yamlio import parse_yaml
 
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
 CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 TITLE = "org.opencontainers.image.title"
@@ -59,10 +59,6 @@ _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _META_FIELDS = ("name", "home", "sources", "version", "description", "keywords", "maintainers", "icon",
                 "apiVersion", "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion",
                 "dependencies", "type")
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _json(doc: Any) -> bytes:
@@ -92,15 +88,15 @@ class HelmChart:
 
     @property
     def digest(self) -> str:
-        return _digest(self.manifest)
+        return sha256_digest(self.manifest)
 
     @property
     def config_digest(self) -> str:
-        return _digest(self.config)
+        return sha256_digest(self.config)
 
     @property
     def layer_digest(self) -> str:
-        return _digest(self.archive)
+        return sha256_digest(self.archive)
 
     def blobs(self) -> list[tuple[str, bytes]]:
         return [(self.digest, self.manifest), (self.config_digest, self.config), (self.layer_digest, self.archive)]
@@ -198,8 +194,8 @@ def build_chart(archive: bytes, source: str) -> HelmChart:
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": _digest(archive), "size": len(archive),
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": sha256_digest(archive), "size": len(archive),
                     "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz"}}],
         "annotations": dict(sorted(annotations.items())),
     }
