@@ -217,7 +217,7 @@ class Engine:
             if g.error:
                 continue
             for digest, size in g.blobs:
-                if digest in self.omit:
+                if self.omitted(g, digest):
                     continue
                 key = (g.root.sink.key, digest)
                 tasks.setdefault(key, (g.root.source, g.root.sink, digest, size))
@@ -247,6 +247,10 @@ class Engine:
             else:
                 self.report.blobs_copied += 1
                 self.report.bytes_copied += size
+
+    def omitted(self, g: Graph, digest: str) -> bool:
+        """Left out of a differential bundle: an image's blob may be; an artifact's always travels."""
+        return digest in self.omit and not g.root.artifact
 
     # -- 3. manifests -----------------------------------------------------------------
     def put_manifests(self, graphs: list[Graph]) -> None:
@@ -284,7 +288,7 @@ class Engine:
                 self.policy.sleep(self.policy.delay(round_))
                 if exc.code in BLOB_CODES:
                     for digest, size in g.blobs:
-                        if digest not in self.omit:
+                        if not self.omitted(g, digest):
                             self.blob(g.root.source, g.root.sink, digest, size)
 
     def _put_nodes(self, g: Graph) -> None:

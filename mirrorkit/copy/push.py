@@ -140,12 +140,12 @@ class Pusher:
         artifacts.check_graphs(carried)
         for g in carried:
             for digest, _ in g.blobs:
-                if digest not in self.sizes and digest not in omitted:
+                if digest not in self.sizes:
                     raise InputError(f"{g.root.label} needs blob {digest}, which the bundle does not carry")
         if self.reader.random_access:
             engine.copy_blobs(graphs)
         else:
-            self._stream_blobs(engine, graphs, omitted)
+            self._stream_blobs(engine, graphs)
         engine.put_manifests(graphs)
         r = engine.report
         self.report.blobs_uploaded += r.blobs_copied
@@ -158,7 +158,7 @@ class Pusher:
             self.report.signatures = artifacts.PushedArtifacts(len(carried),
                                                                len({d for g in carried for d, _ in g.blobs}))
 
-    def _stream_blobs(self, engine: Engine, graphs: list[Graph], omitted: set[str]) -> None:
+    def _stream_blobs(self, engine: Engine, graphs: list[Graph]) -> None:
         """Compressed volumes are read once, in order: each blob some repository lacks goes to the
         first such repository from the stream (spooled when several need it), the rest mount it."""
         wanted: dict[str, list[RegistrySink]] = {}
@@ -166,7 +166,7 @@ class Pusher:
             sink = g.root.sink
             assert isinstance(sink, RegistrySink)
             for digest, _ in g.blobs:
-                if digest not in omitted and sink not in wanted.setdefault(digest, []):
+                if not engine.omitted(g, digest) and sink not in wanted.setdefault(digest, []):
                     wanted[digest].append(sink)
         for digest in list(wanted):
             lacking = [s for s in wanted[digest] if not s.has_blob(digest)]
@@ -174,6 +174,8 @@ class Pusher:
             engine.report.blobs_skipped += skipped
             engine.report.bytes_skipped += skipped * self.sizes.get(digest, 0)
             wanted[digest] = lacking
+        if not any(wanted.values()):
+            return                  # every repository holds every blob (a rerun): no need to read the volumes
         for digest, _, stream in self.reader.iter_blobs():
             sinks = wanted.get(digest)
             if not sinks:
