@@ -7,25 +7,12 @@ from typing import Any
 
 import click
 
+from mirrorkit.destinations import UPSTREAM_CHART as DEFAULT_CHART
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
 FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
            "kyverno", "containers-policy")
-DEFAULT_CHART = "nvidia/gpu-operator"
-
-
-def _bundled_chart(lock: Any, registry: str | None) -> tuple[str, str] | None:
-    """``oci://REG/PREFIX/charts/gpu-operator`` when the bundle carried the chart into the registry."""
-    from mirrorkit.copy.charts import destination, lock_charts
-    from mirrorkit.refs import RegistryTarget
-
-    target = RegistryTarget.parse(registry) if registry else None
-    versions = {str(c.get("name")): str(c.get("version")) for c in lock.charts}
-    for chart in lock_charts(lock) if lock.charts else []:
-        if chart.name == "gpu-operator":
-            return f"oci://{destination(chart, target).name}", versions.get(chart.name, chart.tag)
-    return None
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
@@ -121,7 +108,10 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     if fmt == "set-flags":
         chart, version = chart_ref, plan.release
         if chart_ref == DEFAULT_CHART and lock is not None:
-            chart, version = _bundled_chart(lock, registry) or (chart, version)
+            from mirrorkit.destinations import operator_chart
+            from mirrorkit.lock import lock_charts
+
+            chart, version = operator_chart(lock_charts(lock), registry, plan.release)
         write_output(helm.set_flags(overlay, chart=chart, version=version, namespace=namespace), output)
         for note in overlay.notes:
             click.echo(f"note: {note}", err=True)
@@ -194,6 +184,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
                     upgrade_from: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
     from mirrorkit.cli.main import write_output
+    from mirrorkit.lock import lock_charts
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
 
     plan, lock, dest = _inputs(source, registry, mapping)
@@ -201,7 +192,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
-                       volumes=volumes_of(_volumes_for(Path(source))), charts=lock.charts if lock else [])
+                       volumes=volumes_of(_volumes_for(Path(source))), charts=lock_charts(lock) if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input
