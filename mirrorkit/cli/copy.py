@@ -158,7 +158,7 @@ def report_verifications(carried: Any) -> list[Any]:  # signatures:
 
 
 def _old_lock(path: str):
-    from mirrorkit.inputs import load_plan_or_lock
+    from mirrorkit.bundle.inputs import load_plan_or_lock
 
     _, lock = load_plan_or_lock(path)
     if lock is None:
@@ -237,9 +237,9 @@ Examples:
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.copy.verify import verify_registry
     from mirrorkit.destinations import destination_pairs
-    from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.oci.client import RegistryClient
 
     plan, lock = load_plan_or_lock(source)

@@ -16,8 +16,8 @@ FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_map
-    from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.refs import RegistryTarget
 
     plan, lock = load_plan_or_lock(source)
@@ -157,7 +157,7 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
 
 
 def _volumes_for(source: Path) -> list[Path]:
-    from mirrorkit.inputs import bundle_volumes
+    from mirrorkit.bundle.volumes import bundle_volumes
 
     return bundle_volumes(source)
 

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirrorkit.bundle.inputs import load_plan_or_lock
+from mirrorkit.bundle.volumes import bundle_volumes
 from mirrorkit.diff import Diff, compare
 from mirrorkit.errors import MirrorkitError
-from mirrorkit.inputs import bundle_volumes, load_plan_or_lock
 from mirrorkit.lock import Lock
 from mirrorkit.plan import Plan
 
