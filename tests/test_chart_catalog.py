@@ -156,3 +156,13 @@ def test_shipped_lists_are_well_formed(release: str) -> None:
         Ref.parse(f"{name}:{comp.version}")
     for extra in il.extras:
         Ref.parse(extra.ref)
+
+
+def test_for_release_picks_the_newest_row_at_or_before_the_release_in_any_order() -> None:
+    from mirrorkit.resolve.catalog import for_release
+
+    table = [("v0", "a"), ("v23.9.0", "b"), ("v23.10.0", "c")]
+    for rows in (table, list(reversed(table))):
+        assert for_release(rows, "v23.9.2") == "b"
+        assert for_release(rows, "v23.10.1") == "c"      # semver order, not text order
+        assert for_release(rows, "v1.0.0") == "a"

@@ -64,3 +64,16 @@ def credentials_from(p: dict[str, Any], registry: RegistryTarget | None) -> Cred
 def target_from(p: dict[str, Any]) -> RegistryTarget | None:
     """None when --registry was not given; an empty --registry "" is an error, not "not given"."""
     return RegistryTarget.parse(p["registry"]) if p.get("registry") is not None else None
+
+
+def apply_config(ctx: click.Context, loader: Callable[[str], dict[str, Any]],
+                 params: dict[str, Any]) -> dict[str, Any]:
+    """Values from -c FILE fill in every option the command line left at its default."""
+    path = params.pop("config", None)
+    if not path:
+        return params
+    for name, value in loader(path).items():
+        source = ctx.get_parameter_source(name)
+        if source in (None, click.core.ParameterSource.DEFAULT):
+            params[name] = value
+    return params

@@ -11,7 +11,7 @@ from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 from mirrorkit.plan import FORMATS, Plan, attach_local, render, split_image_arg
 
-# the same names as catalog.FLAVORS; kept literal so loading the CLI does not load the catalog
+# the same names as mirrorkit.plan.FLAVORS; kept literal so loading the CLI does not load the catalog
 FLAVORS = ("helm", "kubesphere")
 
 EPILOG = """
@@ -113,11 +113,12 @@ def _summary(plan: Plan) -> str:
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """Resolve the images a GPU Operator release needs on these nodes into a plan."""
-    from mirrorkit.cli.main import _apply_config, write_output
+    from mirrorkit.cli.common import apply_config
+    from mirrorkit.cli.main import write_output
     from mirrorkit.config import load_plan_config
     from mirrorkit.oci.transport import Endpoints
 
-    p = _apply_config(ctx, load_plan_config, params)
+    p = apply_config(ctx, load_plan_config, params)
     endpoints = Endpoints.from_options(p["source_endpoint"], p["insecure"], p.get("ca_cert"), p.get("certs_dir"))
     plan = build_plan(p)
     if p["resolve"]:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mirrorkit.errors import InputError
-from mirrorkit.resolve.catalog import API_VERSION, Component, Condition, Extra, ImageList
+from mirrorkit.resolve.catalog import API_VERSION, Component, Condition, Extra, ImageList, for_release
 from mirrorkit.yamlio import dig, parse_yaml
 
 MAX_MEMBER = 8 * 1024 * 1024
@@ -217,13 +217,7 @@ def _conditions(path: str, values: dict[str, Any]) -> tuple[Condition, ...]:
 
 
 def sample_for(release: str) -> str:
-    from mirrorkit.resolve.catalog import _release_key
-
-    key = _release_key(release)
-    for first, ref in SAMPLES:
-        if key >= _release_key(first):
-            return ref
-    return SAMPLES[-1][1]
+    return for_release(SAMPLES, release)
 
 
 def _is_placeholder_version(text: str) -> bool:
