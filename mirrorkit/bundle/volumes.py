@@ -26,7 +26,7 @@ import yaml
 from mirrorkit.errors import InputError
 from mirrorkit.lock import API_VERSION, Lock
 from mirrorkit.refs import is_digest
-from mirrorkit.yamlio import SafeLoader
+from mirrorkit.yamlio import parse_yaml
 
 MiB = 1 << 20
 CHUNK = MiB              # blobs move in chunks of this size: memory stays flat whatever the layer
@@ -106,9 +106,10 @@ def volume_yaml(bundle_id: str, index: int, count: int, blobs: list[tuple[str, i
 
 def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, dict[str, int]]:
     try:
-        doc = yaml.load(data.decode(), Loader=SafeLoader)  # noqa: S506 - a safe loader
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"{where}: malformed volume.yaml: {str(exc).splitlines()[0]}") from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: volume.yaml is not UTF-8 text") from None
+    doc = parse_yaml(text, f"{where}: volume.yaml")
     if not isinstance(doc, dict) or doc.get("kind") != VOLUME_KIND or doc.get("apiVersion") != API_VERSION:
         raise InputError(f"{where}: volume.yaml is not a mirrorkit volume description")
     if doc.get("bundle") != lock.id:

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirrorkit import progress
 from mirrorkit.bundle.inputs import load_plan_or_lock
-from mirrorkit.bundle.volumes import bundle_volumes
+from mirrorkit.bundle.volumes import bundle_volumes, read_checksum
 from mirrorkit.diff import Diff, compare
-from mirrorkit.errors import MirrorkitError
+from mirrorkit.errors import InputError, MirrorkitError
 from mirrorkit.lock import Lock
 from mirrorkit.plan import Plan
 
@@ -182,12 +183,11 @@ def _lock_beside(path: Path) -> Path | None:
 
 
 def _sha256_of(volume: Path) -> str | None:
-    sha = volume.with_name(volume.name + ".sha256")
+    """The volume's ``.sha256`` digest; a missing or unreadable one is shown as missing, not fatal."""
     try:
-        words = sha.read_text().split()
-    except (OSError, UnicodeDecodeError):
+        return read_checksum(volume)
+    except InputError:
         return None
-    return words[0] if words and len(words[0]) == 64 else None
 
 
 def _size_of(volume: Path) -> int:
@@ -204,14 +204,7 @@ def _e(value: Any) -> str:
 
 
 def human(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+    return "unknown" if n is None else progress.human(n)
 
 
 CSS = """
