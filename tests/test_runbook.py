@@ -241,3 +241,18 @@ def test_shell_runbook_quotes_every_value(tmp_path: Path, flavor: str) -> None:
                       old_plan=plan, old_source="old'; rm -rf /", old_is_bundle=True, changes="")
     (tmp_path / "up").mkdir()
     _run_inert(upgrade_shell(up), tmp_path / "up")
+
+
+@pytest.mark.parametrize("fmt", ["containerd", "registries-conf", "idms", "nvidiadriver", "helm"])
+def test_a_lock_whose_plan_has_an_image_without_destination_is_refused(tmp_path: Path, fmt: str) -> None:
+    """The lock's images and its plan's images both go through destination_map: none is left unplaced."""
+    import yaml
+
+    plan_path = write_plan(tmp_path)
+    data = yaml.safe_load(plan_path.read_text())
+    del data["registry"]
+    data["images"][0]["destination"] = None
+    plan_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lock = _lock_file(tmp_path, plan_path)
+    err = _refused("rewrite-config", str(lock), "--format", fmt, "-o", str(tmp_path / "out"))
+    assert "has no destination" in err

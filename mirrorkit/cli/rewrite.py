@@ -22,7 +22,10 @@ def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any
 
     plan, lock = load_plan_or_lock(source)
     target = RegistryTarget.parse(registry) if registry else None
-    pairs = [(i.source, i.destination) for i in (lock.images if lock else plan.images)]
+    # every plan image and every lock image: destination_map then names each source the writers look up,
+    # or refuses one it cannot place ("has no destination"), so they need not check again
+    pairs = [(i.source, i.destination) for i in plan.images]
+    pairs = list(dict.fromkeys(pairs + [(i.source, i.destination) for i in (lock.images if lock else [])]))
     return plan, lock, destination_map(plan, pairs, target, mapping)
 
 

@@ -51,8 +51,6 @@ def upstream_mirrors(plan: Plan, dest: dict[str, Ref], what: str) -> dict[str, M
     found: dict[str, MirrorPath] = {}
     example: dict[str, str] = {}
     for source in plan.sources():
-        if source not in dest:
-            raise InputError(f"{source} has no destination: give --registry HOST[:PORT][/PREFIX]")
         src, dst = Ref.parse(source), dest[source]
         if dst.repository == src.repository:
             prefix = ""

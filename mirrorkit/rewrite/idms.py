@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
 
@@ -34,8 +33,6 @@ def mirror_sets(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | None
     by_tag: dict[str, set[str]] = {}
     notes: list[str] = []
     for img in plan.images:
-        if img.source not in dest:
-            raise InputError(f"{img.source} has no destination: give --registry HOST[:PORT][/PREFIX]")
         src, dst = img.source_ref, dest[img.source]
         if (digests or {}).get(img.source) or img.digest or src.digest:
             by_digest.setdefault(src.name, set()).add(dst.name)

@@ -52,8 +52,6 @@ def location_rewrites(plan: Plan, dest: dict[str, Ref]) -> list[tuple[str, str]]
         return [(upstream, f"{m.host}/{m.prefix}" if m.prefix else m.host) for upstream, m in sorted(mirrors.items())]
     pairs: dict[str, str] = {}
     for source in plan.sources():
-        if source not in dest:
-            raise InputError(f"{source} has no destination: give --registry HOST[:PORT][/PREFIX]")
         src, dst = Ref.parse(source), dest[source]
         if pairs.setdefault(src.name, dst.name) != dst.name:
             raise InputError(f"registries.conf cannot express this plan: {src.name} goes to both "
