@@ -30,11 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inventory": ("mirrorkit.cli.copy", "inventory_command"),
     "rewrite-config": ("mirrorkit.cli.rewrite", "rewrite_config_command"),
     "runbook": ("mirrorkit.cli.rewrite", "runbook_command"),
-    # day two (issue 12)
+    # day two: what changed between releases, what the mirror can drop, what a bundle holds
     "diff": ("mirrorkit.cli.day2", "diff_command"),
     "prune": ("mirrorkit.cli.day2", "prune_command"),
     "report": ("mirrorkit.cli.day2", "report_command"),
-    "login": ("mirrorkit.cli.login", "login_command"),  # issue 11
+    "login": ("mirrorkit.cli.login", "login_command"),
 }
 
 

@@ -70,7 +70,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
-    if fmt in ("kyverno", "containers-policy"):  # signatures: policies that make the cluster check signatures
+    if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
         _signature_policy(fmt, plan, lock, dest, verify_keys, output)
         return
     if fmt == "containerd":
@@ -136,7 +136,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None) -> None:  # signatures:
+                      output: str | None) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.refs import Ref
     from mirrorkit.trust.keys import load_keys

@@ -243,10 +243,3 @@ def load_release(version: str, flavor: str = "helm", lists_dir: Path | None = No
             "for another release pass its chart with --chart FILE.tgz|DIR"
         )
     return image_list_from_dict(load_mapping(path, "image list"), str(path))
-
-
-def latest_release(flavor: str = "helm", lists_dir: Path | None = None) -> str:
-    known = known_releases(flavor, lists_dir)
-    if not known:
-        raise UnknownReleaseError(f"no shipped image lists for flavor {flavor!r}")
-    return known[-1]

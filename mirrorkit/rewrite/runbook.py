@@ -166,7 +166,7 @@ def markdown(inp: RunbookInput) -> str:
                   "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
     lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
-    # signatures: the signature step (issue 9)
+    # signatures are checked offline before the push, and enforced in the cluster afterwards
     lines += ["### Signatures: verified on this side, enforced in the cluster", "",
               "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
               "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
@@ -180,7 +180,6 @@ def markdown(inp: RunbookInput) -> str:
               "-o containers-policy",
               "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
-    # signatures: end
     lines += ["## 4. Driver", ""]
     if plan.nvidiadrivers:
         names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
