@@ -256,3 +256,24 @@ def test_a_lock_whose_plan_has_an_image_without_destination_is_refused(tmp_path:
     lock = _lock_file(tmp_path, plan_path)
     err = _refused("rewrite-config", str(lock), "--format", fmt, "-o", str(tmp_path / "out"))
     assert "has no destination" in err
+
+
+def test_config_headers_keep_a_hostile_release_inside_the_comment(tmp_path: Path) -> None:
+    """Writers handed a Plan built in code (not read and checked) still cannot be made to write a line."""
+    from mirrorkit.destinations import destination_map
+    from mirrorkit.plan import load_plan
+    from mirrorkit.rewrite.containerd import containerd_hosts
+    from mirrorkit.rewrite.helm import image_overlay
+    from mirrorkit.rewrite.idms import mirror_sets
+    from mirrorkit.rewrite.registries_conf import registries_conf
+    from mirrorkit.rewrite.valuesfile import rewrite_values
+
+    plan = load_plan(write_plan(tmp_path))
+    dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], None, None)
+    plan.release = "v23.9.2\n[[registry]] # INJECTED\nlocation = 'evil'\r\nINJECTED: 1"
+    texts = [registries_conf(plan, dest), mirror_sets(plan, dest)[0], *containerd_hosts(plan, dest).values(),
+             rewrite_values(image_overlay(plan, dest), plan.release, "helm", None).text]
+    for text in texts:
+        assert "\r" not in text
+        for line in text.splitlines():
+            assert "INJECTED" not in line or line.startswith("#"), text

@@ -17,6 +17,7 @@ import yaml
 
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.comments import inert
 
 API_VERSION = "config.openshift.io/v1"
 POLICY = "NeverContactSource"
@@ -51,6 +52,6 @@ def mirror_sets(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | None
     if by_tag:
         docs.append({"apiVersion": API_VERSION, "kind": "ImageTagMirrorSet", "metadata": {"name": name},
                      "spec": {"imageTagMirrors": _entries(by_tag)}})
-    header = (f"# OpenShift mirror sets for plan release {plan.release or '(none)'}, written by mirrorkit: "
+    header = (f"# OpenShift mirror sets for plan release {inert(plan.release or '(none)')}, written by mirrorkit: "
               "oc apply -f this file.\n")
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True), notes

@@ -16,6 +16,7 @@ from mirrorkit.destinations import operator_chart
 from mirrorkit.lock import LockChart
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.comments import inert
 from mirrorkit.rewrite.containerd import expressible as containerd_expressible
 
 POD_PREFIXES = (
@@ -48,11 +49,6 @@ class RunbookInput:
 def _q(value: object) -> str:
     """A value for a shell command line: quoted, whatever it holds."""
     return shlex.quote(str(value))
-
-
-def _comment(value: object) -> str:
-    """A value for a ``#`` comment or a Markdown line: anything that could end the line is replaced."""
-    return "".join(c if c.isprintable() else "?" for c in str(value))
 
 
 def _checksum(volume: str) -> str:
@@ -152,7 +148,7 @@ def markdown(inp: RunbookInput) -> str:
                   f"helm install --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} \\",
                   f"  -n {_q(inp.namespace)} --create-namespace -f values-airgap.yaml", "```", ""]
         if chart.startswith("nvidia/"):
-            lines += [f"The chart itself must be available offline: carry `gpu-operator-{_comment(version)}.tgz`",
+            lines += [f"The chart itself must be available offline: carry `gpu-operator-{inert(version)}.tgz`",
                       "and install from the file, or bundle it with `pull-bundle --chart`.", ""]
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
               "", "```sh"]
@@ -241,7 +237,7 @@ def shell(inp: RunbookInput) -> str:
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
     lines = ["#!/usr/bin/env bash",
-             f"# Offline install of NVIDIA GPU Operator {_comment(plan.release)} — written by mirrorkit runbook.",
+             f"# Offline install of NVIDIA GPU Operator {inert(plan.release)} — written by mirrorkit runbook.",
              "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", ""]
     for name, _ in inp.volumes:
         lines.append(_checksum(name))
@@ -321,7 +317,7 @@ def _chart_fetch(up: UpgradeInput) -> str | None:
     _, version = _chart_ref(up.new)
     if up.new.charts or not up.new.plan.release:
         return None
-    return f"helm pull nvidia/gpu-operator --version {_q(version)}   # writes gpu-operator-{_comment(version)}.tgz"
+    return f"helm pull nvidia/gpu-operator --version {_q(version)}   # writes gpu-operator-{inert(version)}.tgz"
 
 
 def _pull_line(up: UpgradeInput) -> str:
@@ -438,11 +434,11 @@ def upgrade_shell(up: UpgradeInput) -> str:
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
     lines = ["#!/usr/bin/env bash",
-             f"# Upgrade NVIDIA GPU Operator {_comment(up.old_plan.release)} -> {_comment(plan.release)}, "
+             f"# Upgrade NVIDIA GPU Operator {inert(up.old_plan.release)} -> {inert(plan.release)}, "
              "written by mirrorkit runbook.",
-             *([f"# Connected side, before the trip: {_comment(fetch.split('   #')[0])}"]
+             *([f"# Connected side, before the trip: {inert(fetch.split('   #')[0])}"]
                if (fetch := _chart_fetch(up)) else []),
-             f"# Connected side, before the trip: {_comment(_pull_line(up))}",
+             f"# Connected side, before the trip: {inert(_pull_line(up))}",
              "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", "",
              f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
              _checksum(first),
