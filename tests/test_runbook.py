@@ -66,9 +66,11 @@ def test_runbook_names_the_bundle_volumes_and_checksums(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
         (tmp_path / f"{name}.sha256").write_text(f"{'ab' * 32}  {name}\n")
     (tmp_path / "other.tar").write_bytes(b"y")
-    from mirrorkit.cli.rewrite import _volumes_for
+    from mirrorkit.bundle.volumes import bundle_volumes
 
-    assert [p.name for p in _volumes_for(lock)] == ["gpu.000.tar", "gpu.001.tar"]
+    assert [p.name for p in bundle_volumes(lock)] == ["gpu.000.tar", "gpu.001.tar"]
+    text = run("runbook", str(lock))
+    assert f"`{tmp_path / 'gpu.001.tar'}` — sha256 `{'ab' * 32}`" in text
 
 
 def test_shell_runbook_is_valid_bash(tmp_path: Path) -> None:

@@ -253,7 +253,8 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
     if lock is not None and lock.charts:
-        from mirrorkit.copy.charts import destination, lock_charts
+        from mirrorkit.copy.charts import destination
+        from mirrorkit.lock import lock_charts
 
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]

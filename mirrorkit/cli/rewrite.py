@@ -159,12 +159,6 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
-def _volumes_for(source: Path) -> list[Path]:
-    from mirrorkit.bundle.volumes import bundle_volumes
-
-    return bundle_volumes(source)
-
-
 @click.command("runbook", epilog="""
 \b
 Examples:
@@ -186,6 +180,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
                     namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
                     upgrade_from: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
+    from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
     from mirrorkit.lock import lock_charts
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
@@ -195,7 +190,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
-                       volumes=volumes_of(_volumes_for(Path(source))), charts=lock_charts(lock) if lock else [])
+                       volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input
