@@ -276,7 +276,7 @@ def _check_fields(extra: dict[str, Any], where: str) -> None:
         raise InputError(f"{where}: 'nodes' must be a list of mappings")
     for n, node in enumerate(nodes):
         for key in ("name", "os", "kernel", "arch"):
-            one_line(node.get(key), where, f"nodes[{n}].{key}", optional=True)
+            one_line(node.get(key), where, f"nodes[{n}].{key}", optional=key in ("name", "kernel"))
     driver = extra.get("driver", {})
     if not isinstance(driver, dict):
         raise InputError(f"{where}: 'driver' must be a mapping")

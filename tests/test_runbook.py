@@ -172,6 +172,7 @@ def _refused(*args: str) -> str:
     ("generator", "mirrorkit\x1b[2J", "'generator'"),
     ("warnings", ["ok", "two\nlines"], "'warnings[1]'"),
     ("nodes", [{"name": "gpu-1\n- evil", "os": "ubuntu22.04", "arch": "amd64"}], "nodes[0].name"),
+    ("nodes", [{"name": "gpu-1", "kernel": "5.15.0-1-generic"}], "nodes[0].os"),
 ])
 @pytest.mark.parametrize("in_lock", [False, True])
 def test_hostile_plan_fields_are_refused(tmp_path: Path, field: str, value: object, message: str,
