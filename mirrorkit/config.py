@@ -40,7 +40,7 @@ PLAN_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "insecure": ("insecure", list),
     "format": ("fmt", str),
     "output": ("output", str),
-    # clusters branch: NVIDIADriver CRs, rendered manifests, --force
+    # NVIDIADriver CRs, rendered manifests, and --force (plan despite a --platform missing a node's arch)
     "nvidiaDrivers": ("nvidiadriver", list),
     "manifests": ("manifests", list),
     "force": ("force", bool),

@@ -10,11 +10,15 @@ two tags), so the copy commands key destinations by (source, recorded destinatio
 from __future__ import annotations
 
 from mirrorkit.errors import InputError
+from mirrorkit.lock import LockChart
 from mirrorkit.mapping import check_collisions, check_depth_collisions, map_ref
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref, RegistryTarget
 
 Pair = tuple[str, str | None]
+CHARTS_DIR = "charts"   # Helm charts carried in a bundle go under REG/PREFIX/charts/NAME
+OPERATOR_CHART = "gpu-operator"
+UPSTREAM_CHART = "nvidia/gpu-operator"
 
 
 def destination_pairs(plan: Plan, pairs: list[Pair], registry: RegistryTarget | None,
@@ -53,3 +57,27 @@ def first_by_source(pairs: dict[Pair, Ref]) -> dict[str, Ref]:
     for (source, _), ref in pairs.items():
         out.setdefault(source, ref)
     return out
+
+
+def chart_repository(target: RegistryTarget, name: str) -> str:
+    """``HOST/PREFIX/charts/NAME``: where a chart goes in the private registry."""
+    return f"{target.host}/{target.join(f'{CHARTS_DIR}/{name}')}"
+
+
+def operator_chart(charts: list[LockChart], registry: str | None, release: str | None,
+                   carried: bool = False) -> tuple[str, str]:
+    """Where ``helm install`` finds the GPU Operator chart, and its version.
+
+    ``oci://HOST/PREFIX/charts/gpu-operator`` when the bundle carried the chart
+    (``registry`` wins over the repository recorded at pull time, as for images),
+    or when ``carried`` says the next bundle will; else the upstream chart.
+    """
+    target = RegistryTarget.parse(registry) if registry else None
+    for chart in charts:
+        if chart.name == OPERATOR_CHART:
+            repository = chart_repository(target, chart.name) if target else chart.repository
+            if repository:
+                return f"oci://{repository}", chart.version
+    if carried and target and release:
+        return f"oci://{chart_repository(target, OPERATOR_CHART)}", release
+    return UPSTREAM_CHART, release or ""

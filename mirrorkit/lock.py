@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
+from mirrorkit.chartfile import CHART_NAME, CHART_SEMVER, CHART_TAG, oci_tag
 from mirrorkit.errors import InputError
-from mirrorkit.plan import Plan, image_refs, plan_from_dict
-from mirrorkit.refs import check_digest, check_tag
-from mirrorkit.yamlio import SafeLoader
+from mirrorkit.plan import Plan, image_refs, one_line, plan_from_dict
+from mirrorkit.refs import Ref, check_digest, check_tag
+from mirrorkit.yamlio import parse_yaml
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "BundleLock"
@@ -160,17 +161,12 @@ def _image(data: Any, where: str) -> LockImage:
         manifests=_digests(data.get("manifests") or [], f"{where} manifests"),
         blobs=_digests(data.get("blobs") or [], f"{where} blobs"),
         planned_digest=check_digest(planned, f"{where} planned_digest") if planned else None,
-        note=str(data.get("note") or ""),
+        note=_text(data, "note", where, optional=True) or "",
     )
 
 
 def _text(data: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
-    value = data.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or len(value) > 1024 or any(ord(c) < 32 for c in value):
-        raise InputError(f"{where}: '{key}' must be a one-line string")
-    return value
+    return one_line(data.get(key), where, key, optional)
 
 
 def _artifact(data: Any, where: str) -> LockArtifact:
@@ -232,9 +228,7 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     depends = data.get("depends_on") or []
     if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
         raise InputError(f"{where}: 'depends_on' must be a list of strings")
-    charts = data.get("charts") or []
-    if not isinstance(charts, list):
-        raise InputError(f"{where}: 'charts' must be a list")
+    charts = _listed(data, "charts", where)
     artifacts = [_artifact(a, f"{where}: artifacts[{n}]") for n, a in enumerate(_listed(data, "artifacts", where))]
     sources = {i.source for i in images}
     for art in artifacts:
@@ -245,16 +239,69 @@ def lock_from_dict(data: Any, where: str) -> Lock:
                              "of this lock")
     verifications = [_verification(v, f"{where}: verifications[{n}]")
                      for n, v in enumerate(_listed(data, "verifications", where))]
-    return Lock(id=lock_id, created=str(data.get("created") or ""),
-                generator=str(data.get("generator") or ""),
+    for n, dep in enumerate(depends):
+        one_line(dep, where, f"depends_on[{n}]")
+    lock = Lock(id=lock_id, created=_text(data, "created", where, optional=True) or "",
+                generator=_text(data, "generator", where, optional=True) or "",
                 plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
                 omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
                 verifications=verifications)
+    lock_charts(lock, where)   # every chart entry checked now, before any of it is used
+    return lock
 
 
 def loads_lock(text: str, where: str) -> Lock:
+    return lock_from_dict(parse_yaml(text, where), where)
+
+
+@dataclass(frozen=True)
+class LockChart:
+    """A Helm chart the bundle carries (``pull-bundle --chart``), as its lock entry says, checked."""
+
+    name: str
+    tag: str
+    digest: str
+    config: str
+    layer: str
+    repository: str | None
+    version: str = ""
+
+
+def lock_charts(lock: Lock, where: str = "bundle lock") -> list[LockChart]:
+    """The lock's chart entries, checked: names, versions, tags, digests, and every blob carried by the bundle."""
+    sizes = lock.blob_sizes()
+    out = []
+    for n, entry in enumerate(lock.charts):
+        at = f"{where}: charts[{n}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{at}: each chart must be a mapping")
+        name, tag, repo, version = entry.get("name"), entry.get("tag"), entry.get("repository"), entry.get("version")
+        if not isinstance(name, str) or not CHART_NAME.match(name) or len(name) > 128:
+            raise InputError(f"{at}: invalid chart name {name!r}")
+        if not isinstance(tag, str) or not CHART_TAG.match(tag):
+            raise InputError(f"{at}: invalid chart tag {tag!r}")
+        if version is not None and (not isinstance(version, str) or not CHART_SEMVER.match(version)
+                                    or oci_tag(version) != tag):
+            raise InputError(f"{at}: invalid chart version {version!r} (a SemVer version whose tag is {tag!r})")
+        if repo is not None:
+            one_line(repo, at, "repository")
+            check_repository(repo, at)
+        for key in ("app_version", "source", "media_type"):
+            one_line(entry.get(key), at, key, optional=True)
+        digest, config, layer = (check_digest(str(entry.get(k)), f"{k} of chart {name} in the lock")
+                                 for k in ("digest", "config", "layer"))
+        for needed in (digest, config, layer):
+            if needed not in sizes:
+                raise InputError(f"{at}: chart {name}:{tag} needs {needed}, which the bundle does not carry")
+        out.append(LockChart(name, tag, digest, config, layer, repo, version or tag))
+    return out
+
+
+def check_repository(repo: str, where: str) -> None:
+    """A chart's recorded ``HOST/PATH`` repository must be a reference's repository, nothing more."""
     try:
-        data = yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        raise InputError(f"{where}: malformed lock: {str(exc).splitlines()[0]}") from None
-    return lock_from_dict(data, where)
+        ref = Ref.parse(f"{repo}:tag")
+    except InputError as exc:
+        raise InputError(f"{where}: invalid chart repository {repo!r}: {exc}") from None
+    if ref.name != repo:
+        raise InputError(f"{where}: invalid chart repository {repo!r}")

@@ -9,6 +9,7 @@ rather than being half understood.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from mirrorkit.errors import InputError
-from mirrorkit.refs import Ref, check_digest
+from mirrorkit.refs import Ref, RegistryTarget, check_digest
 from mirrorkit.yamlio import SafeLoader, parse_mapping, read_text
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
@@ -24,6 +25,24 @@ KIND = "Plan"
 FORMATS = ("yaml", "json", "txt")
 # image sources outside registries, read through skopeo (mirrorkit.copy.local)
 LOCAL_TRANSPORTS = ("docker-daemon", "docker-archive", "oci-archive", "oci")
+FLAVORS = ("helm", "kubesphere")
+# a GPU Operator release as the catalog and charts name it: v24.9.2, v25.3.0-rc.1, 23.9
+RELEASE_RE = re.compile(r"^v?[0-9]+(?:\.[0-9]+){0,2}(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
+                        r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
+MAX_LINE = 1024
+
+
+def one_line(value: Any, where: str, key: str, optional: bool = False) -> str | None:
+    """A string field from an untrusted plan or lock: one line of printable text, or refused.
+
+    Plan and lock values end up in shell scripts, TOML and YAML headers; a newline
+    or a control character there would let a hostile file write lines of its own.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LINE or not value.isprintable():
+        raise InputError(f"{where}: '{key}' must be a one-line string without control characters")
+    return value
 
 
 @dataclass
@@ -127,8 +146,8 @@ def _image_from_dict(data: Any, where: str) -> PlanImage:
         source, dest, platforms = image_refs(data, where)
     except InputError as exc:
         raise InputError(exc.args[0] if str(exc).startswith(where) else f"{where}: {exc}") from None
-    if not isinstance(data.get("component"), str):
-        raise InputError(f"{where}: 'component' must be a string")
+    for key in ("component", "reason", "setting", "os_tag", "kernel", "target_tag"):
+        one_line(data.get(key), where, key, optional=key != "component")
     digest = data.get("digest")
     if digest is not None:
         try:
@@ -140,7 +159,7 @@ def _image_from_dict(data: Any, where: str) -> PlanImage:
         raise InputError(f"{where}: 'size' must be a non-negative integer")
     return PlanImage(
         source=source, destination=dest, component=data["component"],
-        reason=str(data.get("reason", "")), digest=digest, platforms=platforms, size=size,
+        reason=data.get("reason") or "", digest=digest, platforms=platforms, size=size,
         setting=data.get("setting"), os_tag=data.get("os_tag"), kernel=data.get("kernel"),
         target_tag=data.get("target_tag"), local=_local_field(data.get("local"), where),
     )
@@ -224,8 +243,49 @@ def plan_from_dict(data: dict[str, Any], where: str, image_lines: list[int] | No
     def at(n: int) -> str:
         return f"{where}:{lines[n]}: images[{n}]" if n < len(lines) else f"{where}: images[{n}]"
 
+    _check_fields(extra, where)
     plan = Plan(images=[_image_from_dict(i, at(n)) for n, i in enumerate(images)], **extra)
     return plan
+
+
+def _check_fields(extra: dict[str, Any], where: str) -> None:
+    """The plan's own fields, checked before any of them reaches a runbook, a header or a command line."""
+    for key in ("release", "flavor", "registry"):
+        one_line(extra.get(key), where, key, optional=True)
+    for key in ("mapping", "components", "created", "generator"):
+        if key in extra:
+            one_line(extra[key], where, key)
+    release, flavor, registry = extra.get("release"), extra.get("flavor"), extra.get("registry")
+    if release is not None and not RELEASE_RE.match(release):
+        raise InputError(f"{where}: 'release' {release!r} is not a GPU Operator release (e.g. v24.9.2)")
+    if flavor is not None and flavor not in FLAVORS:
+        raise InputError(f"{where}: 'flavor' {flavor!r} is not one of {', '.join(FLAVORS)}")
+    if registry is not None:
+        try:
+            RegistryTarget.parse(registry)
+        except InputError as exc:
+            raise InputError(f"{where}: 'registry': {exc}") from None
+    for key in ("platforms", "warnings"):
+        values = extra.get(key, [])
+        if not isinstance(values, list):
+            raise InputError(f"{where}: '{key}' must be a list of strings")
+        for n, value in enumerate(values):
+            one_line(value, where, f"{key}[{n}]")
+    nodes = extra.get("nodes", [])
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        raise InputError(f"{where}: 'nodes' must be a list of mappings")
+    for n, node in enumerate(nodes):
+        for key in ("name", "os", "kernel", "arch"):
+            one_line(node.get(key), where, f"nodes[{n}].{key}", optional=key in ("name", "kernel"))
+    driver = extra.get("driver", {})
+    if not isinstance(driver, dict):
+        raise InputError(f"{where}: 'driver' must be a mapping")
+    for key, value in driver.items():
+        if isinstance(value, str) or not isinstance(value, bool | int | float | type(None)):
+            one_line(value, where, f"driver.{key}")
+    for n, cr in enumerate(extra.get("nvidiadrivers", [])):
+        name = (cr.get("metadata") or {}).get("name") if isinstance(cr.get("metadata") or {}, dict) else None
+        one_line(name, where, f"nvidiadrivers[{n}].metadata.name", optional=True)
 
 
 def _image_lines(text: str) -> list[int]:

@@ -127,9 +127,6 @@ class Ref:
     def with_tag(self, tag: str | None) -> Ref:
         return replace(self, tag=check_tag(tag) if tag else None)
 
-    def relocate(self, registry: str, repository: str) -> Ref:
-        return replace(self, registry=registry, repository=repository)
-
     def __str__(self) -> str:
         out = self.name
         if self.tag:
@@ -137,13 +134,6 @@ class Ref:
         if self.digest:
             out += f"@{self.digest}"
         return out
-
-    def familiar(self) -> str:
-        """The short form users type (``ubuntu:22.04``), only for messages."""
-        text = str(self)
-        if self.registry == DEFAULT_REGISTRY:
-            text = text.removeprefix("docker.io/").removeprefix("library/")
-        return text
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,14 @@ def read_text(path: str | Path, what: str = "file", limit: int | None = None) ->
     return text.removeprefix(BOM)
 
 
+def malformed(exc: yaml.YAMLError, source: str) -> InputError:
+    """A YAML parser's error as one line naming the file and, when the parser knows it, the line."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return InputError(f"{source}{at}: malformed YAML: {problem}")
+
+
 def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> Any:
     """YAML from a user's file. With ``duplicates`` (a list), a repeated key is noted there as a
     warning and the last one wins, as in Helm; without, it is refused."""
@@ -86,10 +94,7 @@ def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> A
             duplicates.extend(f"{source}: {d} (the last one wins, as in Helm)" for d in loader.duplicates)
         return data
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{source}{where}: malformed YAML: {problem}") from None
+        raise malformed(exc, source) from None
     finally:
         loader.dispose()
 
@@ -115,10 +120,7 @@ def documents(text: str, source: str) -> list[tuple[dict[str, Any], str]]:
             else:
                 out.append((data, where))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{source}{at}: malformed YAML: {problem}") from None
+        raise malformed(exc, source) from None
     finally:
         loader.dispose()
     return out

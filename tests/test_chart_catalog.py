@@ -102,13 +102,34 @@ def test_packaged_chart_with_nested_subchart(tmp_path: Path) -> None:
     check_chart_list(il)
 
 
-def test_hostile_chart_archive_writes_nothing(tmp_path: Path) -> None:
+def test_hostile_chart_archive_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     tgz = packaged(write_chart(work), work / "evil.tgz", hostile=True)
-    il, _ = image_list_from_chart(tgz)
-    check_chart_list(il)
+    with pytest.raises(InputError, match=r"evil.tgz: not a usable chart archive: entry .* points outside"):
+        image_list_from_chart(tgz)
     assert not (tmp_path / "escape.yaml").exists() and not Path("/abs/values.yaml").exists()
+
+
+@pytest.mark.parametrize("command", [["plan", "--chart"], ["pull-bundle", "plan.yaml", "-o", "b.tar", "--chart"]])
+def test_corrupt_chart_archive_is_one_line_exit_2(tmp_path: Path, command: list[str], monkeypatch) -> None:
+    """A .tgz whose deflate stream is damaged (zlib.error, not a TarError) is a user's mistake, not a traceback."""
+    from click.testing import CliRunner
+
+    from mirrorkit.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plan.yaml").write_text(
+        "apiVersion: mirrorkit.dev/v1alpha1\nkind: Plan\nimages:\n"
+        "  - {source: 'nvcr.io/nvidia/x:1', destination: 'r.local/x:1', component: x}\n")
+    good = packaged(write_chart(tmp_path), tmp_path / "good.tgz").read_bytes()
+    bad = tmp_path / "corrupt.tgz"
+    bad.write_bytes(good[:10] + b"\xff" * 64 + good[74:])
+    res = CliRunner().invoke(main, [*command, str(bad), "--node", "ubuntu22.04/5.15.0-1-generic"]
+                             if command[0] == "plan" else [*command, str(bad)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: {bad}: not a Helm chart archive (corrupt .tgz") and \
+        len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_development_placeholder_version_needs_release(tmp_path: Path) -> None:
@@ -156,3 +177,13 @@ def test_shipped_lists_are_well_formed(release: str) -> None:
         Ref.parse(f"{name}:{comp.version}")
     for extra in il.extras:
         Ref.parse(extra.ref)
+
+
+def test_for_release_picks_the_newest_row_at_or_before_the_release_in_any_order() -> None:
+    from mirrorkit.resolve.catalog import for_release
+
+    table = [("v0", "a"), ("v23.9.0", "b"), ("v23.10.0", "c")]
+    for rows in (table, list(reversed(table))):
+        assert for_release(rows, "v23.9.2") == "b"
+        assert for_release(rows, "v23.10.1") == "c"      # semver order, not text order
+        assert for_release(rows, "v1.0.0") == "a"

@@ -154,7 +154,7 @@ def test_upgrade_from_a_plan_explains_the_inventory_route(tmp_path: Path) -> Non
 
 
 def test_any_volume_or_the_lock_names_every_volume_of_a_split_bundle(tmp_path: Path) -> None:
-    from mirrorkit.inputs import bundle_volumes
+    from mirrorkit.bundle.volumes import bundle_volumes
 
     names = ["gpu.001.tar", "gpu.002.tar", "gpu.003.tar", "gpu.lock.yaml", "gpu2.001.tar", "gpu.001.tar.sha256"]
     for name in names:
@@ -162,3 +162,15 @@ def test_any_volume_or_the_lock_names_every_volume_of_a_split_bundle(tmp_path: P
     expected = [tmp_path / n for n in ("gpu.001.tar", "gpu.002.tar", "gpu.003.tar")]
     for given in ("gpu.002.tar", "gpu.lock.yaml"):
         assert bundle_volumes(tmp_path / given) == expected
+
+
+def test_bundle_volumes_finds_the_names_the_writer_gives_past_999_volumes(tmp_path: Path) -> None:
+    from mirrorkit.bundle.volumes import bundle_volumes, volume_paths
+
+    written = volume_paths(tmp_path / "gpu.tar", 1001, split=True)
+    assert written[-1].name == "gpu.1000.tar"
+    for path in written:
+        path.write_text("")
+    (tmp_path / "gpu.lock.yaml").write_text("")
+    assert bundle_volumes(tmp_path / "gpu.1000.tar") == written
+    assert bundle_volumes(tmp_path / "gpu.lock.yaml") == written

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mirrorkit.cli.main import main
+from mirrorkit.errors import InputError
 
 GOOD_IMAGE = ("  - source: nvcr.io/nvidia/gpu-operator:v23.9.2\n"
               "    destination: reg.local/nvidia/gpu-operator:v23.9.2\n    component: operator\n    reason: x\n")
@@ -94,3 +95,17 @@ def test_bad_split_size_and_missing_plan(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "invalid size" in res.stderr
     res = CliRunner().invoke(main, ["pull-bundle", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "not found" in res.stderr
+
+
+def test_lock_and_volume_yaml_are_read_like_every_other_yaml() -> None:
+    """A BOM is dropped and a syntax error names its line, in a bundle's lock and volume.yaml too."""
+    from mirrorkit.bundle.volumes import parse_volume_yaml
+    from mirrorkit.lock import Lock, loads_lock
+    from mirrorkit.plan import Plan
+
+    lock = Lock(id="b1", created="", generator="", plan=Plan(images=[]), images=[], blobs=[])
+    assert loads_lock("\ufeff" + lock.dumps(), "gpu.tar: bundle.yaml").id == "b1"
+    with pytest.raises(InputError, match=r"^gpu.tar: bundle.yaml:3: malformed YAML"):
+        loads_lock("apiVersion: x\nkind: BundleLock\nid: a: b\n", "gpu.tar: bundle.yaml")
+    with pytest.raises(InputError, match=r"^gpu.tar: volume.yaml:2: malformed YAML"):
+        parse_volume_yaml(b"kind: BundleVolume\nbundle: a: b\n", "gpu.tar", lock)

@@ -26,7 +26,7 @@ import yaml
 from mirrorkit.errors import InputError
 from mirrorkit.lock import API_VERSION, Lock
 from mirrorkit.refs import is_digest
-from mirrorkit.yamlio import SafeLoader
+from mirrorkit.yamlio import parse_yaml
 
 MiB = 1 << 20
 CHUNK = MiB              # blobs move in chunks of this size: memory stays flat whatever the layer
@@ -35,6 +35,7 @@ VOLUME_KIND = "BundleVolume"
 META_ORDER = ("bundle.yaml", "volume.yaml", "oci-layout", "index.json")
 META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB}
 DIR_ENTRIES = ("blobs", "blobs/sha256")
+VOLUME_NUMBER = r"\.\d{3,}"   # STEM.000.tar ... (more digits past 999 volumes)
 SHA_FILE_CAP = 4096      # a .sha256 file is one line; a bigger one is not ours to parse
 
 Progress = Callable[[int], None]
@@ -57,12 +58,38 @@ def older_volumes(output: Path, compress: str | None, split: bool, keep: list[Pa
         return []
     output = Path(output)
     suffix = ".tar.zst" if compress == "zstd" else ".tar"
-    pattern = re.compile(re.escape(output.name.removesuffix(suffix)) + r"\.\d{3,}" + re.escape(suffix))
+    pattern = numbered(output.name.removesuffix(suffix), re.escape(suffix))
     try:
         names = sorted(p.name for p in output.parent.iterdir())
     except OSError:
         return []
     return [output.with_name(n) for n in names if pattern.fullmatch(n) and output.with_name(n) not in keep]
+
+
+def numbered(stem: str, suffix: str, optional: bool = False) -> re.Pattern[str]:
+    """``STEM.NNN<suffix>`` as ``volume_paths`` names split volumes: three digits or more.
+
+    ``suffix`` is a regular expression; ``optional`` also matches the unsplit ``STEM<suffix>``.
+    """
+    number = rf"(?:{VOLUME_NUMBER})" + ("?" if optional else "")
+    return re.compile(re.escape(stem) + number + suffix)
+
+
+def bundle_volumes(source: str | Path) -> list[Path]:
+    """The bundle volumes that belong with a bundle or lock file: NAME.tar, NAME.NNN.tar, .zst forms."""
+    source = Path(source)
+    name = source.name
+    for suffix in (".lock.yaml", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            break
+    else:
+        return []
+    stem = re.sub(VOLUME_NUMBER + "$", "", stem)   # any one volume of a split bundle names them all
+    pattern = numbered(stem, r"\.tar(?:\.zst)?", optional=True)
+    found = [p for p in source.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    # by volume number, not text: STEM.1000.tar comes after STEM.999.tar
+    return sorted(found, key=lambda p: (len(p.name.split(".tar")[0]), p.name))
 
 
 def checksum_path(volume: Path) -> Path:
@@ -79,9 +106,10 @@ def volume_yaml(bundle_id: str, index: int, count: int, blobs: list[tuple[str, i
 
 def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, dict[str, int]]:
     try:
-        doc = yaml.load(data.decode(), Loader=SafeLoader)  # noqa: S506 - a safe loader
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"{where}: malformed volume.yaml: {str(exc).splitlines()[0]}") from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: volume.yaml is not UTF-8 text") from None
+    doc = parse_yaml(text, f"{where}: volume.yaml")
     if not isinstance(doc, dict) or doc.get("kind") != VOLUME_KIND or doc.get("apiVersion") != API_VERSION:
         raise InputError(f"{where}: volume.yaml is not a mirrorkit volume description")
     if doc.get("bundle") != lock.id:

@@ -14,21 +14,35 @@ from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import RegistryTarget
 
 
-def registry_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("--source-endpoint", multiple=True, metavar="NAME=URL",
-                     help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001."),
-        click.option("--insecure", multiple=True, metavar="HOST[:PORT]",
-                     help="A registry reached over plain HTTP or without TLS verification (repeatable)."),
-        click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust."),
-        click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
-                     help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and "
-                          "/etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR)."),
-        click.option("--username", help="User for the --registry (the password comes from --password-stdin)."),
-        click.option("--password-stdin", is_flag=True, help="Read the --registry password from standard input."),
-    ]):
-        func = option(func)
-    return func
+def _stack(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+# how TLS to a registry is checked: every command that reaches one, login included
+tls_options = _stack([
+    click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust."),
+    click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
+                 help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and "
+                      "/etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR)."),
+])
+# where registries are reached (read by endpoints_from)
+endpoint_options = _stack([
+    click.option("--source-endpoint", multiple=True, metavar="NAME=URL",
+                 help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001."),
+    click.option("--insecure", multiple=True, metavar="HOST[:PORT]",
+                 help="A registry reached over plain HTTP or without TLS verification (repeatable)."),
+    tls_options,
+])
+# who to be at --registry (read by credentials_from)
+credential_options = _stack([
+    click.option("--username", help="User for the --registry (the password comes from --password-stdin)."),
+    click.option("--password-stdin", is_flag=True, help="Read the --registry password from standard input."),
+])
+registry_options = _stack([endpoint_options, credential_options])
 
 
 def endpoints_from(p: dict[str, Any]) -> Endpoints:
@@ -64,3 +78,16 @@ def credentials_from(p: dict[str, Any], registry: RegistryTarget | None) -> Cred
 def target_from(p: dict[str, Any]) -> RegistryTarget | None:
     """None when --registry was not given; an empty --registry "" is an error, not "not given"."""
     return RegistryTarget.parse(p["registry"]) if p.get("registry") is not None else None
+
+
+def apply_config(ctx: click.Context, loader: Callable[[str], dict[str, Any]],
+                 params: dict[str, Any]) -> dict[str, Any]:
+    """Values from -c FILE fill in every option the command line left at its default."""
+    path = params.pop("config", None)
+    if not path:
+        return params
+    for name, value in loader(path).items():
+        source = ctx.get_parameter_source(name)
+        if source in (None, click.core.ParameterSource.DEFAULT):
+            params[name] = value
+    return params

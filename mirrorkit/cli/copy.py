@@ -25,7 +25,8 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(("text", "json")), de
                       help="Report form; json is stable for scripts.")
 
 
-# signatures: the options every command that moves or checks images shares (issue 9)
+# signature options, shared by every command that moves or checks images: signatures travel with the
+# images by default, and --verify-key makes a missing or bad one stop the command before anything is written
 def signature_options(f: Any) -> Any:
     f = click.option("--no-signatures", is_flag=True,
                      help="Leave out cosign signatures, attestations, SBOMs and referrers (carried by default).")(f)
@@ -44,7 +45,6 @@ def _signatures(p: dict[str, Any]) -> Any:
 def _signature_lines(verifications: list[Any]) -> list[str]:
     keys = sorted({v.key_fingerprint for v in verifications})
     return [f"  signatures verified for {_n(len(verifications), 'digest')} under {', '.join(keys)}"] if keys else []
-# signatures: end
 
 
 def _n(count: int, noun: str) -> str:
@@ -96,7 +96,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     from mirrorkit.progress import bars, human, parse_size
 
     the_plan = load_plan(plan)
-    signatures = _signatures(p)  # signatures: keys read (exit 2 if unreadable) before any work
+    signatures = _signatures(p)  # keys are read (exit 2 if unreadable) before any work starts
     if output is not None and not output.strip():
         raise InputError("-o: empty bundle path")
     if output and output.endswith(".zst") and compress == "none":
@@ -128,7 +128,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
             "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
             "lock": str(report.lock_path), "charts": report.charts}
-    carried = report.signatures  # signatures:
+    carried = report.signatures
     if carried is not None:
         data["artifacts"] = len(carried.artifacts)
         data["verifications"] = [v.to_dict() for v in report_verifications(carried)]
@@ -144,21 +144,21 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                 f"  unique bytes {human(report.unique_bytes)}, saved by sharing {human(report.saved_bytes)}"
                 + (f", left out (differential) {human(report.omitted_bytes)}" if report.omitted_bytes else "")
                 + f"\n  wrote {vols} (+ .sha256 beside each)\n  lock {report.lock_path}")
-        if carried is not None:  # signatures:
+        if carried is not None:
             text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
                                                       " (signatures, attestations, SBOMs, referrers)"]
                             + _signature_lines(report_verifications(carried)))
     _emit(fmt, data, text)
 
 
-def report_verifications(carried: Any) -> list[Any]:  # signatures:
+def report_verifications(carried: Any) -> list[Any]:
     from mirrorkit.copy.artifacts import lock_verifications
 
     return lock_verifications(carried.verification)
 
 
 def _old_lock(path: str):
-    from mirrorkit.inputs import load_plan_or_lock
+    from mirrorkit.bundle.inputs import load_plan_or_lock
 
     _, lock = load_plan_or_lock(path)
     if lock is None:
@@ -191,7 +191,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     from mirrorkit.progress import bars, human
 
     target = target_from({"registry": registry})
-    signatures = _signatures(p)  # signatures:
+    signatures = _signatures(p)
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
@@ -202,7 +202,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             "bytes_skipped": report.bytes_skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
             "charts_pushed": report.charts_pushed, "charts_skipped": report.charts_skipped}
-    pushed_artifacts = report.signatures.manifests if report.signatures else 0  # signatures:
+    pushed_artifacts = report.signatures.manifests if report.signatures else 0
     data["artifacts_pushed"] = pushed_artifacts
     data["verifications"] = [v.to_dict() for v in report.verifications]
     text = (f"pushed {_n(report.images_pushed, 'image')} ({report.images_skipped} already there)"
@@ -237,14 +237,14 @@ Examples:
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.copy.verify import verify_registry
     from mirrorkit.destinations import destination_pairs
-    from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.oci.client import RegistryClient
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
-    signatures = _signatures(p)  # signatures:
+    signatures = _signatures(p)
     items: list[tuple[str, str | None, str | None, list[str]]]
     if lock is not None:
         items = [(i.source, i.destination, i.digest, i.manifests) for i in lock.images]
@@ -253,14 +253,15 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
     if lock is not None and lock.charts:
-        from mirrorkit.copy.charts import destination, lock_charts
+        from mirrorkit.copy.charts import destination
+        from mirrorkit.lock import lock_charts
 
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
         result = verify_registry(client, expected, jobs, blobs=not manifests_only)
-        # signatures: every image's signature checked where cosign would look for it, at the mirror
+        # every image's signature checked where cosign would look for it, at the mirror
         signed = None
         if signatures.keys:
             from mirrorkit.copy.artifacts import signed_at_destination
@@ -271,11 +272,11 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
     lines += [f"  missing: {m}" for m in result.missing] + [f"  different: {d}" for d in result.different]
-    if signed is not None:  # signatures:
+    if signed is not None:
         data["signatures"] = {"passed": signed.passed, "verdicts": [v.describe() for v in signed.verdicts]}
         lines.append(f"  {signed.summary()}")
     _emit(fmt, data, "\n".join(lines))
-    if signed is not None and not signed.passed:  # signatures:
+    if signed is not None and not signed.passed:
         raise OperationError(signed.summary())
     if not result.passed:
         hint = ("; push-bundle --check-blobs (or mirror) puts unreadable blobs back"
@@ -303,7 +304,7 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
 
     the_plan = load_plan(plan)
     target = target_from({"registry": registry})
-    signatures = _signatures(p)  # signatures:
+    signatures = _signatures(p)
     creds = credentials_from(p, target)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
@@ -311,7 +312,7 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
         report = mirror(the_plan, client, target, mapping, jobs, signatures=signatures)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
-            "artifacts": report.artifacts}  # signatures:
+            "artifacts": report.artifacts}
     _emit(fmt, data, f"mirrored {report.copied} images ({report.skipped} already there) in {report.seconds:.1f} s; "
                      f"verified {report.verified}")
     if report.problems:

@@ -26,9 +26,9 @@ Examples:
 @click.option("-o", "--output", help="Write here (default: stdout).")
 def diff_command(old: str, new: str, fmt: str, exit_code: bool, output: str | None) -> None:
     """What was added, removed and changed between two plans, locks or bundles."""
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.cli.main import write_output
     from mirrorkit.diff import compare, render
-    from mirrorkit.inputs import load_plan_or_lock
 
     result = compare(load_plan_or_lock(old), load_plan_or_lock(new))
     write_output(render(result, fmt), output)
@@ -56,8 +56,8 @@ Examples:
 def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], mapping: str | None,
                   apply_: bool, fmt: str, **p: Any) -> None:
     """Delete the dropped images' tags and manifests that no kept image needs (dry run by default)."""
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.copy.prune import Source, apply_prune, plan_prune, render
-    from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.oci.client import RegistryClient
 
     p["registry"] = registry

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mirrorkit.cli.common import tls_options
 from mirrorkit.errors import InputError
 
 EPILOG = """
@@ -33,10 +34,9 @@ Examples:
               help="Write here (default: the first writable of $REGISTRY_AUTH_FILE, "
                    "$XDG_RUNTIME_DIR/containers/auth.json or /run/containers/$UID/auth.json, "
                    "$XDG_CONFIG_HOME/containers/auth.json).")
+# a flag here, not HOST list: login names one registry; -u and --password-stdin ask when not given
 @click.option("--insecure", is_flag=True, help="Reach the registry over plain HTTP or without TLS verification.")
-@click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust.")
-@click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Trust DIR/HOST:PORT/*.crt (default: $MIRRORKIT_CERTS_DIR, else /etc/containers/certs.d).")
+@tls_options
 def login_command(registry: str, **p: Any) -> None:
     """Check a login against REGISTRY, then save it in the containers auth file (as podman login does)."""
     from mirrorkit.oci.credentials import Credentials

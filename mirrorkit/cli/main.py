@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inventory": ("mirrorkit.cli.copy", "inventory_command"),
     "rewrite-config": ("mirrorkit.cli.rewrite", "rewrite_config_command"),
     "runbook": ("mirrorkit.cli.rewrite", "runbook_command"),
-    # day two (issue 12)
+    # day two: what changed between releases, what the mirror can drop, what a bundle holds
     "diff": ("mirrorkit.cli.day2", "diff_command"),
     "prune": ("mirrorkit.cli.day2", "prune_command"),
     "report": ("mirrorkit.cli.day2", "report_command"),
-    "login": ("mirrorkit.cli.login", "login_command"),  # issue 11
+    "login": ("mirrorkit.cli.login", "login_command"),
 }
 
 
@@ -84,19 +83,6 @@ def write_output(text: str, output: str | None) -> None:
     from mirrorkit.files import write_atomic
 
     write_atomic(Path(output), text)
-
-
-def _apply_config(ctx: click.Context, loader: Callable[[str], dict[str, Any]],
-                  params: dict[str, Any]) -> dict[str, Any]:
-    """Values from -c FILE fill in every option the command line left at its default."""
-    path = params.pop("config", None)
-    if not path:
-        return params
-    for name, value in loader(path).items():
-        source = ctx.get_parameter_source(name)
-        if source in (None, click.core.ParameterSource.DEFAULT):
-            params[name] = value
-    return params
 
 
 if __name__ == "__main__":  # pragma: no cover

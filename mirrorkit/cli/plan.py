@@ -7,12 +7,10 @@ from typing import Any
 
 import click
 
+from mirrorkit.cli.common import endpoint_options
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
-from mirrorkit.plan import FORMATS, Plan, attach_local, render, split_image_arg
-
-# the same names as catalog.FLAVORS; kept literal so loading the CLI does not load the catalog
-FLAVORS = ("helm", "kubesphere")
+from mirrorkit.plan import FLAVORS, FORMATS, Plan, attach_local, render, split_image_arg
 
 EPILOG = """
 \b
@@ -104,21 +102,18 @@ def _summary(plan: Plan) -> str:
 @click.option("--resolve", is_flag=True, help="Look up each image's digest, platforms and size.")
 @click.option("--platform", multiple=True, metavar="OS/ARCH", help="Restrict copies to these platforms (repeatable).")
 @click.option("--force", is_flag=True, help="Plan even when --platform leaves out a GPU node's architecture.")
-@click.option("--source-endpoint", multiple=True, metavar="NAME=URL", help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001.")
-@click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="A registry reached over plain HTTP or without TLS verification.")
-@click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA bundle to trust for registries.")
-@click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR", help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and /etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR).")
+@endpoint_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
 @click.option("-o", "--output", help="Write the plan here (default: stdout).")
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """Resolve the images a GPU Operator release needs on these nodes into a plan."""
-    from mirrorkit.cli.main import _apply_config, write_output
+    from mirrorkit.cli.common import apply_config, endpoints_from
+    from mirrorkit.cli.main import write_output
     from mirrorkit.config import load_plan_config
-    from mirrorkit.oci.transport import Endpoints
 
-    p = _apply_config(ctx, load_plan_config, params)
-    endpoints = Endpoints.from_options(p["source_endpoint"], p["insecure"], p.get("ca_cert"), p.get("certs_dir"))
+    p = apply_config(ctx, load_plan_config, params)
+    endpoints = endpoints_from(p)
     plan = build_plan(p)
     if p["resolve"]:
         from mirrorkit.cli.common import warn_unused_endpoints

@@ -7,35 +7,25 @@ from typing import Any
 
 import click
 
+from mirrorkit.destinations import UPSTREAM_CHART as DEFAULT_CHART
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
 FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
            "kyverno", "containers-policy")
-DEFAULT_CHART = "nvidia/gpu-operator"
-
-
-def _bundled_chart(lock: Any, registry: str | None) -> tuple[str, str] | None:
-    """``oci://REG/PREFIX/charts/gpu-operator`` when the bundle carried the chart into the registry."""
-    from mirrorkit.copy.charts import destination, lock_charts
-    from mirrorkit.refs import RegistryTarget
-
-    target = RegistryTarget.parse(registry) if registry else None
-    versions = {str(c.get("name")): str(c.get("version")) for c in lock.charts}
-    for chart in lock_charts(lock) if lock.charts else []:
-        if chart.name == "gpu-operator":
-            return f"oci://{destination(chart, target).name}", versions.get(chart.name, chart.tag)
-    return None
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
+    from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_map
-    from mirrorkit.inputs import load_plan_or_lock
     from mirrorkit.refs import RegistryTarget
 
     plan, lock = load_plan_or_lock(source)
     target = RegistryTarget.parse(registry) if registry else None
-    pairs = [(i.source, i.destination) for i in (lock.images if lock else plan.images)]
+    # every plan image and every lock image: destination_map then names each source the writers look up,
+    # or refuses one it cannot place ("has no destination"), so they need not check again
+    pairs = [(i.source, i.destination) for i in plan.images]
+    pairs = list(dict.fromkeys(pairs + [(i.source, i.destination) for i in (lock.images if lock else [])]))
     return plan, lock, destination_map(plan, pairs, target, mapping)
 
 
@@ -80,7 +70,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
-    if fmt in ("kyverno", "containers-policy"):  # signatures: policies that make the cluster check signatures
+    if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
         _signature_policy(fmt, plan, lock, dest, verify_keys, output)
         return
     if fmt == "containerd":
@@ -121,7 +111,10 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     if fmt == "set-flags":
         chart, version = chart_ref, plan.release
         if chart_ref == DEFAULT_CHART and lock is not None:
-            chart, version = _bundled_chart(lock, registry) or (chart, version)
+            from mirrorkit.destinations import operator_chart
+            from mirrorkit.lock import lock_charts
+
+            chart, version = operator_chart(lock_charts(lock), registry, plan.release)
         write_output(helm.set_flags(overlay, chart=chart, version=version, namespace=namespace), output)
         for note in overlay.notes:
             click.echo(f"note: {note}", err=True)
@@ -143,7 +136,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None) -> None:  # signatures:
+                      output: str | None) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.refs import Ref
     from mirrorkit.trust.keys import load_keys
@@ -164,12 +157,6 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     sources = {s: Ref.parse(s) for s in dest}
     written = write_containerd_dir(Path(output or "containers-policy"), containers_policy_files(sources, dest, keys))
     click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
-
-
-def _volumes_for(source: Path) -> list[Path]:
-    from mirrorkit.inputs import bundle_volumes
-
-    return bundle_volumes(source)
 
 
 @click.command("runbook", epilog="""
@@ -193,7 +180,9 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
                     namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
                     upgrade_from: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
+    from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
+    from mirrorkit.lock import lock_charts
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
 
     plan, lock, dest = _inputs(source, registry, mapping)
@@ -201,7 +190,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
-                       volumes=volumes_of(_volumes_for(Path(source))), charts=lock.charts if lock else [])
+                       volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input

@@ -78,7 +78,7 @@ def subjects_of_lock(lock: Lock, where: Callable[[str], Ref] | None = None) -> l
 
 @dataclass
 class CarriedArtifacts:
-    """What carry_from_registry put in the store, ready to join the lock."""
+    """What carry_into_store put in the store, ready to join the lock."""
 
     artifacts: list[LockArtifact] = field(default_factory=list)
     blobs: dict[str, int] = field(default_factory=dict)

@@ -20,41 +20,29 @@ byte is pushed.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import re
-import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirrorkit.chartfile import CHART_NAME as _NAME
+from mirrorkit.chartfile import CHART_SEMVER as _SEMVER
+from mirrorkit.chartfile import CHART_TAG as _TAG
+from mirrorkit.chartfile import MAX_CHART, oci_tag, read_chart_yaml
+from mirrorkit.destinations import CHARTS_DIR, chart_repository
 from mirrorkit.errors import InputError, NotFoundError
-from mirrorkit.lock import Lock, LockBlob
+from mirrorkit.lock import Lock, LockBlob, LockChart, lock_charts  # noqa: F401 - copy.push reads lock_charts here
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.manifests import OCI_MANIFEST, sha256_digest
-from mirrorkit.refs import Ref, RegistryTarget, check_digest
-from mirrorkit.yamlio import parse_yaml
+from mirrorkit.refs import Ref, RegistryTarget
 
 MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
 CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 TITLE = "org.opencontainers.image.title"
-CHARTS_DIR = "charts"
-
-MAX_CHART = 64 * 1024 * 1024          # the .tgz itself
-MAX_UNPACKED = 512 * 1024 * 1024      # sum of member sizes, so a gzip bomb is not inflated for ever
-MAX_MEMBERS = 20_000
-MAX_CHART_YAML = 1024 * 1024
 MAX_MANIFEST = 64 * 1024
 
-_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # one OCI repository path component
-# Masterminds semver (what Helm checks a chart version with): lenient, optional leading v
-_SEMVER = re.compile(r"^v?[0-9]+(?:\.[0-9]+)?(?:\.[0-9]+)?"
-                     r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 # Helm's chart.Metadata fields, in its JSON order; anything else in Chart.yaml is not part of the config
 _META_FIELDS = ("name", "home", "sources", "version", "description", "keywords", "maintainers", "icon",
                 "apiVersion", "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion",
@@ -63,11 +51,6 @@ _META_FIELDS = ("name", "home", "sources", "version", "description", "keywords",
 
 def _json(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-def oci_tag(version: str) -> str:
-    """The OCI tag Helm uses for a chart version: ``+`` is not allowed in tags, so it becomes ``_``."""
-    return version.replace("+", "_")
 
 
 @dataclass(frozen=True)
@@ -103,53 +86,6 @@ class HelmChart:
 
 
 # --------------------------------------------------------------------------- reading a chart
-
-
-def read_chart_yaml(archive: bytes, where: str) -> dict[str, Any]:
-    """Chart.yaml of a chart archive, read in memory; every member's name and type is checked first."""
-    if len(archive) > MAX_CHART:
-        raise InputError(f"{where}: chart archive is {len(archive)} bytes, larger than the {MAX_CHART} allowed")
-    if archive[:2] != b"\x1f\x8b":
-        raise InputError(f"{where}: not a Helm chart archive (expected a gzip-compressed tar, .tgz)")
-    chart_yaml: bytes | None = None
-    top: str | None = None
-    unpacked = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r|gz") as tar:
-            for count, member in enumerate(tar, 1):
-                name = member.name
-                bad = f"{where}: not a usable chart archive: entry {name!r}"
-                if count > MAX_MEMBERS:
-                    raise InputError(f"{where}: not a usable chart archive: more than {MAX_MEMBERS} entries")
-                if "\\" in name or name.startswith("/") or ".." in name.split("/"):
-                    raise InputError(f"{bad} points outside the chart directory")
-                if not (member.isfile() or member.isdir()) or member.sparse is not None:
-                    raise InputError(f"{bad} is not a regular file or directory (links are not allowed)")
-                unpacked += member.size
-                if unpacked > MAX_UNPACKED:
-                    raise InputError(f"{where}: not a usable chart archive: more than {MAX_UNPACKED} bytes unpacked")
-                first, _, rest = name.rstrip("/").partition("/")
-                if top is None:
-                    top = first
-                elif first != top:
-                    raise InputError(f"{bad} is outside the chart's directory {top!r}")
-                if rest == "Chart.yaml" and member.isfile():
-                    if member.size > MAX_CHART_YAML:
-                        raise InputError(f"{where}: Chart.yaml is {member.size} bytes, more than {MAX_CHART_YAML}")
-                    fh = tar.extractfile(member)
-                    chart_yaml = fh.read() if fh else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"{where}: not a Helm chart archive (corrupt .tgz: {exc})") from None
-    if chart_yaml is None:
-        raise InputError(f"{where}: not a Helm chart archive: no Chart.yaml in its top directory")
-    try:
-        text = chart_yaml.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{where}: Chart.yaml is not UTF-8 text") from None
-    meta = parse_yaml(text, f"{where}: Chart.yaml")
-    if not isinstance(meta, dict):
-        raise InputError(f"{where}: Chart.yaml must be a mapping")
-    return meta
 
 
 def chart_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
@@ -238,11 +174,6 @@ def load_charts(paths: list[Path]) -> list[HelmChart]:
 # --------------------------------------------------------------------------- pull-bundle side
 
 
-def chart_repository(target: RegistryTarget, name: str) -> str:
-    """``HOST/PREFIX/charts/NAME``: where a chart goes in the private registry."""
-    return f"{target.host}/{target.join(f'{CHARTS_DIR}/{name}')}"
-
-
 def lock_entries(charts: list[HelmChart], registry: str | None) -> list[dict[str, Any]]:
     """The lock's ``charts`` list: what each chart is, digest for digest, and where it goes."""
     target = RegistryTarget.parse(registry) if registry else None
@@ -290,16 +221,6 @@ def add_to_bundle(store: BlobStore, lock: Lock, charts: list[HelmChart], registr
 # --------------------------------------------------------------------------- push-bundle side
 
 
-@dataclass(frozen=True)
-class LockChart:
-    name: str
-    tag: str
-    digest: str
-    config: str
-    layer: str
-    repository: str | None
-
-
 @dataclass
 class ChartPushResult:
     pushed: int = 0
@@ -310,30 +231,6 @@ class ChartPushResult:
     bytes_skipped: int = 0
     verified: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def lock_charts(lock: Lock) -> list[LockChart]:
-    """The lock's chart entries, checked: names, tags, digests, and every blob carried by the bundle."""
-    sizes = lock.blob_sizes()
-    out = []
-    for n, entry in enumerate(lock.charts):
-        where = f"bundle lock: charts[{n}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: each chart must be a mapping")
-        name, tag, repo = entry.get("name"), entry.get("tag"), entry.get("repository")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InputError(f"{where}: invalid chart name {name!r}")
-        if not isinstance(tag, str) or not _TAG.match(tag):
-            raise InputError(f"{where}: invalid chart tag {tag!r}")
-        if repo is not None and not isinstance(repo, str):
-            raise InputError(f"{where}: 'repository' must be a string")
-        digest, config, layer = (check_digest(str(entry.get(k)), f"{k} of chart {name} in the lock")
-                                 for k in ("digest", "config", "layer"))
-        for needed in (digest, config, layer):
-            if needed not in sizes:
-                raise InputError(f"{where}: chart {name}:{tag} needs {needed}, which the bundle does not carry")
-        out.append(LockChart(name, tag, digest, config, layer, repo))
-    return out
 
 
 def destination(chart: LockChart, registry: RegistryTarget | None) -> Ref:

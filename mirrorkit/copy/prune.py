@@ -23,7 +23,7 @@ from typing import Any
 
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import InputError, NotFoundError, OperationError, UnsupportedError
-from mirrorkit.lock import Lock
+from mirrorkit.lock import Lock, LockArtifact
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.plan import Plan
@@ -92,9 +92,9 @@ def _destinations(src: Source, target: RegistryTarget, mapping: str | None) -> d
     return destination_map(src.plan, pairs, target, mapping)
 
 
-def _artifacts(src: Source) -> list[Any]:
-    """The lock's signature/SBOM/attestation artifacts (the signing branch's schema), if any."""
-    return list(getattr(src.lock, "artifacts", None) or []) if src.lock else []
+def _artifacts(src: Source) -> list[LockArtifact]:
+    """The lock's signature/SBOM/attestation artifacts, if any."""
+    return src.lock.artifacts if src.lock else []
 
 
 class _Repo:
@@ -220,8 +220,8 @@ def _lock_digests(sources: list[Source], target: RegistryTarget,
                 out[dests[source].name][digest] = str(dests[source])
         by_subject = {d: dests[s] for s, d in digests.items() if s in dests}
         for art in _artifacts(src):
-            dest = by_subject.get(str(getattr(art, "subject", "")))
-            if dest is not None and isinstance(getattr(art, "digest", None), str):
+            dest = by_subject.get(art.subject)
+            if dest is not None:
                 out[dest.name][art.digest] = f"artifact of {dest}"
     return out
 

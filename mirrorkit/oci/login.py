@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 
 from mirrorkit.errors import InputError
-from mirrorkit.files import write_atomic
+from mirrorkit.files import check_target, write_atomic
 from mirrorkit.oci.client import RegistryClient
-from mirrorkit.oci.credentials import Credentials, CredentialStore, config_auth_file, normalize_key, runtime_auth_file
+from mirrorkit.oci.credentials import Credentials, CredentialStore, auth_sources, normalize_key
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import check_host
 
@@ -39,18 +39,18 @@ def login_key(target: str) -> tuple[str, str]:
 
 
 def _writable(path: Path) -> bool:
-    for ancestor in [path.parent, *path.parent.parents]:
-        if ancestor.exists():
-            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
-    return False
+    try:
+        check_target(path, "auth file")
+    except InputError:
+        return False
+    return True
 
 
 def default_auth_file() -> Path:
-    """Where podman login would write: the first writable location of the lookup order."""
-    candidates = []
-    if os.environ.get("REGISTRY_AUTH_FILE"):
-        candidates.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
-    candidates += [runtime_auth_file(), config_auth_file()]
+    """Where podman login would write: the first writable containers auth file of the lookup order
+    (``$REGISTRY_AUTH_FILE``, then the ``containers/auth.json`` files; never docker's own files)."""
+    env = os.environ.get("REGISTRY_AUTH_FILE")
+    candidates = [s.path for s in auth_sources() if (env and s.path == Path(env)) or s.path.name == "auth.json"]
     for path in candidates:
         if _writable(path):
             return path

@@ -9,16 +9,18 @@ them; deciding what a cluster needs is the resolver's job.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mirrorkit.errors import InputError, UnknownReleaseError
+from mirrorkit.plan import FLAVORS
 from mirrorkit.yamlio import load_mapping
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "ImageList"
-FLAVORS = ("helm", "kubesphere")
+T = TypeVar("T")
 
 
 def default_lists_dir() -> Path:
@@ -193,7 +195,8 @@ def image_list_to_dict(il: ImageList) -> dict[str, Any]:
     return out
 
 
-def _release_key(name: str) -> Any:
+def release_key(name: str) -> Any:
+    """A release name as a sortable version (semver order: v23.10 comes after v23.9); unparsable is oldest."""
     import semver
 
     try:
@@ -202,13 +205,23 @@ def _release_key(name: str) -> Any:
         return semver.Version(0)
 
 
+def for_release(table: Iterable[tuple[str, T]], release: str) -> T:
+    """From a table of (first release, value) rows, in any order: the value of the newest row at or
+    before ``release``. Tables start with a ``v0`` row so every release finds one."""
+    key = release_key(release)
+    started = [(release_key(first), value) for first, value in table if key >= release_key(first)]
+    if not started:
+        raise LookupError(f"no row of the table applies to {release}")
+    return max(started, key=lambda row: row[0])[1]
+
+
 def known_releases(flavor: str = "helm", lists_dir: Path | None = None) -> list[str]:
     """Releases with a shipped list for the flavor, oldest first (semver order, not text order)."""
     folder = (lists_dir or default_lists_dir()) / flavor
     if not folder.is_dir():
         return []
     names = [p.stem for p in folder.glob("v*.yaml")]
-    return sorted(names, key=_release_key)
+    return sorted(names, key=release_key)
 
 
 def normalise_release(version: str) -> str:
@@ -230,10 +243,3 @@ def load_release(version: str, flavor: str = "helm", lists_dir: Path | None = No
             "for another release pass its chart with --chart FILE.tgz|DIR"
         )
     return image_list_from_dict(load_mapping(path, "image list"), str(path))
-
-
-def latest_release(flavor: str = "helm", lists_dir: Path | None = None) -> str:
-    known = known_releases(flavor, lists_dir)
-    if not known:
-        raise UnknownReleaseError(f"no shipped image lists for flavor {flavor!r}")
-    return known[-1]

@@ -14,17 +14,14 @@ knowledge comes from the operator's code and lives in ``GATES`` and
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mirrorkit.chartfile import MAX_CHART, chart_members
 from mirrorkit.errors import InputError
-from mirrorkit.resolve.catalog import API_VERSION, Component, Condition, Extra, ImageList
+from mirrorkit.resolve.catalog import API_VERSION, Component, Condition, Extra, ImageList, for_release
 from mirrorkit.yamlio import dig, parse_yaml
 
-MAX_MEMBER = 8 * 1024 * 1024
-MAX_CHART = 64 * 1024 * 1024
 SANDBOX = "sandboxWorkloads.enabled"
 
 # values path -> switches (besides its own `enabled`) that must hold for the operator to deploy it
@@ -98,24 +95,7 @@ def _wanted(rel: str) -> bool:
 
 
 def _from_tar(data: bytes, origin: str) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = PurePosixPath(member.name).parts
-                if len(parts) < 2 or ".." in parts or member.name.startswith("/"):
-                    continue
-                rel = "/".join(parts[1:])
-                if not _wanted(rel) or member.size > MAX_MEMBER:
-                    continue
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    files[rel] = fh.read(MAX_MEMBER)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"{origin}: not a readable chart archive: {exc}") from None
-    return files
+    return chart_members(data, origin, _wanted)
 
 
 def _from_dir(root: Path) -> dict[str, bytes]:
@@ -217,13 +197,7 @@ def _conditions(path: str, values: dict[str, Any]) -> tuple[Condition, ...]:
 
 
 def sample_for(release: str) -> str:
-    from mirrorkit.resolve.catalog import _release_key
-
-    key = _release_key(release)
-    for first, ref in SAMPLES:
-        if key >= _release_key(first):
-            return ref
-    return SAMPLES[-1][1]
+    return for_release(SAMPLES, release)
 
 
 def _is_placeholder_version(text: str) -> bool:

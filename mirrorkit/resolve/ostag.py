@@ -17,7 +17,7 @@ fix quickly, so the rules live in one table with the release that brought each.
 
 from __future__ import annotations
 
-from mirrorkit.resolve.catalog import _release_key
+from mirrorkit.resolve.catalog import for_release, release_key
 
 # OS IDs whose tag drops the minor version, and (for rhel in v26.3) the first major that does
 _RULES: tuple[tuple[str, dict[str, int]], ...] = (
@@ -30,12 +30,7 @@ LATEST = "v999"
 
 
 def _rule(release: str | None) -> dict[str, int]:
-    key = _release_key(release or LATEST)
-    chosen: dict[str, int] = {}
-    for first, rule in _RULES:
-        if key >= _release_key(first):
-            chosen = rule
-    return chosen
+    return for_release(_RULES, release or LATEST)
 
 
 def os_tag(release: str | None, os_id: str, os_version: str) -> str:
@@ -51,4 +46,4 @@ def os_tag(release: str | None, os_id: str, os_version: str) -> str:
 
 
 def supports_precompiled(release: str | None) -> bool:
-    return release is None or _release_key(release) >= _release_key(PRECOMPILED_SINCE)
+    return release is None or release_key(release) >= release_key(PRECOMPILED_SINCE)

@@ -45,7 +45,7 @@ class PlanRequest:
     registry: RegistryTarget | None = None
     mapping: str = "prefix"
     platforms: list[str] = field(default_factory=list)
-    max_path_depth: int | None = None  # issue 11: see mirrorkit.mapping.limit_depth
+    max_path_depth: int | None = None  # registries such as Quay cap path depth: see mirrorkit.mapping.limit_depth
     force: bool = False
     nvidiadrivers: list[NVIDIADriver] = field(default_factory=list)
     # (reference, component, reason) read from Kubernetes manifests (plan --manifests)

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.comments import inert
 
 API_VERSION = "config.openshift.io/v1"
 POLICY = "NeverContactSource"
@@ -34,8 +34,6 @@ def mirror_sets(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | None
     by_tag: dict[str, set[str]] = {}
     notes: list[str] = []
     for img in plan.images:
-        if img.source not in dest:
-            raise InputError(f"{img.source} has no destination: give --registry HOST[:PORT][/PREFIX]")
         src, dst = img.source_ref, dest[img.source]
         if (digests or {}).get(img.source) or img.digest or src.digest:
             by_digest.setdefault(src.name, set()).add(dst.name)
@@ -54,6 +52,6 @@ def mirror_sets(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | None
     if by_tag:
         docs.append({"apiVersion": API_VERSION, "kind": "ImageTagMirrorSet", "metadata": {"name": name},
                      "spec": {"imageTagMirrors": _entries(by_tag)}})
-    header = (f"# OpenShift mirror sets for plan release {plan.release or '(none)'}, written by mirrorkit: "
+    header = (f"# OpenShift mirror sets for plan release {inert(plan.release or '(none)')}, written by mirrorkit: "
               "oc apply -f this file.\n")
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True), notes

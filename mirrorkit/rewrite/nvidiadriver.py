@@ -16,6 +16,7 @@ import yaml
 from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.comments import inert
 from mirrorkit.rewrite.helm import split_destination
 
 
@@ -41,5 +42,5 @@ def nvidiadriver_crs(plan: Plan, dest: dict[str, Ref]) -> tuple[str, list[str]]:
             if component in where and isinstance(node, dict):
                 node["repository"], node["image"] = split_destination(where[component])
         docs.append(doc)
-    header = f"# NVIDIADriver resources of plan release {plan.release or '(none)'}, pointing at the mirror.\n"
+    header = f"# NVIDIADriver resources of plan release {inert(plan.release or '(none)')}, pointing at the mirror.\n"
     return header + yaml.safe_dump_all(docs, sort_keys=False, width=120, explicit_start=True), notes

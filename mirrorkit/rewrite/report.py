@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirrorkit import progress
+from mirrorkit.bundle.inputs import load_plan_or_lock
+from mirrorkit.bundle.volumes import bundle_volumes, read_checksum
 from mirrorkit.diff import Diff, compare
-from mirrorkit.errors import MirrorkitError
-from mirrorkit.inputs import bundle_volumes, load_plan_or_lock
+from mirrorkit.errors import InputError, MirrorkitError
 from mirrorkit.lock import Lock
 from mirrorkit.plan import Plan
 
@@ -91,11 +93,11 @@ def _verify(volumes: list[Path]) -> tuple[str, str, Lock | None]:
 
 
 def _artifact_kinds(lock: Lock | None) -> dict[str, set[str]]:
-    """subject digest -> {"sbom", "attestation", "signature"} from the lock's artifacts (signing branch)."""
+    """subject digest -> {"sbom", "attestation", "signature"} from the lock's artifacts."""
     out: dict[str, set[str]] = {}
-    for art in getattr(lock, "artifacts", None) or []:
-        text = " ".join(str(getattr(art, k, "") or "") for k in ("artifact_type", "media_type", "tag")).lower()
-        kinds = out.setdefault(str(getattr(art, "subject", "")), set())
+    for art in lock.artifacts if lock else []:
+        text = " ".join((art.artifact_type, art.media_type, art.tag or "")).lower()
+        kinds = out.setdefault(art.subject, set())
         if any(w in text for w in ("spdx", "cyclonedx", "sbom", "syft")):
             kinds.add("sbom")
         if any(w in text for w in ("in-toto", "intoto", "attestation", "provenance", "slsa", ".att")):
@@ -108,7 +110,7 @@ def _artifact_kinds(lock: Lock | None) -> dict[str, set[str]]:
 def _images(plan: Plan, lock: Lock | None, diff: Diff | None) -> list[ReportImage]:
     sizes = {b.digest: b.size for b in (lock.blobs + lock.omitted)} if lock else {}
     locked = {i.source: i for i in lock.images} if lock else {}
-    verified = {str(getattr(v, "subject", "")): v for v in getattr(lock, "verifications", None) or []}
+    verified = {v.subject: v for v in lock.verifications} if lock else {}
     kinds = _artifact_kinds(lock)
     moved = {c.new for c in diff.changed} if diff else set()
     added = set(diff.added) if diff else set()
@@ -127,8 +129,8 @@ def _images(plan: Plan, lock: Lock | None, diff: Diff | None) -> list[ReportImag
             component=img.component, reason=img.reason, size=size,
             platforms=list(li.platforms if li else img.platforms),
             signature="verified" if v else "unsigned",
-            key_fingerprint=getattr(v, "key_fingerprint", None) if v else None,
-            identity=getattr(v, "identity", None) if v else None,
+            key_fingerprint=v.key_fingerprint if v else None,
+            identity=v.identity if v else None,
             sbom="sbom" in art, attestation="attestation" in art, new=new))
     return out
 
@@ -181,12 +183,11 @@ def _lock_beside(path: Path) -> Path | None:
 
 
 def _sha256_of(volume: Path) -> str | None:
-    sha = volume.with_name(volume.name + ".sha256")
+    """The volume's ``.sha256`` digest; a missing or unreadable one is shown as missing, not fatal."""
     try:
-        words = sha.read_text().split()
-    except (OSError, UnicodeDecodeError):
+        return read_checksum(volume)
+    except InputError:
         return None
-    return words[0] if words and len(words[0]) == 64 else None
 
 
 def _size_of(volume: Path) -> int:
@@ -203,14 +204,7 @@ def _e(value: Any) -> str:
 
 
 def human(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+    return "unknown" if n is None else progress.human(n)
 
 
 CSS = """

@@ -11,8 +11,12 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mirrorkit.bundle.volumes import read_checksum
+from mirrorkit.destinations import operator_chart
+from mirrorkit.lock import LockChart
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
+from mirrorkit.rewrite.comments import inert
 from mirrorkit.rewrite.containerd import expressible as containerd_expressible
 
 POD_PREFIXES = (
@@ -36,10 +40,15 @@ class RunbookInput:
     dest: dict[str, Ref]
     source_name: str
     volumes: list[tuple[str, str | None]] = field(default_factory=list)
-    charts: list[dict] = field(default_factory=list)
+    charts: list[LockChart] = field(default_factory=list)
     namespace: str = "gpu-operator"
     insecure: tuple[str, ...] = ()
     ca_cert: str | None = None
+
+
+def _q(value: object) -> str:
+    """A value for a shell command line: quoted, whatever it holds."""
+    return shlex.quote(str(value))
 
 
 def _checksum(volume: str) -> str:
@@ -82,17 +91,7 @@ def _sample(inp: RunbookInput) -> str | None:
 
 
 def _chart_ref(inp: RunbookInput) -> tuple[str, str]:
-    from mirrorkit.copy.charts import chart_repository
-    from mirrorkit.refs import RegistryTarget
-
-    for chart in inp.charts:
-        if chart.get("name") != "gpu-operator":
-            continue
-        repository = chart_repository(RegistryTarget.parse(inp.plan.registry), "gpu-operator") \
-            if inp.plan.registry else chart.get("repository")
-        if repository:
-            return f"oci://{repository}", str(chart.get("version", inp.plan.release))
-    return "nvidia/gpu-operator", inp.plan.release or ""
+    return operator_chart(inp.charts, inp.plan.registry, inp.plan.release)
 
 
 def markdown(inp: RunbookInput) -> str:
@@ -146,11 +145,11 @@ def markdown(inp: RunbookInput) -> str:
     else:
         chart, version = _chart_ref(inp)
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
-                  f"helm install --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} \\",
-                  f"  -n {inp.namespace} --create-namespace -f values-airgap.yaml", "```", ""]
+                  f"helm install --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} \\",
+                  f"  -n {_q(inp.namespace)} --create-namespace -f values-airgap.yaml", "```", ""]
         if chart.startswith("nvidia/"):
-            lines += ["The chart itself must be available offline: carry `gpu-operator-"
-                      f"{version}.tgz` and install from the file, or bundle it with `pull-bundle --chart`.", ""]
+            lines += [f"The chart itself must be available offline: carry `gpu-operator-{inert(version)}.tgz`",
+                      "and install from the file, or bundle it with `pull-bundle --chart`.", ""]
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
               "", "```sh"]
     if containerd_expressible(plan, inp.dest):
@@ -163,7 +162,7 @@ def markdown(inp: RunbookInput) -> str:
                   "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
     lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
-    # signatures: the signature step (issue 9)
+    # signatures are checked offline before the push, and enforced in the cluster afterwards
     lines += ["### Signatures: verified on this side, enforced in the cluster", "",
               "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
               "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
@@ -177,7 +176,6 @@ def markdown(inp: RunbookInput) -> str:
               "-o containers-policy",
               "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
-    # signatures: end
     lines += ["## 4. Driver", ""]
     if plan.nvidiadrivers:
         names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
@@ -239,7 +237,7 @@ def shell(inp: RunbookInput) -> str:
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
     lines = ["#!/usr/bin/env bash",
-             f"# Offline install of NVIDIA GPU Operator {plan.release} — written by mirrorkit runbook.",
+             f"# Offline install of NVIDIA GPU Operator {inert(plan.release)} — written by mirrorkit runbook.",
              "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", ""]
     for name, _ in inp.volumes:
         lines.append(_checksum(name))
@@ -249,23 +247,18 @@ def shell(inp: RunbookInput) -> str:
               f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\" "
               f"-o {out}"]
     if fmt == "helm":
-        lines += [f"helm install --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} "
+        lines += [f"helm install --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} "
                   "-n \"$NAMESPACE\" "
                   f"--create-namespace -f {out}", "kubectl get pods -n \"$NAMESPACE\""]
     else:
-        lines += [f"echo 'Paste {out} into the KubeSphere extension config of NVIDIA GPU Operator {plan.release}.'"]
+        lines += ["echo " + _q(f"Paste {out} into the KubeSphere extension config of NVIDIA GPU Operator "
+                                f"{plan.release}.")]
     return "\n".join(lines) + "\n"
 
 
 def volumes_of(paths: list[Path]) -> list[tuple[str, str | None]]:
-    out = []
-    for p in paths:
-        sha = p.with_name(p.name + ".sha256")
-        digest = None
-        if sha.is_file():
-            digest = sha.read_text().split()[0] if sha.read_text().split() else None
-        out.append((str(p), digest))
-    return out
+    """Each volume with the digest its ``.sha256`` file gives (read capped and checked), if it has one."""
+    return [(str(p), read_checksum(p)) for p in paths]
 
 
 # ---- upgrade runbook (runbook PLAN --upgrade-from OLD) ----------------------------------------------
@@ -316,13 +309,7 @@ def _new_bundle(up: UpgradeInput) -> tuple[str, str]:
 def _upgrade_chart(up: UpgradeInput) -> tuple[str, str]:
     """The new chart where the air-gapped side can reach it: the mirror's ``charts/`` when the bundle
     carries it (the upgrade runbook has pull-bundle carry it), else the upstream name."""
-    chart, version = _chart_ref(up.new)
-    if not chart.startswith("oci://") and up.new.plan.registry and up.new.plan.release:
-        from mirrorkit.copy.charts import chart_repository
-        from mirrorkit.refs import RegistryTarget
-
-        chart = f"oci://{chart_repository(RegistryTarget.parse(up.new.plan.registry), 'gpu-operator')}"
-    return chart, version
+    return operator_chart(up.new.charts, up.new.plan.registry, up.new.plan.release, carried=True)
 
 
 def _chart_fetch(up: UpgradeInput) -> str | None:
@@ -330,7 +317,7 @@ def _chart_fetch(up: UpgradeInput) -> str | None:
     _, version = _chart_ref(up.new)
     if up.new.charts or not up.new.plan.release:
         return None
-    return f"helm pull nvidia/gpu-operator --version {version}   # writes gpu-operator-{version}.tgz"
+    return f"helm pull nvidia/gpu-operator --version {_q(version)}   # writes gpu-operator-{inert(version)}.tgz"
 
 
 def _pull_line(up: UpgradeInput) -> str:
@@ -340,17 +327,17 @@ def _pull_line(up: UpgradeInput) -> str:
     if up.old_is_bundle:
         line += f" --since {shlex.quote(up.old_source)}"
     if _chart_fetch(up):
-        line += f" --chart gpu-operator-{version}.tgz"
+        line += f" --chart {_q(f'gpu-operator-{version}.tgz')}"
     return line
 
 
 def _crd_lines(up: UpgradeInput) -> list[str]:
     chart, version = _upgrade_chart(up)
     folder = f"chart-{version}"
-    return [f"helm pull {chart} --version {version}{_helm_flags(up.new, chart)} --untar -d {folder}",
-            f"kubectl apply --server-side --force-conflicts -f {folder}/gpu-operator/crds/",
+    return [f"helm pull {_q(chart)} --version {_q(version)}{_helm_flags(up.new, chart)} --untar -d {_q(folder)}",
+            f"kubectl apply --server-side --force-conflicts -f {_q(f'{folder}/gpu-operator/crds/')}",
             f"kubectl apply --server-side --force-conflicts -f "
-            f"{folder}/gpu-operator/charts/node-feature-discovery/crds/"]
+            f"{_q(f'{folder}/gpu-operator/charts/node-feature-discovery/crds/')}"]
 
 
 def _driver_section(up: UpgradeInput) -> list[str]:
@@ -421,8 +408,8 @@ def upgrade_markdown(up: UpgradeInput) -> str:
                   "replace the extension config with `extension-config.yaml`.", ""]
     else:
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
-                  f"helm upgrade --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} \\",
-                  f"  -n {inp.namespace} -f values-airgap.yaml", "```", "",
+                  f"helm upgrade --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} \\",
+                  f"  -n {_q(inp.namespace)} -f values-airgap.yaml", "```", "",
                   "Give the values file whole (not `--reuse-values`): the old values name the old images.", ""]
     lines += _driver_section(up)
     lines += ["## 7. After: every new image is in the mirror and the operands run it", "", "```sh",
@@ -447,9 +434,11 @@ def upgrade_shell(up: UpgradeInput) -> str:
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
     lines = ["#!/usr/bin/env bash",
-             f"# Upgrade NVIDIA GPU Operator {up.old_plan.release} -> {plan.release}, written by mirrorkit runbook.",
-             *([f"# Connected side, before the trip: {fetch.split('   #')[0]}"] if (fetch := _chart_fetch(up)) else []),
-             f"# Connected side, before the trip: {_pull_line(up)}",
+             f"# Upgrade NVIDIA GPU Operator {inert(up.old_plan.release)} -> {inert(plan.release)}, "
+             "written by mirrorkit runbook.",
+             *([f"# Connected side, before the trip: {inert(fetch.split('   #')[0])}"]
+               if (fetch := _chart_fetch(up)) else []),
+             f"# Connected side, before the trip: {inert(_pull_line(up))}",
              "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", "",
              f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
              _checksum(first),
@@ -459,10 +448,10 @@ def upgrade_shell(up: UpgradeInput) -> str:
              f"-o {out}"]
     if fmt == "helm":
         lines += _crd_lines(up)
-        lines += [f"helm upgrade --wait gpu-operator {chart} --version {version}{_helm_flags(inp, chart)} "
+        lines += [f"helm upgrade --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} "
                   f"-n \"$NAMESPACE\" -f {out}"]
     else:
-        lines += [f"echo 'Upgrade the KubeSphere extension to {plan.release} with {out} as its config.'"]
+        lines += ["echo " + _q(f"Upgrade the KubeSphere extension to {plan.release} with {out} as its config.")]
     if up.driver_changes:
         lines += ["kubectl get nodes -L nvidia.com/gpu-driver-upgrade-state   # driver pods roll node by node"]
     lines += [f"mirrorkit verify {shlex.quote(inp.source_name)} --registry \"$REGISTRY\"{_flags(inp)}",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mirrorkit.bundle.inputs import load_plan_or_lock
 from mirrorkit.diff import compare, render
-from mirrorkit.inputs import load_plan_or_lock
 from mirrorkit.lock import Lock
 from mirrorkit.rewrite.runbook import RunbookInput, UpgradeInput
 

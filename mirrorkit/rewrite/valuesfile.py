@@ -15,6 +15,7 @@ import yaml
 
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.rewrite import helm
+from mirrorkit.rewrite.comments import inert
 from mirrorkit.rewrite.yamledit import edit_values, leaf_changes
 from mirrorkit.yamlio import line_ending, parse_mapping, parse_yaml, read_text
 
@@ -41,7 +42,7 @@ def rewrite_values(overlay: helm.Overlay, release: str | None, fmt: str,
     build = helm.kubesphere_config if fmt == "kubesphere" else helm.helm_values
     values, changed = build(overlay, user)
     kind = "KubeSphere extension config" if fmt == "kubesphere" else "Helm values"
-    header = [f"# GPU Operator {release}: {kind} pointing at the mirror, written by mirrorkit rewrite-config."]
+    header = [f"# GPU Operator {inert(release)}: {kind} pointing at the mirror, written by mirrorkit rewrite-config."]
     body = edit_values(text, leaf_changes(user, values), values) if values_file else None
     if values_file:
         kept = "its comments and layout kept" if body is not None else "rewritten (its comments are not kept)"
