@@ -58,7 +58,8 @@ def discovery_alone(plan: Path, upstream: RegistryServer) -> dict:
     """The signature phase of pull-bundle on its own, in process: its seconds and its requests."""
     import tempfile
 
-    from mirrorkit.copy.artifacts import SignatureOptions, Subject, carry_from_registry
+    from mirrorkit.copy.artifacts import SignatureOptions, Subject, carry_into_store
+    from mirrorkit.copy.engine import Engine
     from mirrorkit.oci import manifests
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.oci.layout import BlobStore
@@ -82,7 +83,8 @@ def discovery_alone(plan: Path, upstream: RegistryServer) -> dict:
 
         client.request = counting  # type: ignore[method-assign]
         t0 = time.monotonic()
-        carried = carry_from_registry(client, BlobStore(Path(tmp)), subjects, SignatureOptions(), jobs=4)
+        carried = carry_into_store(Engine(4, client.retry), client, BlobStore(Path(tmp)), subjects,
+                                   SignatureOptions(), jobs=4)
         return {"discovery_seconds": round(time.monotonic() - t0, 3), "discovery_requests": count[0],
                 "artifacts_found": len(carried.artifacts)}
 

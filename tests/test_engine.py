@@ -14,6 +14,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+from kit.faultproxy import Fault, FaultProxy
 from kit.images import Blob, make_image, make_layer
 from kit.push import push_blob, push_image, push_manifest
 from kit.registryd import RegistryServer
@@ -21,6 +23,7 @@ from kit.registryd import RegistryServer
 from mirrorkit.copy.engine import Engine, Root
 from mirrorkit.copy.sinks import Holders, RegistrySink, StoreSink
 from mirrorkit.copy.sources import LayoutSource, RegistrySource
+from mirrorkit.errors import RegistryError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
@@ -101,3 +104,28 @@ def test_signature_and_referrer_roots_are_copied_exactly(registry_factory, tmp_p
             [Root(LayoutSource(store), back, d, tags=(t,) if t else (), digest=d) for d, t in artifacts])
     for digest, _ in artifacts:
         assert raw(other, f"kse/nvidia/signed@{digest}") == raw(up, f"nvidia/signed@{digest}")
+
+
+def test_a_manifest_refused_for_missing_blobs_is_retried_a_bounded_number_of_rounds(registry_factory,
+                                                                                    tmp_path: Path) -> None:
+    """Only the manifest PUTs run under the retry policy; on MANIFEST_BLOB_UNKNOWN the blobs are copied
+    again outside it (a HEAD each: they are there) and the PUT is tried again, ``attempts`` rounds in all."""
+    up, down = registry_factory(), registry_factory()
+    image = make_image("refused", [make_layer("refused", 4 << 10)])
+    push_image(up.url, "nvidia/refused", "v1", image)
+    unknown = json.dumps({"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}]})
+    with FaultProxy(down.host, [Fault("status", method="PUT", path="/manifests/", status=400,
+                                      body=unknown.encode(), times=100)]) as proxy:
+        client = RegistryClient(Endpoints(insecure={up.host, proxy.host}), CredentialStore(explicit={}, files=[]),
+                                retry=RetryPolicy(attempts=3, backoff=0.01, sleep=lambda _: None))
+        with client:
+            src = RegistrySource(client, Ref.parse(f"{up.host}/nvidia/refused:v1"))
+            sink = RegistrySink(client, Ref.parse(f"{proxy.host}/kse/nvidia/refused:v1"), Holders(),
+                                tmp_path / "spool")
+            with pytest.raises(RegistryError, match="MANIFEST_BLOB_UNKNOWN.*refused 3 times"):
+                Engine(jobs=1, policy=client.retry).copy([Root(src, sink, image.digest, tags=("v1",),
+                                                               digest=image.digest)])
+        blobs = len(image.layers) + 1
+        assert len(proxy.hits("PUT", "/manifests/")) == 3                 # one PUT a round, three rounds
+        assert len(proxy.hits("HEAD", "/blobs/")) == blobs * 3            # the first copy, then once a round
+        assert len(proxy.hits("POST", "/blobs/uploads/")) == blobs        # uploaded once: there since

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mirrorkit.copy.download import fetch_blob
 from mirrorkit.errors import InputError, OperationError, RegistryError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.download import fetch_blob
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.retry import RetryPolicy, TransientError, run
 from mirrorkit.oci.transport import Endpoints

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from kit import cosign
+from kit.faultproxy import Fault, FaultProxy
 from kit.images import Index, make_image, make_index, make_layer
 from kit.push import push_image
 from kit.registryd import RegistryServer
@@ -239,3 +240,45 @@ def test_mirror_carries_and_checks_signatures(signed, tmp_path: Path) -> None:
         for digest in [images[name].digest, *(i.digest for i in images[name].images)]:
             upstream = raw(up, repo, cosign.tag_for(digest))
             assert raw(private, f"{PREFIX}/{repo}", cosign.tag_for(digest)) == upstream
+
+
+def test_an_artifact_blob_cut_mid_body_is_resumed_not_failed(signed, tmp_path: Path) -> None:
+    """Artifacts travel through the engine: a cut blob download continues with Range, like a layer's."""
+    up, private, images, pub, (referrer, fallback, att) = signed((NAMES[0],))
+    plan = make_plan(tmp_path, up, private, (NAMES[0],))
+    layer = att.blobs[-1]
+    cut = layer.size // 2
+    assert cut > 0
+    with FaultProxy(up.host, [Fault("drop", method="GET", path=f"/blobs/{layer.digest}$", after=cut)]) as proxy:
+        res = cli("pull-bundle", str(plan), "-o", str(tmp_path / "gpu.tar"), "--source-endpoint",
+                  f"nvcr.io=http://{proxy.host}", "--verify-key", str(pub), "--format", "json")
+        gets = proxy.hits("GET", f"/blobs/{layer.digest}$")
+    assert res.exit_code == 0, res.output
+    assert len(gets) == 2 and gets[1].byte_range == f"bytes={cut}-{layer.size - 1}", gets
+    lock = yaml.safe_load((tmp_path / "gpu.lock.yaml").read_text())
+    assert att.digest in {a["digest"] for a in lock["artifacts"]}
+    assert layer.digest in {b["digest"] for b in lock["blobs"]}
+
+
+def test_a_differential_compressed_bundle_still_carries_and_pushes_its_artifacts(signed, tmp_path: Path) -> None:
+    """``--since`` leaves out image blobs the earlier bundle carried, never an artifact's: the artifacts are
+    roots of the push's own engine run, read from the compressed stream with the images."""
+    up, private, images, pub, (referrer, fallback, att) = signed(NAMES[:2])
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar.zst"
+    res = cli("pull-bundle", str(make_plan(tmp_path, up, private, NAMES[:1])), "-o", str(first), *endpoint(up),
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    res = cli("pull-bundle", str(make_plan(tmp_path, up, private, NAMES[:2])), "-o", str(second), *endpoint(up),
+              "--since", str(first), "--compress", "zstd", "--verify-key", str(pub), "--format", "json")
+    assert res.exit_code == 0, res.output
+    lock = yaml.safe_load((tmp_path / "b.lock.yaml").read_text())
+    carried = {b["digest"] for b in lock["blobs"]}
+    assert att.blobs[-1].digest in carried and referrer.digest in carried
+    up.stop()
+    assert cli("push-bundle", str(first), "--insecure", private.host).exit_code == 0
+    res = cli("push-bundle", str(second), "--insecure", private.host, "--verify-key", str(pub), "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["artifacts_pushed"] == len(lock["artifacts"]) == 2 * 3 + 3
+    for artifact in lock["artifacts"]:
+        repo = f"{PREFIX}/{artifact['source'].split('/', 1)[1].split(':')[0]}"
+        assert digest_of(raw(private, repo, artifact["tag"] or artifact["digest"])) == artifact["digest"]

@@ -309,7 +309,7 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with RegistryClient(endpoints, creds) as client:
-        report = mirror(the_plan, client, creds, target, mapping, jobs, signatures=signatures)
+        report = mirror(the_plan, client, target, mapping, jobs, signatures=signatures)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
             "artifacts": report.artifacts}

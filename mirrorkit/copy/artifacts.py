@@ -1,29 +1,36 @@
 """Signatures, attestations, SBOMs and referrers carried beside the images, and checked on both sides.
 
-The copy paths call this at three points: after reading the source manifests
-(``carry_from_registry``: discover, fetch the small artifact graphs into the bundle
-store and, with ``--verify-key``, judge every signature before any image bytes or
-bundle are written), when the lock is built (``CarriedArtifacts.apply``), and on the
-air-gapped side (``verify_lock`` from the bundle alone, then ``push_artifacts``).
-Every manifest travels byte for byte, so cosign-style checks against the mirror
-find the very signatures NVIDIA made.
+Every artifact is one more engine root (``artifact_root``): its manifest graph moves
+through the one copy engine like an image's, so its blobs are deduplicated, resumed
+and retried by the one policy. The copy paths use this module at three points:
+after reading the source manifests (``carry_into_store``: discover, copy the artifact
+roots into the bundle store and, with ``--verify-key``, judge every signature before
+any image bytes or bundle are written; ``discover`` and ``verify_at_source`` for
+mirror), when the lock is built (``CarriedArtifacts.apply``), and on the air-gapped
+side (``verify_lock`` from the bundle alone; push-bundle then adds the artifact roots
+to its engine run). Every manifest travels byte for byte, so cosign-style checks
+against the mirror find the very signatures NVIDIA made. A fallback tag index
+(``sha256-<hex>``) is a root whose children are the referrers it lists: the engine
+writes them before it.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirrorkit.errors import InputError, NotFoundError, OperationError
+from mirrorkit.copy.engine import Engine, Graph, Root
+from mirrorkit.copy.sinks import Sink, StoreSink
+from mirrorkit.copy.sources import RegistrySource, Source
+from mirrorkit.errors import NotFoundError, OperationError
 from mirrorkit.lock import Lock, LockArtifact, LockBlob, LockVerification
 from mirrorkit.oci import manifests
-from mirrorkit.oci.client import INDEX_TYPES, RegistryClient
+from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref
-from mirrorkit.trust.discover import Artifact, Discovery, fetch_small_blob
+from mirrorkit.trust.discover import Artifact, Discovery
 from mirrorkit.trust.keys import PublicKey
 from mirrorkit.trust.verify import VerificationResult, verify_signatures
 
@@ -71,7 +78,7 @@ def subjects_of_lock(lock: Lock, where: Callable[[str], Ref] | None = None) -> l
 
 @dataclass
 class CarriedArtifacts:
-    """What carry_from_registry put in the store, ready to join the lock."""
+    """What carry_into_store put in the store, ready to join the lock."""
 
     artifacts: list[LockArtifact] = field(default_factory=list)
     blobs: dict[str, int] = field(default_factory=dict)
@@ -110,24 +117,47 @@ def _discover(client: RegistryClient, subjects: list[Subject], jobs: int) -> dic
         return {src: found for pairs in pool.map(one, groups.values()) for src, found in pairs}
 
 
-def _fetch_graph(client: RegistryClient, store: BlobStore, ref: Ref, artifact: Artifact,
-                 sizes: dict[str, int]) -> None:
-    m = client.get_manifest(ref, artifact.digest)
-    store.add_bytes(m.data)
-    sizes[m.digest] = len(m.data)
-    what = f"{ref.name}@{artifact.digest}"
-    doc = manifests.parse(m.data, what)
-    if manifests.is_index(doc, m.media_type):
-        return   # a fallback tag index: the referrers it lists are artifacts of their own
-    for digest, _ in manifests.image_blobs(doc, what):
-        if not store.has(digest):
-            store.add_bytes(fetch_small_blob(client, ref, digest, MAX_ARTIFACT_BLOB))
-        sizes[digest] = store.size(digest)
+def discover(client: RegistryClient, subjects: list[Subject], jobs: int = 4) -> list[tuple[Subject, Artifact]]:
+    """Every artifact of every subject, once per source image (two destinations of one source share them)."""
+    found = _discover(client, subjects, jobs)
+    first: dict[str, Subject] = {}
+    for s in subjects:
+        first.setdefault(s.source, s)
+    return [(first[source], art) for source, arts in found.items() for art in arts]
 
 
-def carry_from_registry(client: RegistryClient, store: BlobStore, subjects: list[Subject],
-                        options: SignatureOptions, jobs: int = 4) -> CarriedArtifacts:
-    """Discover and fetch every artifact into ``store``; with keys, refuse unsigned or invalid images.
+def artifact_root(source: Source, sink: Sink, artifact: Artifact | LockArtifact, label: str) -> Root:
+    """An artifact as an engine root: by digest, under its tag when it has one (cosign's tag schema)."""
+    return Root(source, sink, artifact.digest, tags=(artifact.tag,) if artifact.tag else (), digest=artifact.digest,
+                label=f"{label} (artifact {artifact.digest})", artifact=True)
+
+
+def copy_roots(engine: Engine, roots: list[Root]) -> list[Graph]:
+    """Artifact roots through the engine on their own (before the images: they must be judged first)."""
+    graphs = engine.walk(roots)
+    check_graphs(graphs)
+    engine.copy_blobs(graphs)
+    engine.put_manifests(graphs)
+    check_graphs(graphs)
+    return graphs
+
+
+def check_graphs(graphs: list[Graph]) -> None:
+    """An artifact that could not be copied fails the run (``--keep-going`` or not); so does an outsize blob."""
+    failed = [f"{g.root.label}: {g.error}" for g in graphs if g.error]
+    if failed:
+        raise OperationError(f"{len(failed)} artifact(s) could not be copied: " + "; ".join(failed))
+    for g in graphs:
+        for digest, size in g.blobs:
+            if size > MAX_ARTIFACT_BLOB:
+                raise OperationError(f"{g.root.label}: blob {digest} of {size} bytes exceeds the "
+                                     f"{MAX_ARTIFACT_BLOB} byte limit for artifacts")
+
+
+def carry_into_store(engine: Engine, client: RegistryClient, store: BlobStore, subjects: list[Subject],
+                     options: SignatureOptions, jobs: int = 4) -> CarriedArtifacts:
+    """Discover every artifact and copy it into ``store`` through ``engine``; with keys, refuse unsigned
+    or invalid images.
 
     Raises OperationError (exit 1) listing every image that fails, before the caller
     copies image bytes or writes anything.
@@ -135,14 +165,17 @@ def carry_from_registry(client: RegistryClient, store: BlobStore, subjects: list
     out = CarriedArtifacts()
     if not options.active or not subjects:
         return out
-    found = _discover(client, subjects, jobs)
-    refs = {s.source: s for s in subjects}
-    for source, arts in found.items():
-        s = refs[source]
-        for art in arts:
-            _fetch_graph(client, store, s.ref, art, out.blobs)
-            out.artifacts.append(LockArtifact(art.subject, art.digest, art.media_type, art.artifact_type,
-                                              art.tag, s.source, s.destination))
+    pairs = discover(client, subjects, jobs)
+    sink = StoreSink(store)
+    graphs = copy_roots(engine, [artifact_root(RegistrySource(client, s.ref), sink, art, s.source)
+                                 for s, art in pairs])
+    for (s, art), g in zip(pairs, graphs, strict=True):
+        out.artifacts.append(LockArtifact(art.subject, art.digest, art.media_type, art.artifact_type,
+                                          art.tag, s.source, s.destination))
+        for node in g.nodes:
+            out.blobs[node.digest] = len(node.data)
+        for digest, _ in g.blobs:
+            out.blobs[digest] = store.size(digest)
     if options.keys:
         out.verification = verify_artifacts(out.artifacts, subjects, options.keys, store.read)
         raise_on_failures(out.verification)
@@ -180,9 +213,29 @@ def verify_online(client: RegistryClient, subjects: list[tuple[Ref, str]], keys:
             return None
 
     def fetch_blob(name: str, digest: str) -> bytes:
-        return fetch_small_blob(client, Ref.parse(name), digest)
+        return client.get_small_blob(Ref.parse(name), digest)
 
     return verify_signatures(fetch_manifest, fetch_blob, [(ref.name, d) for ref, d in subjects], keys)
+
+
+def verify_at_source(client: RegistryClient, pairs: list[tuple[Subject, Artifact]], subjects: list[Subject],
+                     keys: list[PublicKey]) -> VerificationResult:
+    """mirror, before a byte moves: the discovered signatures (by the digests discovery found) read from
+    the source registry and judged; raises on any failure."""
+    ref_of = {s.source: s.ref for s in subjects}
+    by_tag = {(s.source, a.tag): a.digest for s, a in pairs if a.tag}
+
+    def fetch_manifest(name: str, reference: str) -> bytes | None:
+        digest = by_tag.get((name, reference))
+        return client.get_manifest(ref_of[name], digest).data if digest else None
+
+    def fetch_blob(name: str, digest: str) -> bytes:
+        return client.get_small_blob(ref_of[name], digest, MAX_ARTIFACT_BLOB)
+
+    result = verify_signatures(fetch_manifest, fetch_blob, [(s.source, d) for s in subjects for d in s.signed],
+                               keys)
+    raise_on_failures(result)
+    return result
 
 
 def raise_on_failures(result: VerificationResult) -> None:
@@ -196,37 +249,6 @@ def raise_on_failures(result: VerificationResult) -> None:
 class PushedArtifacts:
     manifests: int = 0
     blobs: int = 0
-
-
-def push_artifacts(client: RegistryClient, artifacts: list[LockArtifact], dest: dict[str, Ref],
-                   read: Callable[[str], bytes], opener: Callable[[str], Callable[[], Any]],
-                   sizes: dict[str, int]) -> PushedArtifacts:
-    """Each artifact's blobs, then its manifest byte for byte: tag-schema ones under their tag,
-    referrers by digest, fallback tag indexes last (the registry wants their children first)."""
-    out = PushedArtifacts()
-    data = {a.digest: read(a.digest) for a in artifacts}
-    ordered = sorted(artifacts, key=lambda a: a.media_type in INDEX_TYPES or "manifests" in
-                     manifests.parse(data[a.digest], a.digest))
-    for art in ordered:
-        target = dest[art.source]
-        doc = manifests.parse(data[art.digest], f"artifact {art.digest} of {art.source}")
-        if not manifests.is_index(doc, art.media_type):
-            for digest, _ in manifests.image_blobs(doc, art.digest):
-                if digest not in sizes:
-                    raise InputError(f"artifact {art.digest} of {art.source} needs blob {digest}, which the "
-                                     "bundle does not carry")
-                if client.blob_exists(target, digest):
-                    continue
-                client.upload_blob(target.registry, target.repository, digest, sizes[digest], opener(digest))
-                out.blobs += 1
-        media_type = art.media_type or str(doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
-        client.put_manifest(target.registry, target.repository, art.tag or art.digest, data[art.digest], media_type)
-        out.manifests += 1
-    return out
-
-
-def bytes_opener(read: Callable[[str], bytes]) -> Callable[[str], Callable[[], Any]]:
-    return lambda digest: (lambda: io.BytesIO(read(digest)))
 
 
 def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None, dest: dict[str, Ref],
@@ -243,25 +265,8 @@ def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None, 
     return verify_online(client, pairs, keys)
 
 
-@dataclass
-class MirrorCarry:
-    """Registry to registry: artifacts staged in a scratch store between the source check and the push."""
-
-    store: BlobStore
-    carried: CarriedArtifacts
-
-    def push(self, client: RegistryClient, dest: dict[str, Ref]) -> PushedArtifacts:
-        return push_artifacts(client, self.carried.artifacts, dest, self.store.read, bytes_opener(self.store.read),
-                              self.carried.blobs)
-
-
-def stage_for_mirror(client: RegistryClient, store: BlobStore, images: list[tuple[str, str | None, Ref, str]],
-                     options: SignatureOptions, jobs: int = 4) -> MirrorCarry:
-    """(source, destination, source ref, digest) per image: children listed, artifacts fetched, keys checked."""
-    subjects = []
-    for source, destination, ref, digest in images:
-        top = client.get_manifest(ref, digest)
-        doc = manifests.parse(top.data, f"{source}@{digest}")
-        kids = [c.digest for c in manifests.children(doc, source)] if manifests.is_index(doc, top.media_type) else []
-        subjects.append(Subject.of(source, destination, ref, digest, None, kids))
-    return MirrorCarry(store, carry_from_registry(client, store, subjects, options, jobs))
+def subject_children(client: RegistryClient, ref: Ref, digest: str, what: str) -> list[str]:
+    """The platform manifests of an image at the source (none for a single image)."""
+    top = client.get_manifest(ref, digest)
+    doc = manifests.parse(top.data, what)
+    return [c.digest for c in manifests.children(doc, what)] if manifests.is_index(doc, top.media_type) else []

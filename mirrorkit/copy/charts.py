@@ -20,7 +20,6 @@ byte is pushed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,10 @@ from mirrorkit.errors import InputError, NotFoundError
 from mirrorkit.lock import Lock, LockBlob, LockChart, lock_charts  # noqa: F401 - copy.push reads lock_charts here
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.manifests import OCI_MANIFEST, sha256_digest
 from mirrorkit.refs import Ref, RegistryTarget
 
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
 CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 TITLE = "org.opencontainers.image.title"
@@ -47,10 +47,6 @@ MAX_MANIFEST = 64 * 1024
 _META_FIELDS = ("name", "home", "sources", "version", "description", "keywords", "maintainers", "icon",
                 "apiVersion", "condition", "tags", "appVersion", "deprecated", "annotations", "kubeVersion",
                 "dependencies", "type")
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _json(doc: Any) -> bytes:
@@ -75,15 +71,15 @@ class HelmChart:
 
     @property
     def digest(self) -> str:
-        return _digest(self.manifest)
+        return sha256_digest(self.manifest)
 
     @property
     def config_digest(self) -> str:
-        return _digest(self.config)
+        return sha256_digest(self.config)
 
     @property
     def layer_digest(self) -> str:
-        return _digest(self.archive)
+        return sha256_digest(self.archive)
 
     def blobs(self) -> list[tuple[str, bytes]]:
         return [(self.digest, self.manifest), (self.config_digest, self.config), (self.layer_digest, self.archive)]
@@ -134,8 +130,8 @@ def build_chart(archive: bytes, source: str) -> HelmChart:
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": _digest(archive), "size": len(archive),
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": sha256_digest(archive), "size": len(archive),
                     "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz"}}],
         "annotations": dict(sorted(annotations.items())),
     }

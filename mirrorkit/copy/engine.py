@@ -38,6 +38,7 @@ MAX_DEPTH = 4
 # (distribution also answers DIGEST_INVALID when a blob it checks is being linked by another run)
 RETRY_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_INVALID",
                          "DIGEST_INVALID"})
+BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})   # the blobs go again too
 Progress = Callable[[str, int], None]
 T = TypeVar("T")
 BlobTask = tuple[Source, Sink, str, int]
@@ -52,6 +53,12 @@ class Root:
     digest: str | None = None           # pinned: the source must answer with this digest
     platforms: tuple[str, ...] = ()     # restrict an index to these platforms
     label: str = ""                     # the name messages use (a plan's source reference)
+    artifact: bool = False              # a signature, attestation, SBOM or referrer: not counted as an image
+
+
+class _Missing(RegistryError):
+    """A manifest names something the registry does not hold (yet): raised out of the retry policy,
+    so the engine copies what it names again before the next round of manifest PUTs."""
 
 
 @dataclass
@@ -210,7 +217,7 @@ class Engine:
             if g.error:
                 continue
             for digest, size in g.blobs:
-                if digest in self.omit:
+                if self.omitted(g, digest):
                     continue
                 key = (g.root.sink.key, digest)
                 tasks.setdefault(key, (g.root.source, g.root.sink, digest, size))
@@ -241,12 +248,17 @@ class Engine:
                 self.report.blobs_copied += 1
                 self.report.bytes_copied += size
 
+    def omitted(self, g: Graph, digest: str) -> bool:
+        """Left out of a differential bundle: an image's blob may be; an artifact's always travels."""
+        return digest in self.omit and not g.root.artifact
+
     # -- 3. manifests -----------------------------------------------------------------
     def put_manifests(self, graphs: list[Graph]) -> None:
         def one(item: Graph) -> None:
             if not item.error:
                 self._put_graph(item)
-                self.progress("image", 1)
+                if not item.root.artifact:
+                    self.progress("image", 1)
 
         def failed(item: Graph, message: str) -> None:
             item.error = message
@@ -255,28 +267,42 @@ class Engine:
         self._pool(list(graphs), one, failed)
 
     def _put_graph(self, g: Graph) -> None:
-        sink = g.root.sink
-        again = {"blobs": False}
+        """The image's manifests under the policy; what they name re-copied outside it, a bounded number of times.
 
-        def attempt() -> None:
-            if again["blobs"]:
-                for digest, size in g.blobs:
-                    if digest not in self.omit:
-                        self.blob(g.root.source, sink, digest, size)
+        Only the manifest PUTs run inside the retry policy. A registry that answers one
+        of RETRY_CODES (another run still writing what the manifest names) ends that
+        operation with :class:`_Missing`; the blobs (for a blob code) are then copied
+        again, each blob operation under its own policy, and the manifests are tried
+        once more, at most ``policy.attempts`` rounds in all, with the policy's backoff
+        between rounds. No retry runs inside another.
+        """
+        rounds = max(1, self.policy.attempts)
+        for round_ in range(1, rounds + 1):
             try:
-                for node in g.nodes[:-1]:
-                    sink.put_manifest(node.digest, node.data, node.media_type)
-                for reference in g.root.tags or (g.digest,):
-                    sink.put_manifest(reference, g.top.data, g.top.media_type)
-            except RegistryError as exc:
-                if exc.code not in RETRY_CODES:
-                    raise
-                # another run may still be writing what this manifest names: children (and, for a
-                # blob, the blobs) go again, then the manifest
-                again["blobs"] = exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID")
-                raise TransientError(str(exc)) from None
+                retry.run(self.policy, lambda: self._put_nodes(g))
+                return
+            except _Missing as exc:
+                if round_ == rounds:
+                    raise RegistryError(f"{exc} (the manifest was refused {rounds} times; gave up)",
+                                        code=exc.code) from None
+                self.policy.sleep(self.policy.delay(round_))
+                if exc.code in BLOB_CODES:
+                    for digest, size in g.blobs:
+                        if not self.omitted(g, digest):
+                            self.blob(g.root.source, g.root.sink, digest, size)
 
-        retry.run(self.policy, attempt)
+    def _put_nodes(self, g: Graph) -> None:
+        """One attempt at the manifest PUTs: children first, then the root under each tag."""
+        sink = g.root.sink
+        try:
+            for node in g.nodes[:-1]:
+                sink.put_manifest(node.digest, node.data, node.media_type)
+            for reference in g.root.tags or (g.digest,):
+                sink.put_manifest(reference, g.top.data, g.top.media_type)
+        except RegistryError as exc:
+            if isinstance(exc, TransientError) or exc.code not in RETRY_CODES:
+                raise
+            raise _Missing(str(exc), code=exc.code) from None
 
     def _fail(self, message: str) -> None:
         with self._lock:

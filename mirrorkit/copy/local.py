@@ -11,7 +11,6 @@ No credentials are involved: skopeo reads local files or the daemon's socket.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tempfile
@@ -23,8 +22,6 @@ from mirrorkit.oci import manifests
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import is_local_source
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _BLOB = re.compile(r"[0-9a-f]{64}")
 _CHILD = re.compile(r"([0-9a-f]{64})\.manifest\.json")
 
@@ -55,12 +52,12 @@ def import_image(source: str, store: BlobStore) -> tuple[str, str]:
                 store.adopt(path, f"sha256:{path.name}")       # refuses bytes that do not hash to the name
             elif match := _CHILD.fullmatch(path.name):
                 data = _read(path, source)
-                if hashlib.sha256(data).hexdigest() != match.group(1):
+                if manifests.sha256_digest(data) != f"sha256:{match.group(1)}":
                     raise OperationError(f"{source}: child manifest {path.name} does not hash to its name")
                 store.add_bytes(data)
         doc = manifests.parse(top, source)
         _check_complete(store, doc, source)
-        return digest, _media_type(doc)
+        return digest, manifests.media_type(doc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -79,13 +76,6 @@ def _read(path: Path, source: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise OperationError(f"{source}: skopeo left no {path.name}: {exc.strerror or exc}") from None
-
-
-def _media_type(doc: dict[str, object]) -> str:
-    media = doc.get("mediaType")
-    if isinstance(media, str):
-        return media
-    return OCI_INDEX if manifests.is_index(doc) else OCI_MANIFEST
 
 
 def _check_complete(store: BlobStore, doc: dict[str, object], source: str) -> None:

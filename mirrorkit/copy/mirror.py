@@ -27,10 +27,9 @@ from mirrorkit.copy.verify import verify_registry
 from mirrorkit.destinations import destination_pairs, first_by_source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
-from mirrorkit.oci.credentials import CredentialStore
-from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.trust.discover import Artifact
 
 
 @dataclass
@@ -46,14 +45,15 @@ class MirrorReport:
     artifacts: int = 0            # signature, attestation, SBOM and referrer manifests pushed beside the images
 
 
-def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | None, registry: RegistryTarget | None,
+def mirror(plan: Plan, client: RegistryClient, registry: RegistryTarget | None,
            mapping: str | None, jobs: int = 4, progress: Callable[[str, int], None] | None = None,
            signatures: SignatureOptions | None = None) -> MirrorReport:
-    """Copy every planned image to its destination(s); ``credentials`` live in ``client`` (kept for callers).
+    """Copy every planned image to its destination(s); credentials live in ``client``.
 
     Before a byte moves: every destination repository is probed (preflight), and with
     ``--verify-key`` every signature is checked at the source. Artifacts (signatures,
-    attestations, SBOMs, referrers) are pushed beside the images, byte for byte.
+    attestations, SBOMs, referrers) are roots of the same engine run as the images,
+    registry to registry, byte for byte.
     """
     opts = signatures or SignatureOptions()
     if plan.platforms:
@@ -77,11 +77,7 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
             states = list(pool.map(state, plan.images))
         require_writable(client, [dest[(i.source, i.destination)]
                                   for i, (_, there) in zip(plan.images, states, strict=True) if not there], jobs)
-        staged = artifacts.stage_for_mirror(
-            client, BlobStore(spool / "artifacts"),
-            [(i.source, i.destination, i.source_ref, digest)
-             for i, (digest, _) in zip(plan.images, states, strict=True)],
-            opts, jobs) if opts.active else None
+        carried = _artifacts(client, plan, [digest for digest, _ in states], opts, jobs)
         for img, (digest, there) in zip(plan.images, states, strict=True):
             src, target = img.source_ref, dest[(img.source, img.destination)]
             digests.append(digest)
@@ -96,13 +92,21 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
                               digest=digest, label=img.source))
             if for_mount:
                 holders.add_repository(src.registry, src.repository)
+        by_source = first_by_source(dest)
+        art_roots = []
+        for s, art in carried:
+            target = by_source[s.source]
+            sink = sinks.setdefault(f"{target.registry}/{target.repository}",
+                                    RegistrySink(client, target, holders, spool))
+            art_roots.append(artifacts.artifact_root(RegistrySource(client, s.ref), sink, art, s.source))
         engine = Engine(jobs, client.retry, progress=progress)
-        engine.copy(roots)
+        graphs = engine.walk(roots + art_roots)
+        artifacts.check_graphs([g for g in graphs if g.root.artifact])
+        engine.copy_blobs(graphs)
+        engine.put_manifests(graphs)
         if engine.report.failures:
             raise OperationError("; ".join(engine.report.failures))
-        if staged is not None and staged.carried.artifacts:
-            by_source = first_by_source(dest)
-            report.artifacts = staged.push(client, by_source).manifests
+        report.artifacts = len(art_roots)
     report.copied = len(roots)
     report.blobs_copied = engine.report.blobs_copied
     report.bytes_copied = engine.report.bytes_copied
@@ -114,3 +118,18 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
     report.problems = result.missing + result.different
     report.seconds = time.monotonic() - start
     return report
+
+
+def _artifacts(client: RegistryClient, plan: Plan, digests: list[str], opts: SignatureOptions,
+               jobs: int) -> list[tuple[artifacts.Subject, Artifact]]:
+    """Every image's artifacts at the source, judged there with ``--verify-key`` before a byte moves;
+    an empty list with ``--no-signatures`` (the check still runs when keys are given)."""
+    if not opts.active:
+        return []
+    subjects = [artifacts.Subject.of(i.source, i.destination, i.source_ref, digest, None,
+                                     artifacts.subject_children(client, i.source_ref, digest, i.source))
+                for i, digest in zip(plan.images, digests, strict=True)]
+    found = artifacts.discover(client, subjects, jobs)
+    if opts.keys:
+        artifacts.verify_at_source(client, found, subjects, opts.keys)
+    return found if opts.carry else []

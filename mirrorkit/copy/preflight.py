@@ -12,7 +12,6 @@ so the user fixes all of them in one go.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,20 +40,14 @@ class Problem:
 
 def probe(client: RegistryClient, registry: str, repository: str) -> Problem | None:
     """Start an upload into ``repository`` and cancel it; the refusal if there is one."""
-    scope = f"repository:{repository}:pull,push"
     try:
-        resp = client.request(registry, "POST", f"/v2/{repository}/blobs/uploads/", scope=scope, ok=(202,))
+        client.start_and_cancel_upload(registry, repository)
     except GaveUpError:
         raise                              # a registry that keeps failing refuses nothing: the run stops here
     except AuthError as exc:
         return Problem(f"{registry}/{repository}", exc.code or "DENIED", _words(exc))
     except RegistryError as exc:
         return Problem(f"{registry}/{repository}", exc.code, _words(exc))
-    location = resp.headers.get("Location")
-    if location:
-        with contextlib.suppress(RegistryError):
-            url = client.upload_url(registry, location)
-            client.request(registry, "DELETE", url, scope=scope, ok=(200, 202, 204, 404, 405))
     return None
 
 

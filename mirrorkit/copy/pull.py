@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
-from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions, Subject, carry_from_registry
+from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions, Subject, carry_into_store
 from mirrorkit.copy.engine import Engine, Graph, Root
 from mirrorkit.copy.sinks import StoreSink
 from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
@@ -207,9 +207,9 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     with RegistryClient(endpoints, credentials) as client:
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
-        # signatures, attestations, SBOMs and referrers: found and carried (and, with keys, verified)
-        # before any image bytes move; a local image has no upstream to ask
-        carried = carry_from_registry(client, store, [
+        # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
+        # with keys, verified) before any image bytes move; a local image has no upstream to ask
+        carried = carry_into_store(engine, client, store, [
             Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
                        g.children)
             for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error],

@@ -28,8 +28,8 @@ from mirrorkit.copy.sinks import Holders, RegistrySink
 from mirrorkit.copy.sources import BundleSource, Stream
 from mirrorkit.copy.verify import VerifyResult, verify_registry
 from mirrorkit.destinations import destination_pairs, first_by_source
-from mirrorkit.errors import OperationError
-from mirrorkit.lock import Lock, LockImage
+from mirrorkit.errors import InputError, OperationError
+from mirrorkit.lock import Lock, LockArtifact, LockImage
 from mirrorkit.oci.client import Manifest, RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, RegistryTarget
@@ -74,6 +74,7 @@ class Pusher:
         self._holders = Holders()
         self._sinks: dict[str, RegistrySink] = {}
         self._spool = Path(tempfile.gettempdir())   # set to this run's scratch folder by run()
+        self.artifacts: list[LockArtifact] = []     # carried signatures, SBOMs, referrers: pushed beside the images
 
     def target(self, img: LockImage) -> Ref:
         return self.dest[(img.source, img.destination)]
@@ -118,20 +119,33 @@ class Pusher:
 
     # -- the copy ------------------------------------------------------------------------
     def push(self, images: list[LockImage]) -> None:
-        """Bundle -> registry through the engine: blobs (skipped, mounted or uploaded), then manifests."""
+        """Bundle -> registry through the engine: blobs (skipped, mounted or uploaded), then manifests.
+
+        The carried artifacts are roots of the same run, each into its image's destination repository."""
         source = BundleSource(self.reader, self.lock)
         roots = []
         for img in images:
             dest = self.target(img)
             roots.append(Root(source, self.sink(dest), img.digest, tags=(dest.tag,) if dest.tag else (),
                               digest=img.digest, label=img.source))
+        by_source = first_by_source(self.dest)
+        for art in self.artifacts:
+            if art.source not in by_source:
+                raise InputError(f"artifact {art.digest} belongs to {art.source}, which the lock does not list")
+            roots.append(artifacts.artifact_root(source, self.sink(by_source[art.source]), art, art.source))
         omitted = {b.digest for b in self.lock.omitted}
         engine = Engine(self.jobs, self.client.retry, omit=omitted, progress=self.progress)
         graphs = engine.walk(roots)
+        carried = [g for g in graphs if g.root.artifact]
+        artifacts.check_graphs(carried)
+        for g in carried:
+            for digest, _ in g.blobs:
+                if digest not in self.sizes:
+                    raise InputError(f"{g.root.label} needs blob {digest}, which the bundle does not carry")
         if self.reader.random_access:
             engine.copy_blobs(graphs)
         else:
-            self._stream_blobs(engine, graphs, omitted)
+            self._stream_blobs(engine, graphs)
         engine.put_manifests(graphs)
         r = engine.report
         self.report.blobs_uploaded += r.blobs_copied
@@ -140,8 +154,11 @@ class Pusher:
         self.report.blobs_skipped += r.blobs_skipped
         self.report.bytes_skipped += r.bytes_skipped
         self.report.images_pushed = len(images)
+        if carried:
+            self.report.signatures = artifacts.PushedArtifacts(len(carried),
+                                                               len({d for g in carried for d, _ in g.blobs}))
 
-    def _stream_blobs(self, engine: Engine, graphs: list[Graph], omitted: set[str]) -> None:
+    def _stream_blobs(self, engine: Engine, graphs: list[Graph]) -> None:
         """Compressed volumes are read once, in order: each blob some repository lacks goes to the
         first such repository from the stream (spooled when several need it), the rest mount it."""
         wanted: dict[str, list[RegistrySink]] = {}
@@ -149,7 +166,7 @@ class Pusher:
             sink = g.root.sink
             assert isinstance(sink, RegistrySink)
             for digest, _ in g.blobs:
-                if digest not in omitted and sink not in wanted.setdefault(digest, []):
+                if not engine.omitted(g, digest) and sink not in wanted.setdefault(digest, []):
                     wanted[digest].append(sink)
         for digest in list(wanted):
             lacking = [s for s in wanted[digest] if not s.has_blob(digest)]
@@ -157,6 +174,8 @@ class Pusher:
             engine.report.blobs_skipped += skipped
             engine.report.bytes_skipped += skipped * self.sizes.get(digest, 0)
             wanted[digest] = lacking
+        if not any(wanted.values()):
+            return                  # every repository holds every blob (a rerun): no need to read the volumes
         for digest, _, stream in self.reader.iter_blobs():
             sinks = wanted.get(digest)
             if not sinks:
@@ -190,14 +209,14 @@ class Pusher:
                 from mirrorkit.copy import charts
 
                 chart_blobs = charts.read_checked(self.reader, chart_todo)
-        if todo:
+        if todo or self.artifacts:
+            # artifacts go even when every image is there already: a run cut after the images left them out
             with tempfile.TemporaryDirectory(prefix="mirrorkit-push-") as scratch:
                 self._spool = Path(scratch)
-                self.check_omitted(self.needs())
+                if todo:
+                    self.check_omitted(self.needs())
                 self.push(todo)
-            after = verify_registry(self.client, self.expected(), self.jobs, blobs=True)
-        else:
-            after = before
+        after = verify_registry(self.client, self.expected(), self.jobs, blobs=True) if todo else before
         self.report.images_skipped = len(self.lock.images) - len(todo)
         self.report.verified = len(after.ok)
         self.report.problems = after.missing + after.different
@@ -305,10 +324,8 @@ def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTar
         def read(digest: str) -> bytes:
             return reader.read_small(digest, limit=artifacts.MAX_ARTIFACT_BLOB)
         checked = artifacts.verify_lock(lock, opts.keys, read) if opts.keys else None
+        if opts.carry:
+            pusher.artifacts = list(lock.artifacts)
         report = pusher.run()
-        if opts.carry and lock.artifacts:
-            by_source = first_by_source(pusher.dest)
-            report.signatures = artifacts.push_artifacts(client, lock.artifacts, by_source, read,
-                                                         artifacts.bytes_opener(read), lock.blob_sizes())
         report.verifications = artifacts.lock_verifications(checked)
         return report

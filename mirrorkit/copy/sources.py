@@ -13,19 +13,20 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-
-from mirrorkit.copy.download import fetch_blob
 from mirrorkit.errors import OperationError
 from mirrorkit.files import write_error
 from mirrorkit.lock import Lock
 from mirrorkit.oci import manifests
-from mirrorkit.oci.client import Manifest, RegistryClient, sha256_digest
+from mirrorkit.oci.client import Manifest, RegistryClient
+from mirrorkit.oci.download import fetch_blob
 from mirrorkit.oci.layout import BlobStore
-from mirrorkit.oci.retry import TransientError
+from mirrorkit.oci.manifests import sha256_digest
 from mirrorkit.refs import Ref, check_digest
+
+if TYPE_CHECKING:
+    from mirrorkit.bundle.reader import BundleReader
 
 Progress = Callable[[int], None]
 
@@ -39,9 +40,6 @@ class Stream(Protocol):
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None, /) -> Any: ...
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 class Source(Protocol):
@@ -96,9 +94,8 @@ class TeeStream:
         self.partial = store.partial_path(digest)
         self.hasher = hashlib.sha256()
         self.out = self.partial.open("wb")
-        self.resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
-                                   scope=f"repository:{ref.repository}:pull", stream=True, retry=False)
-        self.chunks = self.resp.iter_bytes()
+        self.resp = client.open_blob(ref, digest)
+        self.chunks = self.resp.chunks()
         self.held = b""
         self.seen = 0
         self.done = False
@@ -113,8 +110,6 @@ class TeeStream:
                     raise OperationError(f"digest mismatch: {self.digest} streamed as {self.seen} bytes hashing to "
                                          f"sha256:{self.hasher.hexdigest()}") from None
                 break
-            except httpx.HTTPError as exc:
-                raise TransientError(f"{type(exc).__name__} streaming {self.digest}") from None
             if not chunk:
                 continue
             self.seen += len(chunk)
@@ -144,37 +139,31 @@ class TeeStream:
 
 
 def _media_type(data: bytes, hint: str, what: str) -> str:
-    if hint:
-        return hint
-    doc = manifests.parse(data, what)
-    media = doc.get("mediaType")
-    if isinstance(media, str) and media:
-        return media
-    return OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+    return hint or manifests.media_type(manifests.parse(data, what))
 
 
 class BundleSource:
     """A bundle (tar volumes, compressed volumes or a folder): every byte hashed as it is read."""
 
-    def __init__(self, reader: object, lock: Lock) -> None:
+    def __init__(self, reader: BundleReader, lock: Lock) -> None:
         self.reader = reader
         self.name = "bundle"
-        self.streams = bool(getattr(reader, "random_access", False))
-        self.media_types = {i.digest: i.media_type for i in lock.images}
+        self.streams = reader.random_access
+        self.media_types = {a.digest: a.media_type for a in lock.artifacts if a.media_type}
+        self.media_types.update({i.digest: i.media_type for i in lock.images})
 
     def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
         check_digest(reference)
-        data: bytes = self.reader.read_small(reference)  # type: ignore[attr-defined]
+        data = self.reader.read_small(reference)
         if sha256_digest(data) != reference:
             raise OperationError(f"bundle: manifest {reference} does not hash to its name")
         return Manifest(data, _media_type(data, media_type or self.media_types.get(reference, ""), reference),
                         reference)
 
     def open_blob(self, digest: str, size: int) -> Stream | None:
-        if not getattr(self.reader, "random_access", False):
+        if not self.reader.random_access:
             return None
-        stream: Stream = self.reader.open_blob(digest)  # type: ignore[attr-defined]
-        return stream
+        return self.reader.open_blob(digest)
 
     def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
         stream = self.open_blob(digest, size)

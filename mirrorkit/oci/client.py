@@ -17,32 +17,36 @@ import contextlib
 import dataclasses
 import datetime
 import email.utils
-import hashlib
 import io
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError, UnsupportedError
+from mirrorkit.oci import manifests
 from mirrorkit.oci import retry as retries
 from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.manifests import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    sha256_digest,
+)
 from mirrorkit.oci.retry import RetryPolicy, TransientError
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
+MAX_SMALL_BLOB = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
 RETRY_AFTER_CAP = 30.0
 
@@ -158,10 +162,6 @@ def error_detail(body: bytes) -> str:
     """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
     errors = registry_errors(body)
     return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class RegistryClient:
@@ -489,7 +489,7 @@ class RegistryClient:
                                 f"match the manifest bytes ({digest})")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media_type not in INDEX_TYPES | MANIFEST_TYPES:
-            media_type = _media_type_from_body(data) or media_type
+            media_type = _body_media_type(data) or media_type
         return Manifest(data, media_type, digest)
 
     def manifest_digest(self, ref: Ref) -> str | None:
@@ -514,6 +514,34 @@ class RegistryClient:
         return resp.status_code == 200
 
 
+    def open_blob(self, ref: Ref, digest: str) -> BlobStream:
+        """One GET of a whole blob, as a stream of chunks; one attempt, for a caller that is itself
+        one operation under the policy. Network faults while reading raise TransientError."""
+        resp = self.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                            scope=f"repository:{ref.repository}:pull", stream=True, retry=False)
+        return BlobStream(resp, f"{ref.name}@{digest}")
+
+    def get_small_blob(self, ref: Ref, digest: str, limit: int = MAX_SMALL_BLOB) -> bytes:
+        """A small blob (config, signature payload, SBOM) whole: one operation under the policy,
+        size capped, hash checked."""
+        what = f"{ref.name}@{digest}"
+
+        def attempt() -> bytes:
+            chunks, total = [], 0
+            with self.open_blob(ref, digest) as stream:
+                for chunk in stream.chunks():
+                    total += len(chunk)
+                    if total > limit:
+                        raise RegistryError(f"{what}: blob exceeds the {limit} byte limit for artifacts")
+                    chunks.append(chunk)
+            return b"".join(chunks)
+
+        data = retries.run(self.retry, attempt)
+        got = sha256_digest(data)
+        if got != digest:
+            raise RegistryError(f"{what}: registry served bytes whose digest is {got}")
+        return data
+
     # -- writing ----------------------------------------------------------------
     def _location(self, registry: str, resp: httpx.Response) -> str:
         loc = resp.headers.get("Location")
@@ -531,10 +559,23 @@ class RegistryClient:
         resp = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
                             params={"mount": digest, "from": from_repo}, ok=(201, 202))
         if resp.status_code == 202:
-            with contextlib.suppress(RegistryError):
-                self.request(registry, "DELETE", self._location(registry, resp), scope=scope,
-                             ok=(200, 202, 204, 404, 405))
+            self._cancel_upload(registry, resp, scope)
         return resp.status_code == 201
+
+    def start_and_cancel_upload(self, registry: str, repo: str) -> None:
+        """Start an upload into ``repo`` and cancel it at once: the cheapest request that meets the same
+        checks as a real push (name rules, project existence, push rights). Raises the refusal."""
+        scope = f"repository:{repo}:pull,push"
+        resp = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+        self._cancel_upload(registry, resp, scope)
+
+    def _cancel_upload(self, registry: str, resp: httpx.Response, scope: str) -> None:
+        """DELETE the session an upload POST opened (its ``Location``); a registry that cannot is left be."""
+        location = resp.headers.get("Location")
+        if location:
+            with contextlib.suppress(RegistryError):
+                self.request(registry, "DELETE", self.upload_url(registry, location), scope=scope,
+                             ok=(200, 202, 204, 404, 405))
 
     def upload_blob(self, registry: str, repo: str, digest: str, size: int,
                     opener: Callable[[], Any], progress: Callable[[int], None] | None = None,
@@ -721,17 +762,38 @@ def _skip(fh: Any, offset: int) -> None:
         left -= len(chunk)
 
 
-def _media_type_from_body(data: bytes) -> str | None:
+def _body_media_type(data: bytes) -> str | None:
+    """The media type a manifest's body declares or has the shape of; None when it says nothing."""
     try:
         doc = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict) or not (isinstance(doc.get("mediaType"), str) or "manifests" in doc
+                                         or "layers" in doc):
         return None
-    if isinstance(doc.get("mediaType"), str):
-        return doc["mediaType"]
-    if "manifests" in doc:
-        return OCI_INDEX
-    if "layers" in doc:
-        return OCI_MANIFEST
-    return None
+    return manifests.media_type(doc)
+
+
+class BlobStream:
+    """A blob GET's body: chunks as they arrive; httpx's errors become mirrorkit's and never leak."""
+
+    def __init__(self, resp: httpx.Response, what: str) -> None:
+        self.resp = resp
+        self.what = what
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self.resp.iter_bytes()
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise TransientError(f"{type(exc).__name__} reading {self.what}") from None
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"reading {self.what} failed: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.resp.close()
+
+    def __enter__(self) -> BlobStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

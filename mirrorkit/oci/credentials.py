@@ -222,7 +222,6 @@ class CredentialStore:
         self.explicit = dict(explicit or {})
         self.sources = [AuthSource(p) for p in files] if files is not None else auth_sources()
         self._found: dict[tuple[str, str], Credentials | None] = {}
-        self._handed: list[Credentials] = []
         self._lock = threading.Lock()
 
     @property
@@ -260,32 +259,6 @@ class CredentialStore:
                     return creds
         return None
 
-    def namespaces(self, host: str) -> dict[str, Credentials]:
-        """Namespace -> credentials for the host's namespaced keys that ``get`` could answer with.
-
-        For a child process (skopeo) that is handed one auth file: a namespaced entry from a
-        file later than one with a host-wide answer would never win in ``get``, so it is left out.
-        """
-        if host in self.explicit:
-            return {}
-        hostkey = normalize_key(host)
-        out: dict[str, Credentials] = {}
-        for source in self.sources:
-            parsed = _parse(source)
-            if parsed.state != "ok":
-                continue
-            if hostkey in parsed.helpers:
-                break
-            for key, entry in parsed.auths.items():
-                creds = decode_entry(entry) if key.startswith(hostkey + "/") else None
-                if creds:
-                    out.setdefault(key[len(hostkey) + 1:], creds)
-            if decode_entry(parsed.auths.get(hostkey)) or parsed.store:
-                break
-        with self._lock:
-            self._handed.extend(out.values())  # secrets too: output is checked for them
-        return out
-
     def explain(self, host: str, repository: str | None = None) -> str:
         """What was looked at for this host, and what each place held: for "requires credentials"."""
         if host in self.explicit:
@@ -316,5 +289,5 @@ class CredentialStore:
         """Every secret known so far, so output can be checked for leaks."""
         out = [s for c in self.explicit.values() for s in c.secrets()]
         with self._lock:
-            out += [s for c in [*self._found.values(), *self._handed] if c for s in c.secrets()]
+            out += [s for c in self._found.values() if c for s in c.secrets()]
         return out

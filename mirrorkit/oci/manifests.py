@@ -7,6 +7,7 @@ with malformed digests), because everything downstream trusts these lists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,28 @@ from typing import Any
 from mirrorkit.errors import OperationError
 from mirrorkit.refs import is_digest
 
-INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
-                         "application/vnd.docker.distribution.manifest.list.v2+json"})
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of some bytes: the one digest helper."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def media_type(doc: dict[str, Any], hint: str = "") -> str:
+    """A manifest's media type: ``hint`` (a descriptor's or a header's) when given, else the body's own
+    ``mediaType``, else an OCI index or manifest by shape."""
+    if hint:
+        return hint
+    media = doc.get("mediaType")
+    if isinstance(media, str) and media:
+        return media
+    return OCI_INDEX if "manifests" in doc else OCI_MANIFEST
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,18 @@ that does not resolve. Attempts are bounded, and so is the time since the last
 progress, so a registry gone for good gives one line within about a minute,
 while a long download on a link that drops every few minutes still finishes.
 
+Two bounded loops sit beside the policy, never inside an operation it retries:
+
+- a blob download that completes but hashes wrong (a stale partial file, a registry
+  that served another object, a flipped bit) is fetched once more from its first
+  byte, as a second whole operation under the policy, before the blob is refused
+  (``mirrorkit.oci.download.fetch_blob``): at most two downloads, each retried;
+- a manifest the registry refuses because something it names is not there yet
+  (``MANIFEST_BLOB_UNKNOWN`` and friends: another run still writing it) ends the
+  manifest operation; the engine copies the blobs again, each blob operation under
+  its own policy, then runs the manifest operation again, at most ``attempts``
+  rounds with the policy's backoff between them (``mirrorkit.copy.engine``).
+
 The clock and the sleep are part of the policy so tests inject them; the
 ``MIRRORKIT_RETRY_*`` and ``MIRRORKIT_STALL_TIMEOUT`` settings let a test (or a
 user on a slow link) tune a whole command without touching code.

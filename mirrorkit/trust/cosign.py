@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mirrorkit.oci.manifests import sha256_digest
 from mirrorkit.refs import is_digest
 from mirrorkit.trust.keys import PublicKey
 
@@ -53,7 +53,7 @@ class Check:
 
 
 def payload_digest(payload: bytes) -> str:
-    return "sha256:" + hashlib.sha256(payload).hexdigest()
+    return sha256_digest(payload)
 
 
 def _layers(manifest: bytes) -> list[dict[str, Any]]:

@@ -8,21 +8,19 @@ and, where the registry has none (a 404: distribution 2.8 has none), the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError
-from mirrorkit.oci.client import OCI_INDEX, RegistryClient
-from mirrorkit.refs import Ref, is_digest
+from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
+from mirrorkit.oci.manifests import OCI_INDEX
+from mirrorkit.oci.referrers import descriptors, referrers
+from mirrorkit.refs import Ref
 from mirrorkit.trust.cosign import SIMPLE_SIGNING, sig_tag
 
 TAG_SUFFIXES = {"sig": SIMPLE_SIGNING, "att": "application/vnd.dsse.envelope.v1+json",
                 "sbom": "application/vnd.dev.cosign.sbom"}
-MAX_SMALL_BLOB = 4 * 1024 * 1024
 IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
@@ -52,16 +50,6 @@ def artifact_type_of(data: bytes, fallback: str) -> str:
     if isinstance(ctype, str) and ctype != IMAGE_CONFIG and "docker" not in ctype:
         return ctype
     return fallback
-
-
-def _descriptors(data: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return []
-    entries = doc.get("manifests") if isinstance(doc, dict) else None
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)
-            and is_digest(e["digest"])] if isinstance(entries, list) else []
 
 
 class Discovery:
@@ -99,21 +87,12 @@ class Discovery:
             return None     # deleted since the tag list was read, or never there
 
     def _referrers(self, digest: str) -> list[dict[str, Any]] | None:
-        """The referrers API's answer, or None when the registry has no such API."""
+        """The referrers API's answer, or None when the registry has no such API (asked once)."""
         if self._referrers_api is False:
             return None
-        try:
-            resp = self.client.request(self.ref.registry, "GET", f"/v2/{self.ref.repository}/referrers/{digest}",
-                                       scope=f"repository:{self.ref.repository}:pull",
-                                       headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
-        except (AuthError, RegistryError):
-            self._referrers_api = False      # refused or broken: the fallback tag index answers instead
-            return None
-        if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
-            self._referrers_api = False
-            return None
-        self._referrers_api = True
-        return _descriptors(resp.content[:MAX_SMALL_BLOB])
+        found = referrers(self.client, self.ref, digest)
+        self._referrers_api = found is not None
+        return found
 
     def find(self, digest: str) -> list[Artifact]:
         out: list[Artifact] = []
@@ -122,15 +101,15 @@ class Discovery:
             m = self._manifest(tag)
             if m is not None:
                 out.append(Artifact(digest, m.digest, m.media_type, artifact_type_of(m.data, fallback), tag))
-        referrers = self._referrers(digest)
-        if referrers is None:
+        listed = self._referrers(digest)
+        if listed is None:
             fallback_tag = sig_tag(digest, "")
             index = self._manifest(fallback_tag)
             if index is not None:
-                referrers = _descriptors(index.data)
+                listed = descriptors(index.data)
                 out.append(Artifact(digest, index.digest, index.media_type, OCI_INDEX, fallback_tag))
         known = {a.digest for a in out}
-        for entry in referrers or []:
+        for entry in listed or []:
             if entry["digest"] in known:
                 continue
             known.add(entry["digest"])
@@ -150,21 +129,4 @@ def find_artifacts(client: RegistryClient, ref: Ref, digests: list[str]) -> list
 
 def fetch_small_blob(client: RegistryClient, ref: Ref, digest: str, limit: int = MAX_SMALL_BLOB) -> bytes:
     """A small blob (config, signature payload, SBOM) whole, hash checked, size capped."""
-    resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
-                          scope=f"repository:{ref.repository}:pull", stream=True)
-    try:
-        chunks, total = [], 0
-        for chunk in resp.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise RegistryError(f"{ref.name}@{digest}: blob exceeds the {limit} byte limit for artifacts")
-            chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise RegistryError(f"{ref.name}@{digest}: reading blob failed: {type(exc).__name__}") from None
-    finally:
-        resp.close()
-    data = b"".join(chunks)
-    got = "sha256:" + hashlib.sha256(data).hexdigest()
-    if got != digest:
-        raise RegistryError(f"{ref.name}@{digest}: registry served bytes whose digest is {got}")
-    return data
+    return client.get_small_blob(ref, digest, limit)

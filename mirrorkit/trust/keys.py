@@ -7,7 +7,6 @@ which key verified an image without carrying the key itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from mirrorkit.errors import InputError
+from mirrorkit.oci.manifests import sha256_digest
 
 MAX_KEY_FILE = 64 * 1024
 SUPPORTED_CURVES = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}
@@ -67,7 +67,7 @@ class PublicKey:
 
 def fingerprint(key: PublicKeyType) -> str:
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    return sha256_digest(der)
 
 
 def parse_key(data: bytes, where: str) -> PublicKey:

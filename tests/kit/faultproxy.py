@@ -8,7 +8,8 @@ A :class:`Fault` fires on a bounded number of requests matching its method, path
 and query regexes (after letting ``skip`` through):
 
     status               answer ``status`` instead (503, or 429 with ``retry_after``: a string or a
-                         callable returning one, e.g. an HTTP date computed when it fires)
+                         callable returning one, e.g. an HTTP date computed when it fires), with ``body``
+                         (a registry's JSON error body, say) when given
     drop                 close the connection after ``after`` bytes of the response body, or of the
                          request body with ``request=True`` (an upload cut mid-way)
     stall                hold the request ``seconds`` before forwarding it
@@ -56,6 +57,7 @@ class Fault:
     skip: int = 0                  # matching requests let through untouched first
     status: int = 503
     retry_after: str | Callable[[], str] | None = None
+    body: bytes = b""              # status: the answer's body (sent as application/json)
     after: int = 0                 # drop: body bytes that get through
     request: bool = False          # drop: cut the request body rather than the response's
     seconds: float = 0.0           # stall
@@ -260,7 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in iter(body.read, b""):                         # drain: the connection stays usable
                 pass
             value = fault.retry_after() if callable(fault.retry_after) else fault.retry_after
-            return self._answer(fault.status, [("Retry-After", value)] if value is not None else [], b"")
+            extra = [("Content-Type", "application/json")] if fault.body else []
+            return self._answer(fault.status, ([("Retry-After", value)] if value is not None else []) + extra,
+                                fault.body)
         if fault and kind == "stall" and proxy._unstall.wait(fault.seconds):
             return self._abort()                                   # stalls ended: never forward late
         with proxy._lock:

@@ -1,0 +1,40 @@
+"""The OCI 1.1 referrers API (``GET /v2/<repo>/referrers/<digest>``) and the descriptor lists it answers with.
+
+A registry without the API (distribution 2.8 answers 404) or one that refuses it
+gives None: the caller then reads the ``sha256-<hex>`` fallback tag index instead,
+whose ``manifests`` are read with :func:`descriptors` too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mirrorkit.errors import RegistryError
+from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
+from mirrorkit.oci.manifests import OCI_INDEX
+from mirrorkit.refs import Ref, is_digest
+
+
+def descriptors(data: bytes) -> list[dict[str, Any]]:
+    """The well-formed descriptors of an index's ``manifests`` (anything else is left out)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return []
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)
+            and is_digest(e["digest"])] if isinstance(entries, list) else []
+
+
+def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, Any]] | None:
+    """The referrers of ``digest`` in ``ref``'s repository, or None when the registry has no such API."""
+    try:
+        resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/referrers/{digest}",
+                              scope=f"repository:{ref.repository}:pull",
+                              headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
+    except RegistryError:               # refused or broken (AuthError included): the fallback answers instead
+        return None
+    if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+        return None
+    return descriptors(resp.content[:MAX_SMALL_BLOB])
