@@ -16,25 +16,21 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError
-from mirrorkit.oci import client as registry_mod
 from mirrorkit.oci.client import (
     DOCKER_LIST,
     MAX_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    RETRY_AFTER_CAP,
     RegistryClient,
-    parse_challenge,
-    parse_retry_after,
     sha256_digest,
 )
 from mirrorkit.oci.credentials import Credentials, CredentialStore, auth_file_candidates
+from mirrorkit.oci.protocol import RETRY_AFTER_CAP, parse_challenge, parse_retry_after
 from mirrorkit.oci.retry import RetryPolicy
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
@@ -147,12 +143,11 @@ def test_bearer_flow_sends_credentials_to_token_service() -> None:
     assert all(not r.headers.get("Authorization", "").startswith("Basic") for r in reg.registry_requests)
 
 
-def test_bearer_token_expiry_fetches_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_expiry_fetches_a_new_one() -> None:
     clock = [1000.0]
-    fake_time = SimpleNamespace(monotonic=lambda: clock[0], time=time.time, sleep=time.sleep)
-    monkeypatch.setattr(registry_mod, "time", fake_time)
     reg = TokenRegistry(expires_in=1)
     client, _ = make_client(reg)
+    client.auth.clock = lambda: clock[0]                # injected, not a patched time module
     with client:
         client.get_manifest(REF)
         client.get_manifest(REF)  # same instant: still valid
@@ -627,7 +622,7 @@ def _blob_redirect(location: str) -> tuple[Handler, list[httpx.Request]]:
 def test_a_blob_redirect_to_a_cdn_is_followed_without_the_registry_credentials() -> None:
     handler, seen = _blob_redirect("https://cdn.example/b/x?sig=1")
     client, _ = make_client(handler, creds={"reg.example": Credentials("alice", "pw")})
-    client._basic.add("reg.example")                    # the registry asked for basic auth earlier
+    client.auth.basic.add("reg.example")                # the registry asked for basic auth earlier
     with client:
         resp = client.request("reg.example", "GET", "/v2/a/b/blobs/sha256:" + "0" * 64)
     assert resp.content == b"blob"

@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import email.utils
-import io
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +26,8 @@ import httpx
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError, UnsupportedError
 from mirrorkit.oci import manifests
 from mirrorkit.oci import retry as retries
-from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.auth import Auth
+from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.manifests import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -40,6 +37,12 @@ from mirrorkit.oci.manifests import (
     OCI_MANIFEST,
     sha256_digest,
 )
+from mirrorkit.oci.protocol import (
+    error_detail,
+    first_error_code,
+    parse_retry_after,
+    read_error_body,
+)
 from mirrorkit.oci.retry import RetryPolicy, TransientError
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
@@ -48,7 +51,6 @@ ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_SMALL_BLOB = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
-RETRY_AFTER_CAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,108 +62,6 @@ class Manifest:
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not str.isdigit alone: '²' is a digit float() refuses
-        return min(float(value), RETRY_AFTER_CAP)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:  # asctime form (and "-0000") carry no zone; HTTP dates are always GMT
-        when = when.replace(tzinfo=datetime.UTC)
-    delay = when.timestamp() - (now if now is not None else time.time())
-    return min(max(delay, 0.0), RETRY_AFTER_CAP)
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="…",service="…",scope="…"`` -> ("bearer", {...})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params: dict[str, str] = {}
-    i, n = 0, len(rest)
-    while i < n:
-        while i < n and rest[i] in " ,":
-            i += 1
-        eq = rest.find("=", i)
-        if eq < 0:
-            break
-        key = rest[i:eq].strip().lower()
-        i = eq + 1
-        if i < n and rest[i] == '"':
-            end = rest.find('"', i + 1)
-            end = n if end < 0 else end
-            params[key] = rest[i + 1:end]
-            i = end + 1
-        else:
-            end = rest.find(",", i)
-            end = n if end < 0 else end
-            params[key] = rest[i:end].strip()
-            i = end
-    return scheme.lower(), params
-
-
-def scope_repository(scope: str) -> str | None:
-    """The repository a token scope is for (the first one named): credentials are per namespace."""
-    for part in scope.split():
-        kind, _, rest = part.partition(":")
-        if kind == "repository" and ":" in rest:
-            return rest.rsplit(":", 1)[0]
-    return None
-
-
-MAX_ERROR_TEXT = 200
-MAX_ERROR_BODY = 65536
-
-
-def read_error_body(resp: httpx.Response, stream: bool) -> bytes:
-    """At most ``MAX_ERROR_BODY`` bytes of an error answer (a streamed one is read only that far)."""
-    if not stream:
-        return resp.read()[:MAX_ERROR_BODY]
-    data = b""
-    try:
-        for chunk in resp.iter_bytes():
-            data += chunk
-            if len(data) >= MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
-        pass  # the status says enough; the body was a courtesy
-    return data[:MAX_ERROR_BODY]
-
-
-def registry_errors(body: bytes) -> list[tuple[str, str]]:
-    """``(code, message)`` pairs from a distribution error body (``{"errors": [...]}``), else []."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return []
-    items = doc.get("errors") if isinstance(doc, dict) else None
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("code"), str):
-            message = item.get("message")
-            # a registry's words reach a terminal: no control characters, bounded length
-            text = "".join(c for c in " ".join(message.split()) if c.isprintable())[:MAX_ERROR_TEXT] \
-                if isinstance(message, str) else ""
-            out.append(("".join(c for c in item["code"] if c.isalnum() or c == "_")[:64], text))
-    return out
-
-
-def first_error_code(body: bytes) -> str | None:
-    errors = registry_errors(body)
-    return errors[0][0] if errors else None
-
-
-def error_detail(body: bytes) -> str:
-    """``: NAME_INVALID: invalid repository name``: the registry's own words, for the user."""
-    errors = registry_errors(body)
-    return "".join(f": {code}" + (f": {msg}" if msg else "") for code, msg in errors[:3])
 
 
 class RegistryClient:
@@ -184,9 +84,8 @@ class RegistryClient:
         self.timeout = policy.stall_timeout
         self._clients: dict[str, httpx.Client] = {}
         self._bases: dict[str, str] = {}
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
-        self._basic: set[str] = set()
         self._lock = threading.Lock()
+        self.auth = Auth(self.endpoints, self.credentials, self.client_for)
 
     # -- connections ------------------------------------------------------------
     def close(self) -> None:
@@ -274,98 +173,9 @@ class RegistryClient:
         self._bases[registry] = base
         return base
 
-    # -- auth -------------------------------------------------------------------
-    def _creds(self, registry: str, scope: str = "") -> Credentials | None:
-        return self.credentials.get(registry, scope_repository(scope))
-
-    def _auth_header(self, registry: str, scope: str) -> dict[str, str]:
-        token = self._tokens.get((registry, scope))
-        if token and token[1] > time.monotonic():
-            return {"Authorization": f"Bearer {token[0]}"}
-        if registry in self._basic:
-            creds = self._creds(registry, scope)
-            if creds and not creds.identity_token:
-                return {"Authorization": httpx.BasicAuth(creds.username, creds.password)._auth_header}
-        return {}
-
     def authenticated(self, registry: str) -> bool:
         """Whether the registry asked for credentials and took them (a token, or basic auth)."""
-        return registry in self._basic or any(r == registry for r, _ in self._tokens)
-
-    def _missing(self, registry: str, scope: str) -> str:
-        """What the credential lookup saw, for the one line that says none were found."""
-        return self.credentials.explain(registry, scope_repository(scope))
-
-    def _authenticate(self, registry: str, scope: str, challenge: str, sent_basic: bool = False) -> None:
-        scheme, params = parse_challenge(challenge)
-        creds = self._creds(registry, scope)
-        if scheme == "basic":
-            if not creds:
-                raise AuthError(f"{registry}: requires credentials (log in with mirrorkit/podman/docker login, "
-                                f"or give --username and --password-stdin); {self._missing(registry, scope)}")
-            if creds.identity_token:
-                raise AuthError(f"{registry}: the stored login is an identity token, which only a token "
-                                "service accepts; this registry asks for a password")
-            # Refused only if *this* request carried them: parallel requests that went out
-            # before another thread switched the registry to basic auth must simply retry.
-            if sent_basic:
-                raise AuthError(f"{registry}: credentials for user {creds.username!r} were refused")
-            self._basic.add(registry)
-            return
-        if scheme != "bearer" or not params.get("realm"):
-            raise AuthError(f"{registry}: unsupported authentication challenge {scheme!r}")
-        realm = params["realm"]
-        try:
-            realm_url = httpx.URL(realm)
-        except httpx.InvalidURL:
-            raise AuthError(f"{registry}: invalid token realm {realm!r}") from None
-        realm_host = realm_url.host
-        # --insecure names HOST[:PORT]; a realm on a port (http://127.0.0.1:5001/token) must be
-        # matched with its port too, or no --insecure value could ever allow it.
-        realm_netloc = f"{realm_host}:{realm_url.port}" if realm_url.port else realm_host
-        if realm_url.scheme == "http" and not (self.endpoints.is_insecure(registry)
-                                               or realm_host in self.endpoints.insecure
-                                               or realm_netloc in self.endpoints.insecure):
-            raise AuthError(f"{registry}: refusing token realm {realm} over plain HTTP "
-                            f"(name it with --insecure {realm_netloc} if this is intended)")
-        query = {"service": params.get("service", "")} if params.get("service") else {}
-        wanted = scope or params.get("scope", "")
-        if wanted:
-            query["scope"] = wanted
-        try:
-            if creds and creds.identity_token:
-                # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
-                form = {**query, "grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                        "client_id": "mirrorkit"}
-                resp = self.client_for(registry, realm_url).post(realm, data=form)
-            else:
-                auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
-                resp = self.client_for(registry, realm_url).get(realm, params=query, auth=auth)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
-                                f"{type(exc).__name__}") from None
-        if resp.status_code in (401, 403):
-            if creds is None:
-                raise AuthError(f"{registry}: token service refused anonymous access for {wanted or 'access'}: "
-                                f"requires credentials (log in with mirrorkit/podman/docker login, or give "
-                                f"--username and --password-stdin); {self._missing(registry, scope)}")
-            who = "the identity token" if creds.identity_token else f"user {creds.username!r}"
-            raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
-        if resp.status_code != 200:
-            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
-                                f"{error_detail(resp.content[:MAX_ERROR_BODY])}")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise RegistryError(f"{registry}: token service answered with invalid JSON") from None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"{registry}: token service answered without a token")
-        try:
-            expires = float(body.get("expires_in") or 60)
-        except (TypeError, ValueError):
-            expires = 60.0
-        self._tokens[(registry, scope)] = (token, time.monotonic() + max(expires - 5, 1))
+        return self.auth.authenticated(registry)
 
     # -- requests ---------------------------------------------------------------
     def _same_origin(self, registry: str, url: str) -> bool:
@@ -393,15 +203,15 @@ class RegistryClient:
             for _ in range(3):
                 hdrs = dict(headers or {})
                 if send_auth:
-                    hdrs.update(self._auth_header(registry, scope))
+                    hdrs.update(self.auth.header(registry, scope))
                 try:
                     resp = self._send(registry, method, url, hdrs, stream, kwargs)
                 except httpx.TransportError as exc:
                     raise self.transport_error(exc, what, registry, url) from None
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate") and send_auth:
                     resp.close()
-                    self._tokens.pop((registry, scope), None)
-                    self._authenticate(registry, scope, resp.headers["WWW-Authenticate"],
+                    self.auth.forget(registry, scope)
+                    self.auth.authenticate(registry, scope, resp.headers["WWW-Authenticate"],
                                        sent_basic=hdrs.get("Authorization", "").startswith("Basic "))
                     if one_shot:
                         # the body may have been a one-shot stream, already (partly) sent: the
@@ -543,7 +353,7 @@ class RegistryClient:
         return data
 
     # -- writing ----------------------------------------------------------------
-    def _location(self, registry: str, resp: httpx.Response) -> str:
+    def upload_location(self, registry: str, resp: httpx.Response) -> str:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{registry}: upload started without a Location header")
@@ -580,97 +390,10 @@ class RegistryClient:
     def upload_blob(self, registry: str, repo: str, digest: str, size: int,
                     opener: Callable[[], Any], progress: Callable[[int], None] | None = None,
                     attempts: int | None = None) -> None:
-        """Upload one blob as one operation under the retry policy, resuming where the registry allows.
+        """Upload one blob as one operation under the retry policy (mirrorkit.oci.upload)."""
+        from mirrorkit.oci.upload import upload_blob
 
-        POST opens an upload session and a PUT ``?digest=`` carries the whole blob. After a
-        cut, the session's status (GET, ``Range: 0-N``) says how much arrived, a PATCH
-        (with ``Content-Range``) sends only the rest and an empty PUT closes it; a session
-        the registry forgot, or a close it refuses after a resume, starts over.
-        ``opener`` returns a fresh binary file object each time.
-        """
-        scope = f"repository:{repo}:pull,push"
-        session: dict[str, Any] = {"url": None, "resumed": False, "confirmed": 0}
-
-        def attempt() -> None:
-            offset = 0
-            if session["url"] is not None:
-                offset = self._upload_offset(registry, session, scope)
-                session["resumed"] = offset > 0
-                session["confirmed"] = max(session["confirmed"], offset)
-                if offset == 0:
-                    session["url"] = None       # nothing kept (or an ambiguous "0-0"): a fresh session
-            if session["url"] is None:
-                start = self.request(registry, "POST", f"/v2/{repo}/blobs/uploads/", scope=scope,
-                                     ok=(202,), retry=False)
-                session.update(url=self._location(registry, start), resumed=False)
-            url = str(httpx.URL(session["url"]).copy_merge_params({"digest": digest}))
-            if offset == 0:
-                # nothing there yet: one PUT carrying the whole blob (two round trips in all); if it is
-                # cut, the session keeps what arrived and the next attempt sends only the rest
-                with opener() as fh:
-                    try:
-                        self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201, 204),
-                                     content=_body(fh, progress),
-                                     headers={"Content-Type": "application/octet-stream",
-                                              "Content-Length": str(size)})
-                    except RegistryError as exc:
-                        if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"):
-                            session["url"] = None
-                            raise TransientError(f"{exc}; starting the upload again") from None
-                        raise
-                return
-            if offset < size:
-                with opener() as fh:
-                    _skip(fh, offset)
-                    try:
-                        resp = self.request(registry, "PATCH", session["url"], scope=scope, retry=False,
-                                            ok=(202, 204), content=_body(fh, progress),
-                                            headers={"Content-Type": "application/octet-stream",
-                                                     "Content-Range": f"{offset}-{size - 1}",
-                                                     "Content-Length": str(size - offset)})
-                    except RegistryError as exc:
-                        if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID") or "416" in str(exc):
-                            session["url"] = None       # the registry lost or refused the session
-                            raise TransientError(f"{exc}; starting the upload again") from None
-                        raise
-                session["url"] = self._location(registry, resp)
-                session["confirmed"] = size
-            url = str(httpx.URL(session["url"]).copy_merge_params({"digest": digest}))
-            try:
-                self.request(registry, "PUT", url, scope=scope, retry=False, ok=(201, 204),
-                             headers={"Content-Length": "0"})
-            except RegistryError as exc:
-                if exc.code in ("DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "SIZE_INVALID") \
-                        and (session["resumed"] or exc.code == "BLOB_UPLOAD_UNKNOWN"):
-                    session["url"] = None           # the resumed session held something else: once more, whole
-                    raise TransientError(f"{exc}; starting the upload again") from None
-                raise
-
-        try:
-            policy = self.retry if attempts is None else dataclasses.replace(self.retry, attempts=attempts)
-            retries.run(policy, attempt, progress=lambda: int(session["confirmed"]))
-        except RegistryError as exc:
-            if isinstance(exc, AuthError):
-                raise
-            raise type(exc)(f"{exc} (uploading {digest} to {registry}/{repo})") from None
-
-    def _upload_offset(self, registry: str, session: dict[str, Any], scope: str) -> int:
-        """Bytes the registry holds for an open upload session (0 when it cannot say)."""
-        try:
-            resp = self.request(registry, "GET", session["url"], scope=scope, ok=(204, 200), retry=False)
-        except NotFoundError:
-            session["url"] = None
-            raise TransientError("the registry forgot the upload session; starting it again",
-                                 retry_after=0.0) from None
-        if resp.headers.get("Location"):
-            session["url"] = self._location(registry, resp)
-        end = resp.headers.get("Range", "").strip().removeprefix("bytes=")
-        try:
-            last = int(end.split("-", 1)[1]) if "-" in end else 0
-        except ValueError:
-            return 0
-        # distribution answers "0-0" for an empty session as well as for one byte: count it as empty
-        return last + 1 if last > 0 else 0
+        upload_blob(self, registry, repo, digest, size, opener, progress, attempts)
 
     def put_manifest(self, registry: str, repo: str, reference: str, data: bytes, media_type: str,
                      retry: bool = True) -> str:
@@ -736,30 +459,6 @@ class RegistryClient:
 
     def catalog(self, registry: str) -> list[str]:
         return self._paged(registry, "/v2/_catalog", "registry:catalog:*", "repositories")
-
-
-def _body(fh: Any, progress: Callable[[int], None] | None) -> Any:
-    """An upload body streamed from ``fh`` in 1 MiB reads."""
-    while chunk := fh.read(1 << 20):
-        if progress:
-            progress(len(chunk))
-        yield chunk
-
-
-def _skip(fh: Any, offset: int) -> None:
-    """Position a fresh blob stream at ``offset``: seek when it can, else read past."""
-    if not offset:
-        return
-    with contextlib.suppress(OSError, AttributeError, io.UnsupportedOperation):
-        if fh.seekable():
-            fh.seek(offset)
-            return
-    left = offset
-    while left > 0:
-        chunk = fh.read(min(left, 1 << 20))
-        if not chunk:
-            raise OSError("blob stream ended before the resume offset")
-        left -= len(chunk)
 
 
 def _body_media_type(data: bytes) -> str | None:
