@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import time
 import uuid
@@ -227,6 +228,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
         fresh = [not _held(store, g, opts.omit) for g in graphs]
+        earlier = _stored(store)
         engine.copy_blobs(graphs)
         engine.put_manifests(graphs)
         if engine.report.failures:
@@ -242,8 +244,12 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     report.total_bytes += chart_bytes
     report.charts = len(charts)
     interrupt.check()
+    # what entered the store from here on was hashed as it arrived (the store takes nothing else):
+    # the writer hashes only what an earlier run, an import or the signature phase left there
+    trusted = set() if earlier is None else \
+        {b.digest for b in lock.blobs if b.digest.removeprefix("sha256:") not in earlier}
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
-                           progress=(lambda n: progress("write", n)) if progress else None)
+                           progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted)
     write_atomic(lock_file, lock.dumps())
     report.volumes = volumes
     report.lock_path = lock_file
@@ -251,6 +257,14 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     if not opts.keep_work:
         shutil.rmtree(store.root, ignore_errors=True)
     return report
+
+
+def _stored(store: BlobStore) -> set[str] | None:
+    """The hex names of every blob in the store now (None: unknown, so nothing is taken on trust)."""
+    try:
+        return set(os.listdir(store.blobs))
+    except OSError:
+        return None
 
 
 def _held(store: BlobStore, g: Graph, omit: set[str]) -> bool:
