@@ -195,7 +195,8 @@ class Pusher:
                 self._spool = Path(scratch)
                 self.check_omitted(self.needs())
                 self.push(todo)
-            after = verify_registry(self.client, self.expected(), self.jobs, blobs=True)
+            # a blob this run saw in the repository, or uploaded or mounted there, is not asked for again
+            after = verify_registry(self.client, self.expected(), self.jobs, blobs=True, confirmed=self._confirmed)
         else:
             after = before
         self.report.images_skipped = len(self.lock.images) - len(todo)
@@ -204,6 +205,9 @@ class Pusher:
         self._charts_push(chart_todo, chart_blobs)
         self.report.seconds = time.monotonic() - start
         return self.report
+
+    def _confirmed(self, dest: Ref, digest: str) -> bool:
+        return dest.repository in self._holders.get(dest.registry, digest, but="")
 
     def _charts_pending(self) -> list[Any]:
         """The bundle's Helm charts the registry lacks (none to ask about for most bundles)."""
