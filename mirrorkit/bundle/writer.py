@@ -413,6 +413,29 @@ class _Copier:
         return len(data)
 
 
+class _Writeback:
+    """Starts the disk writing the volume while it is still being copied (Linux ``sync_file_range``,
+    SYNC_FILE_RANGE_WRITE: no waiting), so the closing fsync finds little left to do."""
+
+    STEP = 64 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.started = fd, 0
+        self._call: Callable[[int, int, int, int], int] | None = None
+        try:
+            import ctypes
+
+            self._call = ctypes.CDLL(None, use_errno=True).sync_file_range
+            self._call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+        except (OSError, AttributeError, ImportError):
+            self._call = None
+
+    def __call__(self, upto: int) -> None:
+        if self._call is not None and upto - self.started >= self.STEP:
+            self._call(self.fd, self.started, upto - self.started, 2)   # SYNC_FILE_RANGE_WRITE
+            self.started = upto
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -428,6 +451,7 @@ def _write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple
     offset = 0
     try:
         out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        writeback = _Writeback(out)
         try:
             def put(data: bytes) -> None:
                 nonlocal offset
@@ -456,6 +480,7 @@ def _write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple
                             raise OperationError(f"blob {digest} shrank while being written: {path}")
                         done += n
                         written[0] += n
+                        writeback(offset + done)
                         if progress:
                             progress(n)
                 finally:
