@@ -73,15 +73,22 @@ def mirror(plan: Plan, client: RegistryClient, credentials: CredentialStore | No
             digest = img.digest or client.get_manifest(img.source_ref).digest
             return digest, client.manifest_digest(dest[(img.source, img.destination)]) == digest
 
+        def stage(digests: list[str]) -> artifacts.MirrorCarry:
+            return artifacts.stage_for_mirror(
+                client, BlobStore(spool / "artifacts"),
+                [(i.source, i.destination, i.source_ref, digest) for i, digest in zip(plan.images, digests,
+                                                                                       strict=True)], opts, jobs)
+
         with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as pool:
+            # a plan pinning every digest lets the artifacts be found (and checked) while the destination is
+            # asked what it holds; nothing is copied before both are done, the preflight's verdict first
+            pinned = [i.digest for i in plan.images if i.digest]
+            early = pool.submit(stage, pinned) if opts.active and len(pinned) == len(plan.images) else None
             states = list(pool.map(state, plan.images))
-        require_writable(client, [dest[(i.source, i.destination)]
-                                  for i, (_, there) in zip(plan.images, states, strict=True) if not there], jobs)
-        staged = artifacts.stage_for_mirror(
-            client, BlobStore(spool / "artifacts"),
-            [(i.source, i.destination, i.source_ref, digest)
-             for i, (digest, _) in zip(plan.images, states, strict=True)],
-            opts, jobs) if opts.active else None
+            require_writable(client, [dest[(i.source, i.destination)]
+                                      for i, (_, there) in zip(plan.images, states, strict=True) if not there], jobs)
+            staged = early.result() if early is not None else \
+                stage([digest for digest, _ in states]) if opts.active else None
         for img, (digest, there) in zip(plan.images, states, strict=True):
             src, target = img.source_ref, dest[(img.source, img.destination)]
             digests.append(digest)

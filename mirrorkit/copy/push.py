@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -183,13 +184,19 @@ class Pusher:
         # every repository about to receive images must take them, before a byte moves (Quay's path depth,
         # Harbor's projects): all refusals at once, with the registry's own codes
         from mirrorkit.copy.preflight import require_writable
-        require_writable(self.client, [self.target(i) for i in todo], self.jobs)
-        if chart_todo or todo:
-            self.reader.verify(require_complete=True)
-            if chart_todo:
-                from mirrorkit.copy import charts
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the registry is asked while the bundle is hashed (network and disk, not one after the other);
+            # nothing is pushed before both are done, and the preflight's verdict comes first
+            writable = pool.submit(require_writable, self.client, [self.target(i) for i in todo], self.jobs)
+            try:
+                if chart_todo or todo:
+                    self.reader.verify(require_complete=True)
+            finally:
+                writable.result()
+        if chart_todo:
+            from mirrorkit.copy import charts
 
-                chart_blobs = charts.read_checked(self.reader, chart_todo)
+            chart_blobs = charts.read_checked(self.reader, chart_todo)
         if todo:
             with tempfile.TemporaryDirectory(prefix="mirrorkit-push-") as scratch:
                 self._spool = Path(scratch)
