@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -184,15 +183,9 @@ class Pusher:
         # every repository about to receive images must take them, before a byte moves (Quay's path depth,
         # Harbor's projects): all refusals at once, with the registry's own codes
         from mirrorkit.copy.preflight import require_writable
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # the registry is asked while the bundle is hashed (network and disk, not one after the other);
-            # nothing is pushed before both are done, and the preflight's verdict comes first
-            writable = pool.submit(require_writable, self.client, [self.target(i) for i in todo], self.jobs)
-            try:
-                if chart_todo or todo:
-                    self.reader.verify(require_complete=True)
-            finally:
-                writable.result()
+        require_writable(self.client, [self.target(i) for i in todo], self.jobs)
+        if chart_todo or todo:
+            self.reader.verify(require_complete=True)
         if chart_todo:
             from mirrorkit.copy import charts
 
