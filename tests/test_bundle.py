@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -236,6 +237,50 @@ def test_directory_form(layout: Layout, out: Path, tmp_path: Path) -> None:
     assert read_all(reader) == layout.blobs
     with reader.open_blob(layout.layer) as stream:
         assert stream.read() == layout.blobs[layout.layer]
+
+
+def test_plain_volume_is_the_tar_tarfile_writes(layout: Layout, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain volume is written by the kernel (copy_file_range, else sendfile, else reads and writes) with
+    headers made here: byte for byte what tarfile writes (the zstd volume, decompressed), by every way."""
+    import zstandard
+
+    from mirrorkit.bundle import writer
+
+    [packed] = write_bundle(layout.root, layout.lock, out / "ref.tar.zst", compress="zstd")
+    expected = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(packed.read_bytes())).read()
+    [plain] = write_bundle(layout.root, layout.lock, out / "a.tar")
+    assert plain.read_bytes() == expected
+
+    def no_copy_file_range(src: int, dst: int, count: int, offset: int) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def no_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(writer.os, "copy_file_range", no_copy_file_range)
+    [by_sendfile] = write_bundle(layout.root, layout.lock, out / "b.tar")
+    assert by_sendfile.read_bytes() == expected
+    monkeypatch.setattr(writer.os, "sendfile", no_sendfile)
+    progress: list[int] = []
+    [by_reads] = write_bundle(layout.root, layout.lock, out / "c.tar", progress=progress.append)
+    assert by_reads.read_bytes() == expected
+    assert sum(progress) == sum(len(b) for b in layout.blobs.values())
+    for name in ("a.tar", "b.tar", "c.tar"):
+        subprocess.run(["sha256sum", "-c", name + ".sha256"], cwd=out, check=True, capture_output=True)
+
+
+def test_trusted_blobs_are_not_hashed_again_the_others_are(layout: Layout, out: Path) -> None:
+    """A pull vouches for the blobs it fetched (hashed as they arrived) in this run; anything else in the
+    work folder is hashed again while it is written."""
+    path = layout.root / "blobs" / "sha256" / layout.layer[7:]
+    path.write_bytes(bytes(len(layout.blobs[layout.layer])))
+    others = [d for d in layout.blobs if d != layout.layer]
+    for compress, name in ((None, "gpu.tar"), ("zstd", "gpu.tar.zst")):
+        with pytest.raises(OperationError, match=f"blob {layout.layer} in the work directory is corrupt"):
+            write_bundle(layout.root, layout.lock, out / name, compress=compress, trusted=others)
+        assert files_in(out) == []
+    write_bundle(layout.root, layout.lock, out / "gpu.tar", trusted=[layout.layer])
+    assert files_in(out) == ["gpu.tar", "gpu.tar.sha256"]
 
 
 # --------------------------------------------------------------------------- writing fails cleanly

@@ -133,6 +133,37 @@ def test_round_trip_digest_for_digest(tmp_path: Path, pair) -> None:
     assert rep2["images_pushed"] == 0 and rep2["bytes_uploaded"] == 0 and rep2["images_skipped"] == 4
 
 
+def test_pinned_rerun_walks_no_manifest_and_a_new_pin_pulls_again(tmp_path: Path, pair,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan that pins every digest the lock was written from is up to date without reading a manifest
+    (content addressing: the same digests name the same blobs); a changed pin is not."""
+    from mirrorkit.copy.engine import Engine
+
+    upstream, private = pair
+    plan = make_plan(tmp_path, upstream, private)
+    bundle = tmp_path / "gpu.tar"
+    pull(plan, bundle, upstream)
+    before = bundle.read_bytes()
+    walk = Engine.walk
+
+    def no_walk(self: Engine, roots: list) -> list:
+        raise AssertionError("a pinned, unchanged plan must not walk manifests")
+
+    monkeypatch.setattr(Engine, "walk", no_walk)
+    assert pull(plan, bundle, upstream)["up_to_date"] is True
+    assert bundle.read_bytes() == before
+    monkeypatch.setattr(Engine, "walk", walk)
+    # one image changes upstream and a new plan pins it: pulled again
+    push_image(upstream.url, "nvidia/gpu-operator", "v23.9.2", build("2")["nvidia/gpu-operator:v23.9.2"])
+    plan2 = make_plan(tmp_path, upstream, private, name="plan2")
+    again = pull(plan2, bundle, upstream)
+    assert again["up_to_date"] is False and again["copied"] == 4 - again["reused"]
+    assert bundle.read_bytes() != before
+    # and a plan restricted to one platform is another bundle, not the same one
+    plan3 = make_plan(tmp_path, upstream, private, "--platform", "linux/amd64", name="plan3")
+    assert pull(plan3, bundle, upstream)["up_to_date"] is False
+
+
 def test_verify_reports_missing_and_different(tmp_path: Path, pair, registry_factory) -> None:
     upstream, private = pair
     plan = make_plan(tmp_path, upstream, private)

@@ -95,7 +95,9 @@ class HashingReader:
     def __init__(self, f: IO[bytes]) -> None:
         self._f = f
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        # 4 chunks in flight: a hashing thread starved of CPU must not let memory grow
+        # (64 gave 123 MB peak RSS for push-bundle beside busy processes, 65 MB alone)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self._done = False

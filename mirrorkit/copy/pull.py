@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import time
 import uuid
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
-from mirrorkit.copy.artifacts import RESTRICTED_NOTE, CarriedArtifacts, SignatureOptions, Subject, carry_into_store
+from mirrorkit.copy.artifacts import (
+    RESTRICTED_NOTE,
+    CarriedArtifacts,
+    SignatureOptions,
+    Subject,
+    carry_into_store,
+    discover,
+)
 from mirrorkit.copy.engine import Engine, Graph, Root
 from mirrorkit.copy.sinks import StoreSink
 from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
@@ -204,7 +212,23 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         store = BlobStore(work_dir_for(opts.output))
     except OSError as exc:
         raise write_error(exc, str(work_dir_for(opts.output))) from None
+    previous = _previous_lock(lock_file)
     with RegistryClient(endpoints, credentials) as client:
+        same = _pinned_as_before(previous, plan, opts) if previous is not None else None
+        if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
+                and previous.charts == lock_entries(charts, plan.registry):
+            # every image pinned to the digest the lock beside the bundle was written from: its manifests
+            # and blobs are what they were (content addressed), so only the signatures are asked again
+            # (with --verify-key the full path runs: the keys may not be the ones the lock was checked with)
+            found = {art.digest for _, art in discover(client, [
+                Subject.of(img.source, img.destination, img.source_ref, li.digest, li.planned_digest or li.digest,
+                           li.manifests) for img, li in same if not img.local], opts.jobs)} \
+                if signatures.carry else set()
+            if {a.digest for a in previous.artifacts} == found:
+                shutil.rmtree(store.root, ignore_errors=True)
+                return PullReport(images=len(same), reused=len(same), up_to_date=True, lock_path=lock_file,
+                                  charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
+                                  seconds=time.monotonic() - start)
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
         # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
@@ -218,7 +242,6 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
             if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
-        previous = _previous_lock(lock_file)
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
                 and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
@@ -227,6 +250,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
         fresh = [not _held(store, g, opts.omit) for g in graphs]
+        earlier = _stored(store)
         engine.copy_blobs(graphs)
         engine.put_manifests(graphs)
         if engine.report.failures:
@@ -242,8 +266,12 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     report.total_bytes += chart_bytes
     report.charts = len(charts)
     interrupt.check()
+    # what entered the store from here on was hashed as it arrived (the store takes nothing else):
+    # the writer hashes only what an earlier run, an import or the signature phase left there
+    trusted = set() if earlier is None else \
+        {b.digest for b in lock.blobs if b.digest.removeprefix("sha256:") not in earlier}
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
-                           progress=(lambda n: progress("write", n)) if progress else None)
+                           progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted)
     write_atomic(lock_file, lock.dumps())
     report.volumes = volumes
     report.lock_path = lock_file
@@ -251,6 +279,14 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     if not opts.keep_work:
         shutil.rmtree(store.root, ignore_errors=True)
     return report
+
+
+def _stored(store: BlobStore) -> set[str] | None:
+    """The hex names of every blob in the store now (None: unknown, so nothing is taken on trust)."""
+    try:
+        return set(os.listdir(store.blobs))
+    except OSError:
+        return None
 
 
 def _held(store: BlobStore, g: Graph, omit: set[str]) -> bool:
@@ -278,6 +314,24 @@ def _unchanged(old: Lock, plan: Plan, graphs: list[Graph], opts: PullOptions) ->
     return (images == sorted((i.source, i.destination or "", i.digest) for i in old.images)
             and carried <= {b.digest for b in old.blobs}
             and sorted(old.depends_on) == sorted(opts.depends_on))
+
+
+def _pinned_as_before(old: Lock, plan: Plan, opts: PullOptions) -> list[tuple[PlanImage, LockImage]] | None:
+    """Each plan image with its lock entry, when the plan pins every image (no local sources) to the digest
+    the lock was written from, with the same platforms, omissions and dependencies; else None."""
+    if any(img.local or not img.digest for img in plan.images) or len(old.images) != len(plan.images) \
+            or list(old.plan.platforms) != list(plan.platforms) or sorted(old.depends_on) != sorted(opts.depends_on):
+        return None
+    entries = {(i.source, i.destination or "", i.planned_digest or i.digest): i for i in old.images}
+    pairs = []
+    for img in plan.images:
+        li = entries.get((img.source, img.destination or "", img.digest or ""))
+        if li is None:
+            return None
+        pairs.append((img, li))
+    needed = {d for _, li in pairs for d in [*li.blobs, *li.manifests] if d not in opts.omit} | \
+        {li.digest for _, li in pairs}
+    return pairs if needed <= {b.digest for b in old.blobs} else None
 
 
 def _volumes_present(output: Path) -> bool:

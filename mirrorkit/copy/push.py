@@ -205,10 +205,10 @@ class Pusher:
         require_writable(self.client, [self.target(i) for i in todo], self.jobs)
         if chart_todo or todo:
             self.reader.verify(require_complete=True)
-            if chart_todo:
-                from mirrorkit.copy import charts
+        if chart_todo:
+            from mirrorkit.copy import charts
 
-                chart_blobs = charts.read_checked(self.reader, chart_todo)
+            chart_blobs = charts.read_checked(self.reader, chart_todo)
         if todo or self.artifacts:
             # artifacts go even when every image is there already: a run cut after the images left them out
             with tempfile.TemporaryDirectory(prefix="mirrorkit-push-") as scratch:
@@ -216,13 +216,18 @@ class Pusher:
                 if todo:
                     self.check_omitted(self.needs())
                 self.push(todo)
-        after = verify_registry(self.client, self.expected(), self.jobs, blobs=True) if todo else before
+        # a blob this run saw in the repository, or uploaded or mounted there, is not asked for again
+        after = verify_registry(self.client, self.expected(), self.jobs, blobs=True,
+                                confirmed=self._confirmed) if todo else before
         self.report.images_skipped = len(self.lock.images) - len(todo)
         self.report.verified = len(after.ok)
         self.report.problems = after.missing + after.different
         self._charts_push(chart_todo, chart_blobs)
         self.report.seconds = time.monotonic() - start
         return self.report
+
+    def _confirmed(self, dest: Ref, digest: str) -> bool:
+        return dest.repository in self._holders.get(dest.registry, digest, but="")
 
     def _charts_pending(self) -> list[Any]:
         """The bundle's Helm charts the registry lacks (none to ask about for most bundles)."""

@@ -8,7 +8,7 @@ out only when they pull.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,8 +31,12 @@ class VerifyResult:
         return not self.missing and not self.different
 
 
+Confirmed = Callable[[Ref, str], bool]
+
+
 def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | None, list[str]]],
-                    jobs: int = 4, children: bool = True, blobs: bool = False) -> VerifyResult:
+                    jobs: int = 4, children: bool = True, blobs: bool = False,
+                    confirmed: Confirmed | None = None) -> VerifyResult:
     """Fetch and hash every destination manifest, and fetch each child by digest.
 
     ``children=False`` checks only the top-level manifests: a registry accepts an
@@ -41,6 +45,10 @@ def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | 
     asks for every config and layer of every platform (HEAD): a registry that lost
     a blob, or whose link to it a crash left broken, still serves the manifest, and
     nodes would find out only when they pull.
+
+    ``confirmed(dest, digest)``: the registry showed it holds this blob in that repository during
+    this very run (a HEAD answered 200, an upload or a mount was acknowledged with 201), and the
+    manifest naming it was then accepted: it is not asked for again.
     """
     result = VerifyResult()
 
@@ -57,7 +65,7 @@ def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | 
                 client.get_manifest(dest, child)
             except NotFoundError:
                 return "missing", str(dest), f"child manifest {child} is missing"
-        problem = _unreadable_blob(client, dest, got.data, got.media_type) if blobs else None
+        problem = _unreadable_blob(client, dest, got.data, got.media_type, confirmed) if blobs else None
         if problem:
             result.unreadable.add((dest.registry, dest.repository, problem[0]))
             return "blob", str(dest), problem[1]
@@ -76,7 +84,8 @@ def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | 
     return result
 
 
-def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str) -> tuple[str, str] | None:
+def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type: str,
+                     confirmed: Confirmed | None = None) -> tuple[str, str] | None:
     """The first child manifest or blob of the image the registry cannot serve (digest, description)."""
     what = str(dest)
     doc = manifests.parse(data, what)
@@ -90,6 +99,8 @@ def _unreadable_blob(client: RegistryClient, dest: Ref, data: bytes, media_type:
                 return child.digest, f"child manifest {child.digest} is missing"
     for image in docs:
         for digest, _ in manifests.image_blobs(image, what):
+            if confirmed is not None and confirmed(dest, digest):
+                continue
             try:
                 if not client.blob_exists(dest, digest):
                     return digest, f"blob {digest} is missing"
