@@ -7,10 +7,12 @@ nothing is ever written to disk while reading.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -309,17 +311,81 @@ class BundleReader:
         wanted = self.lock.manifest_digests()
         manifests: dict[str, bytes] = {}
         count = total = 0
-        for digest, size, stream in self.iter_blobs(progress):
-            if digest in wanted:
-                if size > SMALL_LIMIT:
-                    raise InputError(f"manifest {digest} is {size} bytes, more than the {SMALL_LIMIT} allowed")
-                manifests[digest] = read_exact(stream, size)
-            else:
-                stream.drain()
-            count += 1
-            total += size
+        for vol in self._volumes:
+            if vol.kind == "tar":
+                blobs, size = self._verify_tar(vol, wanted, manifests, progress)
+                count += blobs
+                total += size
+                continue
+            for digest, size, stream in self._pass(vol, progress):
+                if digest in wanted:
+                    _check_manifest_size(digest, size)
+                    manifests[digest] = read_exact(stream, size)
+                else:
+                    stream.drain()
+                count += 1
+                total += size
         check_manifests(self.lock, manifests)
         return VerifyReport(self.lock.id, len(self._volumes), self.volume_count, count, total, missing is None)
+
+    def _verify_tar(self, vol: _Volume, wanted: set[str], manifests: dict[str, bytes],
+                    progress: Progress | None) -> tuple[int, int]:
+        """``verify`` for a plain tar volume: the same checks as ``_pass``, the data read in big pieces.
+
+        Every header goes through exactly the guard ``_pass`` applies (names, types, sizes,
+        order, the end-of-archive blocks, nothing after them, the metadata unchanged), but
+        tarfile only walks the headers here (it seeks over the data). Each blob's data is
+        read at its header's offset with ``readinto`` into one reused 4 MiB buffer and
+        hashed, and the volume's ``.sha256`` is computed by a thread reading the file front
+        to back on its own: hashlib releases the GIL, so the two SHA-256 passes run on two
+        cores, and no ``bytes`` object is made per read. Through tarfile's stream (1 MiB
+        reads, a copy per read, a queue to the hashing thread) this took 1.2-1.45 s for the
+        525 MB bench bundle. Returns the number of blobs and their bytes.
+        """
+        where = str(vol.path)
+        count = total = 0
+        found: set[str] = set()
+        buffer = memoryview(bytearray(VERIFY_READ))
+        with _VolumeHash(vol.path, where, wanted=vol.checksum is not None) as volume_hash, \
+                open(vol.path, "rb") as f, open(vol.path, "rb", buffering=0) as data, reading(where):
+            tar = tarfile.open(fileobj=f, mode="r:", tarinfo=GuardedTarInfo)  # noqa: SIM115 - holds only f, closed above
+            seen: set[str] = set()
+            for position, member in enumerate(tar):
+                kind = member_kind(where, member, position, seen)
+                if kind == "meta":
+                    if read_member(tar, member, where) != vol.meta[member.name]:
+                        raise InputError(f"{where}: {member.name} changed while the bundle was being read")
+                elif kind == "blob":
+                    digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
+                    check_blob(where, digest, member.size, vol.sizes, vol.blobs)
+                    keep: list[bytes] | None = None
+                    if digest in wanted:
+                        _check_manifest_size(digest, member.size)
+                        keep = []
+                    _hash_range(data, member.offset_data, member.size, digest, where, buffer, keep, progress)
+                    if keep is not None:
+                        manifests[digest] = b"".join(keep)
+                    found.add(digest)
+                    count += 1
+                    total += member.size
+                tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
+            check_end(tar, where)
+            for digest in vol.blobs:
+                if digest not in found:
+                    raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml "
+                                     "is missing")
+            f.seek(tar.offset + tarfile.BLOCKSIZE)     # just past the first end-of-archive block
+            padding = 0
+            while chunk := f.read(CHUNK):
+                if chunk.count(0) != len(chunk):
+                    raise InputError(f"{where}: data after the end of the archive")
+                padding += len(chunk)
+            if padding < tarfile.BLOCKSIZE:
+                raise InputError(f"{where}: truncated volume: the second end-of-archive block is missing")
+            actual = volume_hash.result()
+        if vol.checksum is not None and actual != vol.checksum:
+            raise InputError(f"{where}: content does not match {vol.path.name}.sha256 (corrupt or tampered volume)")
+        return count, total
 
     def open_blob(self, digest: str) -> BlobStream:
         """An independent stream of one blob (its own file handle, so threads can read in parallel)."""
@@ -362,3 +428,74 @@ class BundleReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+VERIFY_READ = 4 * CHUNK     # verify's reads of a plain tar volume: few calls, one reused buffer
+
+
+def _check_manifest_size(digest: str, size: int) -> None:
+    if size > SMALL_LIMIT:
+        raise InputError(f"manifest {digest} is {size} bytes, more than the {SMALL_LIMIT} allowed")
+
+
+def _hash_range(data: io.RawIOBase, offset: int, size: int, digest: str, where: str, buffer: memoryview,
+                keep: list[bytes] | None, progress: Progress | None) -> None:
+    """Hash ``size`` bytes of ``data`` from ``offset`` against ``digest`` (the same messages as BlobStream's);
+    ``keep`` collects the bytes (a manifest's, at most SMALL_LIMIT)."""
+    hasher = hashlib.sha256()
+    data.seek(offset)
+    got = 0
+    while got < size:
+        n = data.readinto(buffer[: min(len(buffer), size - got)])
+        if not n:
+            raise InputError(f"{where}: blob {digest} is truncated: {got} of {size} bytes")
+        hasher.update(buffer[:n])
+        if keep is not None:
+            keep.append(bytes(buffer[:n]))
+        got += n
+        if progress:
+            progress(n)
+    actual = "sha256:" + hasher.hexdigest()
+    if actual != digest:
+        raise InputError(f"{where}: blob {digest} is corrupt: its bytes hash to {actual}")
+
+
+class _VolumeHash:
+    """A volume's SHA-256 computed front to back by a thread of its own, beside the blob hashing.
+
+    ``wanted=False`` (a volume without a ``.sha256``) does nothing. A read error in the
+    thread is raised by ``result()``, where the caller's ``reading`` turns it into one line.
+    """
+
+    def __init__(self, path: Path, where: str, wanted: bool) -> None:
+        self.path, self.where, self.wanted = path, where, wanted
+        self.hash = hashlib.sha256()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        buffer = memoryview(bytearray(VERIFY_READ))
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                while not self.stop.is_set() and (n := f.readinto(buffer)):
+                    self.hash.update(buffer[:n])
+        except OSError as exc:
+            self.error = exc
+
+    def __enter__(self) -> _VolumeHash:
+        if self.wanted:
+            self.thread.start()
+        return self
+
+    def result(self) -> str | None:
+        if not self.wanted:
+            return None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.hash.hexdigest()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()             # an error elsewhere: the thread ends at its next read
+        if self.wanted:
+            self.thread.join()

@@ -194,19 +194,35 @@ class Engine:
             raise OperationError(f"{what}: manifests nested more than {MAX_DEPTH} deep")
         doc = manifests.parse(node.data, what)
         if manifests.is_index(doc, node.media_type):
-            for child in manifests.children(doc, what):
-                interrupt.check()
-                if any(n.digest == child.digest for n in g.nodes):
-                    continue
-                sub = g.root.source.get_manifest(child.digest, child.media_type)
+            kids = [c for c in manifests.children(doc, what) if all(n.digest != c.digest for n in g.nodes)]
+            for child, sub in zip(kids, self._fetch_children(g.root.source, kids), strict=True):
                 if sub.digest != child.digest:
                     raise OperationError(f"{what}: child {child.digest} hashes to {sub.digest}")
+                if any(n.digest == child.digest for n in g.nodes):
+                    continue                # an index naming one child twice
                 self._visit(g, sub, label, depth + 1)
         else:
             for digest, size in manifests.image_blobs(doc, what):
                 if all(d != digest for d, _ in g.blobs):
                     g.blobs.append((digest, size))
         g.nodes.append(node)
+
+    def _fetch_children(self, source: Source, kids: list[manifests.Child]) -> list[Manifest]:
+        """An index's child manifests, fetched side by side, in the index's order.
+
+        Each GET runs under its own retry policy, so with the children fetched one after
+        another every backoff (0.25 s and up) lay on the image's path: on the bench's
+        25 %-faults row the walk took 2.0 s instead of 0.12 s. A small pool of its own
+        (the walk's pool is busy with the images) keeps the backoffs side by side.
+        """
+        def fetch(child: manifests.Child) -> Manifest:
+            interrupt.check()
+            return source.get_manifest(child.digest, child.media_type)
+
+        if len(kids) <= 1:
+            return [fetch(c) for c in kids]
+        with ThreadPoolExecutor(max_workers=min(len(kids), self.jobs)) as pool:
+            return list(pool.map(fetch, kids))     # the first failure is raised, in order
 
     # -- 2. blobs ---------------------------------------------------------------------
     def copy_blobs(self, graphs: list[Graph]) -> None:
