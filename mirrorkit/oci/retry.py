@@ -64,7 +64,7 @@ class RetryPolicy:
     max_total: float = 60.0           # seconds since the last progress before giving up
     backoff: float = 0.25             # first wait; doubles each time
     backoff_max: float = 8.0
-    jitter: float = 0.25              # up to this fraction is added to each wait, so clients spread out
+    jitter: float = 0.5               # up to this fraction is taken off each wait, so clients spread out
     stall_timeout: float = DEFAULT_STALL  # seconds without a byte before a transfer is cut and retried
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
@@ -101,7 +101,10 @@ class RetryPolicy:
         if retry_after is not None:
             return retry_after
         base = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
-        return base * (1 + random.uniform(0, self.jitter))  # noqa: S311 - spreading clients, not secrecy
+        # jitter below the schedule, never above it: clients still spread out, and the documented
+        # backoff is the longest any wait gets (with jitter added on top, a 25 %-failing upstream
+        # spent most of a pull waiting)
+        return base * (1 - random.uniform(0, self.jitter))  # noqa: S311 - spreading clients, not secrecy
 
 
 def run(policy: RetryPolicy, operation: Callable[[], T], progress: Callable[[], int] | None = None) -> T:
