@@ -244,7 +244,7 @@ def test_plain_volume_is_the_tar_tarfile_writes(layout: Layout, out: Path, monke
     headers made here: byte for byte what tarfile writes (the zstd volume, decompressed), by every way."""
     import zstandard
 
-    from mirrorkit.bundle import writer
+    from mirrorkit.bundle import plain as writer
 
     [packed] = write_bundle(layout.root, layout.lock, out / "ref.tar.zst", compress="zstd")
     expected = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(packed.read_bytes())).read()

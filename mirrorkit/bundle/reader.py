@@ -7,12 +7,10 @@ nothing is ever written to disk while reading.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
 import tarfile
-import threading
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -32,7 +30,15 @@ from mirrorkit.bundle.guard import (
     walk_dir,
 )
 from mirrorkit.bundle.lockcheck import check_manifests
-from mirrorkit.bundle.stream import BlobStream, HashingReader, finishing, read_exact
+from mirrorkit.bundle.stream import (
+    VERIFY_READ,
+    BlobStream,
+    HashingReader,
+    VolumeHash,
+    finishing,
+    hash_range,
+    read_exact,
+)
 from mirrorkit.bundle.volumes import (
     CHUNK,
     META_CAPS,
@@ -346,7 +352,7 @@ class BundleReader:
         count = total = 0
         found: set[str] = set()
         buffer = memoryview(bytearray(VERIFY_READ))
-        with _VolumeHash(vol.path, where, wanted=vol.checksum is not None) as volume_hash, \
+        with VolumeHash(vol.path, where, wanted=vol.checksum is not None) as volume_hash, \
                 open(vol.path, "rb") as f, open(vol.path, "rb", buffering=0) as data, reading(where):
             tar = tarfile.open(fileobj=f, mode="r:", tarinfo=GuardedTarInfo)  # noqa: SIM115 - holds only f, closed above
             seen: set[str] = set()
@@ -362,7 +368,7 @@ class BundleReader:
                     if digest in wanted:
                         _check_manifest_size(digest, member.size)
                         keep = []
-                    _hash_range(data, member.offset_data, member.size, digest, where, buffer, keep, progress)
+                    hash_range(data, member.offset_data, member.size, digest, where, buffer, keep, progress)
                     if keep is not None:
                         manifests[digest] = b"".join(keep)
                     found.add(digest)
@@ -429,73 +435,6 @@ class BundleReader:
         self.close()
 
 
-VERIFY_READ = 4 * CHUNK     # verify's reads of a plain tar volume: few calls, one reused buffer
-
-
 def _check_manifest_size(digest: str, size: int) -> None:
     if size > SMALL_LIMIT:
         raise InputError(f"manifest {digest} is {size} bytes, more than the {SMALL_LIMIT} allowed")
-
-
-def _hash_range(data: io.RawIOBase, offset: int, size: int, digest: str, where: str, buffer: memoryview,
-                keep: list[bytes] | None, progress: Progress | None) -> None:
-    """Hash ``size`` bytes of ``data`` from ``offset`` against ``digest`` (the same messages as BlobStream's);
-    ``keep`` collects the bytes (a manifest's, at most SMALL_LIMIT)."""
-    hasher = hashlib.sha256()
-    data.seek(offset)
-    got = 0
-    while got < size:
-        n = data.readinto(buffer[: min(len(buffer), size - got)])
-        if not n:
-            raise InputError(f"{where}: blob {digest} is truncated: {got} of {size} bytes")
-        hasher.update(buffer[:n])
-        if keep is not None:
-            keep.append(bytes(buffer[:n]))
-        got += n
-        if progress:
-            progress(n)
-    actual = "sha256:" + hasher.hexdigest()
-    if actual != digest:
-        raise InputError(f"{where}: blob {digest} is corrupt: its bytes hash to {actual}")
-
-
-class _VolumeHash:
-    """A volume's SHA-256 computed front to back by a thread of its own, beside the blob hashing.
-
-    ``wanted=False`` (a volume without a ``.sha256``) does nothing. A read error in the
-    thread is raised by ``result()``, where the caller's ``reading`` turns it into one line.
-    """
-
-    def __init__(self, path: Path, where: str, wanted: bool) -> None:
-        self.path, self.where, self.wanted = path, where, wanted
-        self.hash = hashlib.sha256()
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        buffer = memoryview(bytearray(VERIFY_READ))
-        try:
-            with open(self.path, "rb", buffering=0) as f:
-                while not self.stop.is_set() and (n := f.readinto(buffer)):
-                    self.hash.update(buffer[:n])
-        except OSError as exc:
-            self.error = exc
-
-    def __enter__(self) -> _VolumeHash:
-        if self.wanted:
-            self.thread.start()
-        return self
-
-    def result(self) -> str | None:
-        if not self.wanted:
-            return None
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.hash.hexdigest()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()             # an error elsewhere: the thread ends at its next read
-        if self.wanted:
-            self.thread.join()

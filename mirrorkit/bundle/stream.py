@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 from mirrorkit.bundle.guard import reading
@@ -144,3 +145,72 @@ def read_exact(stream: BlobStream, size: int) -> bytes:
         got += len(chunk)
     stream.read(1)  # completes the hash check for an empty blob
     return b"".join(parts)
+
+
+# -- verify's offset reads of a plain volume ---------------------------------------------------
+
+VERIFY_READ = 4 * CHUNK     # verify's reads of a plain tar volume: few calls, one reused buffer
+
+
+def hash_range(data: io.RawIOBase, offset: int, size: int, digest: str, where: str, buffer: memoryview,
+                keep: list[bytes] | None, progress: Progress | None) -> None:
+    """Hash ``size`` bytes of ``data`` from ``offset`` against ``digest`` (the same messages as BlobStream's);
+    ``keep`` collects the bytes (a manifest's, at most SMALL_LIMIT)."""
+    hasher = hashlib.sha256()
+    data.seek(offset)
+    got = 0
+    while got < size:
+        n = data.readinto(buffer[: min(len(buffer), size - got)])
+        if not n:
+            raise InputError(f"{where}: blob {digest} is truncated: {got} of {size} bytes")
+        hasher.update(buffer[:n])
+        if keep is not None:
+            keep.append(bytes(buffer[:n]))
+        got += n
+        if progress:
+            progress(n)
+    actual = "sha256:" + hasher.hexdigest()
+    if actual != digest:
+        raise InputError(f"{where}: blob {digest} is corrupt: its bytes hash to {actual}")
+
+
+class VolumeHash:
+    """A volume's SHA-256 computed front to back by a thread of its own, beside the blob hashing.
+
+    ``wanted=False`` (a volume without a ``.sha256``) does nothing. A read error in the
+    thread is raised by ``result()``, where the caller's ``reading`` turns it into one line.
+    """
+
+    def __init__(self, path: Path, where: str, wanted: bool) -> None:
+        self.path, self.where, self.wanted = path, where, wanted
+        self.hash = hashlib.sha256()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        buffer = memoryview(bytearray(VERIFY_READ))
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                while not self.stop.is_set() and (n := f.readinto(buffer)):
+                    self.hash.update(buffer[:n])
+        except OSError as exc:
+            self.error = exc
+
+    def __enter__(self) -> VolumeHash:
+        if self.wanted:
+            self.thread.start()
+        return self
+
+    def result(self) -> str | None:
+        if not self.wanted:
+            return None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.hash.hexdigest()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()             # an error elsewhere: the thread ends at its next read
+        if self.wanted:
+            self.thread.join()
