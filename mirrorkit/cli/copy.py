@@ -274,7 +274,9 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     lines += [f"  missing: {m}" for m in result.missing] + [f"  different: {d}" for d in result.different]
     if signed is not None:
         data["signatures"] = {"passed": signed.passed, "verdicts": [v.describe() for v in signed.verdicts]}
-        lines.append(f"  {signed.summary()}")
+        # on failure the list goes once, in the error line below; the report says how many
+        lines.append(f"  {signed.summary()}" if signed.passed else
+                     f"  {len(signed.failures)} of {len(signed.verdicts)} image digests lack a valid signature")
     _emit(fmt, data, "\n".join(lines))
     if signed is not None and not signed.passed:
         raise OperationError(signed.summary())

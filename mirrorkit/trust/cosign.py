@@ -120,10 +120,8 @@ def check_signature_manifest(manifest: bytes, subject: str, keys: list[PublicKey
         problem, identity = check_payload(payload, subject)
         if key is None:
             # cryptographically a foreign key and an edited payload look the same: say both
-            checks.append(Check(False, OTHER_KEY, "the signature does not verify under "
-                                + ", ".join(k.fingerprint[:19] for k in keys)
-                                + " (signed by another key, or the payload was altered after signing)",
-                                identity=identity))
+            checks.append(Check(False, OTHER_KEY, "not by " + " or ".join(k.fingerprint[:19] + "…" for k in keys)
+                                + "; or the payload was altered after signing", identity=identity))
             continue
         if problem:
             reason = OTHER_DIGEST if problem.startswith("names") else MALFORMED
