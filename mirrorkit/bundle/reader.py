@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,31 +265,16 @@ class BundleReader:
                 seen: set[str] = set()
                 found: set[str] = set()
                 for position, member in enumerate(tar):
-                    kind = member_kind(where, member, position, seen)
-                    if kind == "meta":
-                        if read_member(tar, member, where) != vol.meta[member.name]:
-                            raise InputError(f"{where}: {member.name} changed while the bundle was being read")
-                    elif kind == "blob":
-                        digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
-                        check_blob(where, digest, member.size, vol.sizes, vol.blobs)
+                    blob = _guarded_member(tar, member, position, seen, vol, where)
+                    if blob is not None:
+                        digest = blob
                         src = cast(IO[bytes], tar.extractfile(member))  # a regular member, checked above
                         with BlobStream(src, digest, member.size, where, owned=True, on_bytes=on_bytes) as stream:
                             yield digest, member.size, stream
                             stream.drain()
                         found.add(digest)
                     tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
-                check_end(tar, where)
-                for digest in vol.blobs:
-                    if digest not in found:
-                        raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml "
-                                         "is missing")
-                padding = 0
-                while chunk := tar.fileobj.read(CHUNK):
-                    if chunk.count(0) != len(chunk):
-                        raise InputError(f"{where}: data after the end of the archive")
-                    padding += len(chunk)
-                if padding < tarfile.BLOCKSIZE:
-                    raise InputError(f"{where}: truncated volume: the second end-of-archive block is missing")
+                _check_volume_end(tar, lambda: cast(IO[bytes], tar.fileobj), found, vol, where)
             raw.drain()
         if vol.checksum is not None and raw.hash.hexdigest() != vol.checksum:
             raise InputError(f"{where}: content does not match {vol.path.name}.sha256 (corrupt or tampered volume)")
@@ -357,13 +342,8 @@ class BundleReader:
             tar = tarfile.open(fileobj=f, mode="r:", tarinfo=GuardedTarInfo)  # noqa: SIM115 - holds only f, closed above
             seen: set[str] = set()
             for position, member in enumerate(tar):
-                kind = member_kind(where, member, position, seen)
-                if kind == "meta":
-                    if read_member(tar, member, where) != vol.meta[member.name]:
-                        raise InputError(f"{where}: {member.name} changed while the bundle was being read")
-                elif kind == "blob":
-                    digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
-                    check_blob(where, digest, member.size, vol.sizes, vol.blobs)
+                digest = _guarded_member(tar, member, position, seen, vol, where)
+                if digest is not None:
                     keep: list[bytes] | None = None
                     if digest in wanted:
                         _check_manifest_size(digest, member.size)
@@ -375,19 +355,11 @@ class BundleReader:
                     count += 1
                     total += member.size
                 tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
-            check_end(tar, where)
-            for digest in vol.blobs:
-                if digest not in found:
-                    raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml "
-                                     "is missing")
-            f.seek(tar.offset + tarfile.BLOCKSIZE)     # just past the first end-of-archive block
-            padding = 0
-            while chunk := f.read(CHUNK):
-                if chunk.count(0) != len(chunk):
-                    raise InputError(f"{where}: data after the end of the archive")
-                padding += len(chunk)
-            if padding < tarfile.BLOCKSIZE:
-                raise InputError(f"{where}: truncated volume: the second end-of-archive block is missing")
+
+            def rest() -> IO[bytes]:
+                f.seek(tar.offset + tarfile.BLOCKSIZE)     # just past the first end-of-archive block
+                return f
+            _check_volume_end(tar, rest, found, vol, where)
             actual = volume_hash.result()
         if vol.checksum is not None and actual != vol.checksum:
             raise InputError(f"{where}: content does not match {vol.path.name}.sha256 (corrupt or tampered volume)")
@@ -433,6 +405,40 @@ class BundleReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _guarded_member(tar: tarfile.TarFile, member: tarfile.TarInfo, position: int, seen: set[str],
+                    vol: _Volume, where: str) -> str | None:
+    """Every member passes the guard; a metadata file must be what the first pass read; a blob must be one
+    the lock and volume.yaml name, at their size. Returns the blob's digest, or None for other members."""
+    kind = member_kind(where, member, position, seen)
+    if kind == "meta":
+        if read_member(tar, member, where) != vol.meta[member.name]:
+            raise InputError(f"{where}: {member.name} changed while the bundle was being read")
+        return None
+    if kind != "blob":
+        return None
+    digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
+    check_blob(where, digest, member.size, vol.sizes, vol.blobs)
+    return digest
+
+
+def _check_volume_end(tar: tarfile.TarFile, rest: Callable[[], IO[bytes]], found: set[str], vol: _Volume,
+                      where: str) -> None:
+    """After the last member: a proper end of archive, every blob volume.yaml lists seen, and nothing but
+    zero padding after the first end block (``rest()`` is the stream positioned just past it)."""
+    check_end(tar, where)
+    for digest in vol.blobs:
+        if digest not in found:
+            raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml is missing")
+    stream = rest()
+    padding = 0
+    while chunk := stream.read(CHUNK):
+        if chunk.count(0) != len(chunk):
+            raise InputError(f"{where}: data after the end of the archive")
+        padding += len(chunk)
+    if padding < tarfile.BLOCKSIZE:
+        raise InputError(f"{where}: truncated volume: the second end-of-archive block is missing")
 
 
 def _check_manifest_size(digest: str, size: int) -> None:

@@ -75,8 +75,10 @@ def parse_key(data: bytes, where: str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{where}: not a PEM public key ({reason[:120]})") from None
+        # the library's first sentence only: its messages go on to a URL and a dump of its error stack
+        reason = str(exc).split(". ", 1)[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{where}: not a PEM public key ({reason[:120]}); expected a file holding "
+                         "-----BEGIN PUBLIC KEY-----") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         kind = SUPPORTED_CURVES.get(key.curve.name)
         if kind is None:
