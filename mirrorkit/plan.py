@@ -23,7 +23,7 @@ from mirrorkit.yamlio import SafeLoader, parse_mapping, read_text
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "Plan"
 FORMATS = ("yaml", "json", "txt")
-# image sources outside registries, read through skopeo (mirrorkit.copy.local)
+# image sources outside registries, read through skopeo (mirrorkit.transfer.local)
 LOCAL_TRANSPORTS = ("docker-daemon", "docker-archive", "oci-archive", "oci")
 FLAVORS = ("helm", "kubesphere")
 # a GPU Operator release as the catalog and charts name it: v24.9.2, v25.3.0-rc.1, 23.9

@@ -58,13 +58,13 @@ def discovery_alone(plan: Path, upstream: RegistryServer) -> dict:
     """The signature phase of pull-bundle on its own, in process: its seconds and its requests."""
     import tempfile
 
-    from mirrorkit.copy.artifacts import SignatureOptions, Subject, carry_into_store
-    from mirrorkit.copy.engine import Engine
     from mirrorkit.oci import manifests
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.oci.layout import BlobStore
     from mirrorkit.oci.transport import Endpoints
     from mirrorkit.plan import load_plan
+    from mirrorkit.transfer.artifacts import SignatureOptions, Subject, carry_into_store
+    from mirrorkit.transfer.engine import Engine
 
     the_plan = load_plan(str(plan))
     endpoints = Endpoints(overrides={"nvcr.io": f"http://{upstream.host}"}, insecure={upstream.host})

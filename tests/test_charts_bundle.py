@@ -22,8 +22,8 @@ from kit.push import push_image
 from kit.registryd import RegistryServer
 
 from mirrorkit.cli.main import main
-from mirrorkit.copy import charts
 from mirrorkit.errors import InputError
+from mirrorkit.transfer import charts
 
 PREFIX = "kse"
 CHART_YAML = """apiVersion: v2

@@ -137,7 +137,7 @@ def test_pinned_rerun_walks_no_manifest_and_a_new_pin_pulls_again(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A plan that pins every digest the lock was written from is up to date without reading a manifest
     (content addressing: the same digests name the same blobs); a changed pin is not."""
-    from mirrorkit.copy.engine import Engine
+    from mirrorkit.transfer.engine import Engine
 
     upstream, private = pair
     plan = make_plan(tmp_path, upstream, private)

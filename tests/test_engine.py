@@ -20,9 +20,6 @@ from kit.images import Blob, make_image, make_layer
 from kit.push import push_blob, push_image, push_manifest
 from kit.registryd import RegistryServer
 
-from mirrorkit.copy.engine import Engine, Root
-from mirrorkit.copy.sinks import Holders, RegistrySink, StoreSink
-from mirrorkit.copy.sources import LayoutSource, RegistrySource
 from mirrorkit.errors import RegistryError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
@@ -30,6 +27,9 @@ from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.retry import RetryPolicy
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
+from mirrorkit.transfer.engine import Engine, Root
+from mirrorkit.transfer.sinks import Holders, RegistrySink, StoreSink
+from mirrorkit.transfer.sources import LayoutSource, RegistrySource
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

@@ -15,10 +15,10 @@ from kit.push import push_image
 from kit.registryd import RegistryServer
 
 from mirrorkit.cli.main import main
-from mirrorkit.copy.local import import_image, is_local
 from mirrorkit.errors import InputError
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import split_image_arg
+from mirrorkit.transfer.local import import_image, is_local
 
 DRIVER = "nvcr.io/nvidia/driver:550.127.05-5.15.0-131-generic-ubuntu22.04"
 

@@ -21,12 +21,12 @@ from kit.push import push_image
 from kit.registryd import RegistryServer
 
 from mirrorkit.cli.main import main
-from mirrorkit.copy.preflight import probe_destinations
 from mirrorkit.errors import RegistryError
 from mirrorkit.oci.client import RegistryClient, RetryPolicy
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
+from mirrorkit.transfer.preflight import probe_destinations
 
 DEEP = ["nvidia/cloud-native/gpu-operator-validator:v1", "nvidia/driver:v1"]
 

@@ -7,10 +7,10 @@ from kit.images import make_image, make_index, make_layer
 from kit.push import push_image
 from kit.registryd import RegistryServer
 
-from mirrorkit.copy.verify import verify_registry
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import Ref
+from mirrorkit.transfer.verify import verify_registry
 
 
 def test_confirmed_blobs_are_not_asked_for_again_the_others_are(registry: RegistryServer) -> None:

@@ -36,7 +36,7 @@ def signature_options(f: Any) -> Any:
 
 
 def _signatures(p: dict[str, Any]) -> Any:
-    from mirrorkit.copy.artifacts import SignatureOptions
+    from mirrorkit.transfer.artifacts import SignatureOptions
     from mirrorkit.trust.keys import load_keys
 
     return SignatureOptions(carry=not p.pop("no_signatures", False), keys=load_keys(p.pop("verify_keys", ())))
@@ -89,11 +89,11 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                         since: str | None, have: str | None, keep_work: bool, keep_going: bool,
                         charts: tuple[str, ...], fmt: str, **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
-    from mirrorkit.copy.inventory import load_inventory
-    from mirrorkit.copy.pull import PullOptions, pull_bundle
     from mirrorkit.files import check_target
     from mirrorkit.plan import load_plan
     from mirrorkit.progress import bars, human, parse_size
+    from mirrorkit.transfer.inventory import load_inventory
+    from mirrorkit.transfer.pull import PullOptions, pull_bundle
 
     the_plan = load_plan(plan)
     signatures = _signatures(p)  # keys are read (exit 2 if unreadable) before any work starts
@@ -152,7 +152,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
 
 
 def report_verifications(carried: Any) -> list[Any]:
-    from mirrorkit.copy.artifacts import lock_verifications
+    from mirrorkit.transfer.artifacts import lock_verifications
 
     return lock_verifications(carried.verification)
 
@@ -186,9 +186,9 @@ Examples:
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
-    from mirrorkit.copy.push import push_bundle
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
+    from mirrorkit.transfer.push import push_bundle
 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
@@ -238,9 +238,9 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
     from mirrorkit.bundle.inputs import load_plan_or_lock
-    from mirrorkit.copy.verify import verify_registry
     from mirrorkit.destinations import destination_pairs
     from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.transfer.verify import verify_registry
 
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
@@ -253,8 +253,8 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
     if lock is not None and lock.charts:
-        from mirrorkit.copy.charts import destination
         from mirrorkit.lock import lock_charts
+        from mirrorkit.transfer.charts import destination
 
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
@@ -264,8 +264,8 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         # every image's signature checked where cosign would look for it, at the mirror
         signed = None
         if signatures.keys:
-            from mirrorkit.copy.artifacts import signed_at_destination
             from mirrorkit.destinations import first_by_source
+            from mirrorkit.transfer.artifacts import signed_at_destination
 
             signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
@@ -300,9 +300,9 @@ Examples:
 @registry_options
 def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: int, fmt: str, **p: Any) -> None:
     """Registry to registry, for a host that sees both networks; verified afterwards."""
-    from mirrorkit.copy.mirror import mirror
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.plan import load_plan
+    from mirrorkit.transfer.mirror import mirror
 
     the_plan = load_plan(plan)
     target = target_from({"registry": registry})
@@ -334,9 +334,9 @@ Examples:
 def inventory_command(registry: str, repos: tuple[str, ...], output: str | None, jobs: int, **p: Any) -> None:
     """What the registry already holds, for pull-bundle --have."""
     from mirrorkit.cli.main import write_output
-    from mirrorkit.copy.inventory import dumps, take_inventory
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.refs import RegistryTarget
+    from mirrorkit.transfer.inventory import dumps, take_inventory
 
     target = RegistryTarget.parse(registry)       # --registry is required here
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:

@@ -57,8 +57,8 @@ def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], m
                   apply_: bool, fmt: str, **p: Any) -> None:
     """Delete the dropped images' tags and manifests that no kept image needs (dry run by default)."""
     from mirrorkit.bundle.inputs import load_plan_or_lock
-    from mirrorkit.copy.prune import Source, apply_prune, plan_prune, render
     from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.transfer.prune import Source, apply_prune, plan_prune, render
 
     p["registry"] = registry
     target = target_from(p)

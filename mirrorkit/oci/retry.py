@@ -22,7 +22,7 @@ Two bounded loops sit beside the policy, never inside an operation it retries:
   (``MANIFEST_BLOB_UNKNOWN`` and friends: another run still writing it) ends the
   manifest operation; the engine copies the blobs again, each blob operation under
   its own policy, then runs the manifest operation again, at most ``attempts``
-  rounds with the policy's backoff between them (``mirrorkit.copy.engine``).
+  rounds with the policy's backoff between them (``mirrorkit.transfer.engine``).
 
 The clock and the sleep are part of the policy so tests inject them; the
 ``MIRRORKIT_RETRY_*`` and ``MIRRORKIT_STALL_TIMEOUT`` settings let a test (or a

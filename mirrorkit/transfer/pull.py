@@ -1,11 +1,11 @@
 """pull-bundle: copy every planned image into one blob store through the engine, then write the bundle.
 
-Registry -> blob store: every manifest and blob moves through mirrorkit.copy.engine
+Registry -> blob store: every manifest and blob moves through mirrorkit.transfer.engine
 (one pool of blob downloads across all images, each blob fetched once, resumed
 with Range after a cut in this run or the next, hashed as it streams). Blobs
 already in the work folder are not fetched again: that is what makes an
 interrupted or repeated pull cheap. Images from local sources (``docker-archive:``
-and friends) are first imported into the same store by mirrorkit.copy.local.
+and friends) are first imported into the same store by mirrorkit.transfer.local.
 """
 
 from __future__ import annotations
@@ -21,17 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorkit import __version__, interrupt
-from mirrorkit.copy.artifacts import (
-    RESTRICTED_NOTE,
-    CarriedArtifacts,
-    SignatureOptions,
-    Subject,
-    carry_into_store,
-    discover,
-)
-from mirrorkit.copy.engine import Engine, Graph, Root
-from mirrorkit.copy.sinks import StoreSink
-from mirrorkit.copy.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import full_disk_reported, write_atomic, write_error
 from mirrorkit.lock import Lock, LockBlob, LockImage
@@ -41,6 +30,17 @@ from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
+from mirrorkit.transfer.artifacts import (
+    RESTRICTED_NOTE,
+    CarriedArtifacts,
+    SignatureOptions,
+    Subject,
+    carry_into_store,
+    discover,
+)
+from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.sinks import StoreSink
+from mirrorkit.transfer.sources import LayoutSource, RegistrySource, Source
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tup
     A local image (``docker-archive:`` and friends) is imported whole, every platform it has.
     """
     if img.local:
-        from mirrorkit.copy.local import import_image
+        from mirrorkit.transfer.local import import_image
 
         digest, _ = import_image(img.local, store)
         if img.digest and digest != img.digest:
@@ -199,7 +199,7 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
 def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
           progress: Callable[[str, int], None] | None, signatures: SignatureOptions) -> PullReport:
     from mirrorkit.bundle.writer import write_bundle
-    from mirrorkit.copy.charts import add_to_bundle, load_charts, lock_entries
+    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries
 
     if not plan.images:
         raise InputError("the plan has no images")

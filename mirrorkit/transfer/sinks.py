@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from mirrorkit.copy.sources import RegistrySource, Source, TeeStream
 from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.files import write_error
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref
+from mirrorkit.transfer.sources import RegistrySource, Source, TeeStream
 
 Progress = Callable[[int], None]
 

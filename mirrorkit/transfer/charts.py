@@ -31,7 +31,7 @@ from mirrorkit.chartfile import CHART_TAG as _TAG
 from mirrorkit.chartfile import MAX_CHART, oci_tag, read_chart_yaml
 from mirrorkit.destinations import CHARTS_DIR, chart_repository
 from mirrorkit.errors import InputError, NotFoundError
-from mirrorkit.lock import Lock, LockBlob, LockChart, lock_charts  # noqa: F401 - copy.push reads lock_charts here
+from mirrorkit.lock import Lock, LockBlob, LockChart, lock_charts  # noqa: F401 - transfer.push reads lock_charts here
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.manifests import OCI_MANIFEST, sha256_digest
@@ -296,9 +296,9 @@ def push_charts(client: RegistryClient, charts: list[LockChart], blobs: dict[str
     """Through the copy engine: config and layer where missing, then the manifest (exact bytes) at its tag."""
     import tempfile
 
-    from mirrorkit.copy.engine import Engine, Root
-    from mirrorkit.copy.sinks import Holders, RegistrySink
-    from mirrorkit.copy.sources import MemorySource
+    from mirrorkit.transfer.engine import Engine, Root
+    from mirrorkit.transfer.sinks import Holders, RegistrySink
+    from mirrorkit.transfer.sources import MemorySource
 
     result = ChartPushResult()
     if not charts:

@@ -21,18 +21,18 @@ from typing import Any
 
 from mirrorkit import interrupt
 from mirrorkit.bundle.reader import BundleReader
-from mirrorkit.copy import artifacts
-from mirrorkit.copy.artifacts import SignatureOptions
-from mirrorkit.copy.engine import Engine, Graph, Root
-from mirrorkit.copy.sinks import Holders, RegistrySink
-from mirrorkit.copy.sources import BundleSource, Stream
-from mirrorkit.copy.verify import VerifyResult, verify_registry
 from mirrorkit.destinations import destination_pairs, first_by_source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, LockArtifact, LockImage
 from mirrorkit.oci.client import Manifest, RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.transfer import artifacts
+from mirrorkit.transfer.artifacts import SignatureOptions
+from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.sinks import Holders, RegistrySink
+from mirrorkit.transfer.sources import BundleSource, Stream
+from mirrorkit.transfer.verify import VerifyResult, verify_registry
 
 __all__ = ["PushReport", "VerifyResult", "push_bundle", "verify_registry"]
 
@@ -201,12 +201,12 @@ class Pusher:
         chart_blobs: dict[str, bytes] = {}
         # every repository about to receive images must take them, before a byte moves (Quay's path depth,
         # Harbor's projects): all refusals at once, with the registry's own codes
-        from mirrorkit.copy.preflight import require_writable
+        from mirrorkit.transfer.preflight import require_writable
         require_writable(self.client, [self.target(i) for i in todo], self.jobs)
         if chart_todo or todo:
             self.reader.verify(require_complete=True)
         if chart_todo:
-            from mirrorkit.copy import charts
+            from mirrorkit.transfer import charts
 
             chart_blobs = charts.read_checked(self.reader, chart_todo)
         if todo or self.artifacts:
@@ -233,7 +233,7 @@ class Pusher:
         """The bundle's Helm charts the registry lacks (none to ask about for most bundles)."""
         if not self.lock.charts:
             return []
-        from mirrorkit.copy import charts
+        from mirrorkit.transfer import charts
 
         return charts.pending(self.client, charts.lock_charts(self.lock), self.registry)
 
@@ -241,7 +241,7 @@ class Pusher:
         """After the images: push each missing chart, then check every chart by tag."""
         if not self.lock.charts:
             return
-        from mirrorkit.copy import charts
+        from mirrorkit.transfer import charts
 
         all_charts = charts.lock_charts(self.lock)
         pushed = charts.push_charts(self.client, todo, blobs, self.registry)

@@ -2,7 +2,7 @@
 
 Every registry byte moves through mirrorkit's own engine. skopeo stays for what
 mirrorkit should not reimplement: reading ``docker-archive:``, ``oci-archive:``,
-``oci:`` and ``docker-daemon:`` sources (mirrorkit.copy.local). These are local
+``oci:`` and ``docker-daemon:`` sources (mirrorkit.transfer.local). These are local
 files or a local daemon, so there are no credentials to hand over and no network
 faults to retry: one attempt, and its last error line as a one-line error.
 """

@@ -16,11 +16,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mirrorkit.copy.skopeo import copy_argv, run_copy
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci import manifests
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import is_local_source
+from mirrorkit.transfer.skopeo import copy_argv, run_copy
 
 _BLOB = re.compile(r"[0-9a-f]{64}")
 _CHILD = re.compile(r"([0-9a-f]{64})\.manifest\.json")

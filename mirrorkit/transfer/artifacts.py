@@ -21,15 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirrorkit.copy.engine import Engine, Graph, Root
-from mirrorkit.copy.sinks import Sink, StoreSink
-from mirrorkit.copy.sources import RegistrySource, Source
 from mirrorkit.errors import NotFoundError, OperationError
 from mirrorkit.lock import Lock, LockArtifact, LockBlob, LockVerification
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref
+from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.sinks import Sink, StoreSink
+from mirrorkit.transfer.sources import RegistrySource, Source
 from mirrorkit.trust.discover import Artifact, Discovery
 from mirrorkit.trust.keys import PublicKey
 from mirrorkit.trust.verify import VerificationResult, verify_signatures

@@ -17,18 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorkit.copy import artifacts
-from mirrorkit.copy.artifacts import SignatureOptions
-from mirrorkit.copy.engine import Engine, Root
-from mirrorkit.copy.preflight import require_writable
-from mirrorkit.copy.sinks import Holders, RegistrySink
-from mirrorkit.copy.sources import RegistrySource
-from mirrorkit.copy.verify import verify_registry
 from mirrorkit.destinations import destination_pairs, first_by_source
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.transfer import artifacts
+from mirrorkit.transfer.artifacts import SignatureOptions
+from mirrorkit.transfer.engine import Engine, Root
+from mirrorkit.transfer.preflight import require_writable
+from mirrorkit.transfer.sinks import Holders, RegistrySink
+from mirrorkit.transfer.sources import RegistrySource
+from mirrorkit.transfer.verify import verify_registry
 from mirrorkit.trust.discover import Artifact
 
 

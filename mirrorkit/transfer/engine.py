@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from mirrorkit import interrupt
-from mirrorkit.copy.sinks import Sink
-from mirrorkit.copy.sources import Source
 from mirrorkit.errors import MirrorkitError, OperationError, RegistryError
 from mirrorkit.oci import manifests, retry
 from mirrorkit.oci.client import Manifest, sha256_digest
 from mirrorkit.oci.retry import RetryPolicy, TransientError
+from mirrorkit.transfer.sinks import Sink
+from mirrorkit.transfer.sources import Source
 
 MAX_DEPTH = 4
 # a registry's words for "a manifest names something I do not have (yet)"
