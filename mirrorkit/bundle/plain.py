@@ -178,7 +178,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
-                 mtime: int, progress: Progress | None, written: list[int], trusted: frozenset[str]) -> str:
+                 mtime: int, progress: Progress | None, written: list[int], trusted: frozenset[str],
+                 on_written: Callable[[Piece], None] | None = None) -> str:
     """The same bytes ``tarfile.open(mode="w|", format=PAX_FORMAT)`` writes, without passing blob data
     through Python: headers and padding are written, data ranges copied by the kernel."""
     hasher = _VolumeHasher()
@@ -223,6 +224,8 @@ def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece]
                     os.close(src)
                 offset += size
                 put(bytes(-size % tarfile.BLOCKSIZE))
+                if on_written:
+                    on_written(piece)
             end = tarfile.BLOCKSIZE * 2
             put(bytes(end + -(offset + end) % tarfile.RECORDSIZE))
             os.fsync(out)

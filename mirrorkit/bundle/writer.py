@@ -46,7 +46,8 @@ from mirrorkit.progress import human
 
 def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None = None,
                  compress: str | None = None, progress: Progress | None = None,
-                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = ()) -> list[Path]:
+                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = (),
+                 consume: bool = False) -> list[Path]:
     """Write the lock and the layout's lock blobs as one or more tar volumes; return the volume paths.
 
     Only blobs in ``lock.blobs`` are written (a differential bundle leaves the
@@ -66,6 +67,11 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     name, except those in ``trusted``: blobs the caller put in the store during this
     same run, hashed as they arrived (a pull's fresh downloads). Blobs left by an
     earlier run, or by anything else, are always checked.
+
+    ``consume`` removes each work-folder blob as soon as its last byte is in a volume
+    (pull-bundle without --keep-work): the blob's space is handed to the bundle as it is
+    written, so the filesystem holding both needs about one bundle, not two. A write
+    that fails then leaves fewer blobs for the rerun to reuse.
     """
     if compress not in (None, "zstd"):
         raise InputError(f"unknown compression {compress!r}: use 'zstd' or none")
@@ -106,7 +112,7 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
                     ("volume.yaml", volume_yaml(lock.id, number, len(groups), whole, parts, split)),
                     ("oci-layout", layout), ("index.json", index)]
             hexdigest = _write_volume(current, head, group, compress, mtime, progress, written,
-                                      trusted)
+                                      trusted, _consumer(layout_dir) if consume else None)
             current = checksums[-1][0]
             _write_synced(current, f"{hexdigest}  {path.name}\n".encode())
         interrupt.check()              # Ctrl-C while writing: not one volume is presented as complete
@@ -344,11 +350,19 @@ class _SourceBlob:
         self._file.close()
 
 
+def _consumer(layout_dir: Path) -> Callable[[Piece], None]:
+    def consume(piece: Piece) -> None:
+        last = piece.part is None or piece.offset + piece.nbytes == piece.size    # its last byte is written
+        if last and piece.path.parent.parent.parent == layout_dir:               # only ever the work folder's
+            piece.path.unlink(missing_ok=True)
+    return consume
+
+
 def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
                   compress: str | None, mtime: int, progress: Progress | None, written: list[int],
-                  trusted: frozenset[str] = frozenset()) -> str:
+                  trusted: frozenset[str] = frozenset(), on_written: Callable[[Piece], None] | None = None) -> str:
     if compress is None:
-        return write_plain(partial, head, blobs, mtime, progress, written, trusted)
+        return write_plain(partial, head, blobs, mtime, progress, written, trusted, on_written)
     with open(partial, "wb") as raw:
         out = _HashingWriter(raw, written)
         zstd = zstandard.ZstdCompressor(level=3).stream_writer(cast(IO[bytes], out), closefd=False)
@@ -361,6 +375,8 @@ def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piec
                                      verify=piece.digest not in trusted, start=piece.offset)
                 with closing(source):
                     tar.addfile(member_info(piece.member, piece.nbytes, mtime), source)
+                if on_written:
+                    on_written(piece)
         zstd.close()
         raw.flush()
         os.fsync(raw.fileno())

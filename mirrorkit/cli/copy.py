@@ -63,6 +63,7 @@ def _emit(fmt: str, data: dict[str, Any], text: str) -> None:
 Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-operator-v23.9.2.tar
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --split 4GiB        # USB-sized volumes
+  mirrorkit pull-bundle plan.yaml -o /media/usb/gpu.tar --work-dir /var/tmp   # work folder on another disk
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
@@ -76,6 +77,9 @@ Examples:
 @click.option("--since", type=click.Path(exists=False), help="Leave out blobs an earlier bundle (or its lock) carried.")
 @click.option("--have", type=click.Path(dir_okay=False), help="Leave out blobs the registry already has (mirrorkit inventory).")
 @click.option("--keep-work", is_flag=True, help="Keep the work folder (the fetched blobs) after writing.")
+@click.option("--work-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Put the work folder (the fetched blobs) in DIR instead of beside the bundle, e.g. on "
+                   "another filesystem: the bundle's filesystem then needs room for the bundle only.")
 @click.option("--keep-going", is_flag=True,
               help="Copy every image that can be copied, then list every failure (exit 1, no bundle written; "
                    "a rerun fetches only what is missing).")
@@ -86,8 +90,8 @@ Examples:
 @signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
-                        since: str | None, have: str | None, keep_work: bool, keep_going: bool,
-                        charts: tuple[str, ...], fmt: str, **p: Any) -> None:
+                        since: str | None, have: str | None, keep_work: bool, work_dir: str | None,
+                        keep_going: bool, charts: tuple[str, ...], fmt: str, **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
     from mirrorkit.plan import load_plan
@@ -118,7 +122,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going)
+                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going,
+                       work_dir=Path(work_dir) if work_dir else None)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
