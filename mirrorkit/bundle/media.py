@@ -80,6 +80,7 @@ def holding(output: Path) -> Iterator[None]:
     path = lock_path(output)
     while True:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)      # the bundle's folder, made as the writer would
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise InputError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None

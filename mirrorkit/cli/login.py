@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from mirrorkit.cli.common import tls_options
-from mirrorkit.errors import InputError
+from mirrorkit.errors import InputError, MirrorkitError, OperationError
 
 EPILOG = """
 \b
@@ -45,6 +46,10 @@ def login_command(registry: str, **p: Any) -> None:
 
     host, _ = login_key(registry)
     endpoints = Endpoints.from_options((), (host,) if p["insecure"] else (), p.get("ca_cert"), p.get("certs_dir"))
+    if not p["password_stdin"] and not sys.stdin.isatty():
+        # getpass would fall back to echoing with a Python warning; a script needs the flag instead
+        raise InputError("no terminal to ask for the password: pipe it in with --password-stdin "
+                         "(and give the user with --username)")
     username = p.get("username") or click.prompt("Username", err=True)
     if p["password_stdin"]:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -52,8 +57,13 @@ def login_command(registry: str, **p: Any) -> None:
         password = click.prompt("Password", hide_input=True, err=True)
     if not password:
         raise InputError("no password given" + (" on standard input" if p["password_stdin"] else ""))
-    path, checked = login(registry, Credentials(username, password), endpoints,
-                          Path(p["authfile"]) if p.get("authfile") else None)
+    try:
+        path, checked = login(registry, Credentials(username, password), endpoints,
+                              Path(p["authfile"]) if p.get("authfile") else None)
+    except MirrorkitError as exc:
+        # the shared hint names hosts (--insecure HOST, as the other commands take it); login's flag is bare
+        kind = InputError if isinstance(exc, InputError) else OperationError
+        raise kind(re.sub(r"--insecure \S+", "--insecure", str(exc))) from None
     if checked:
         click.echo(f"Login succeeded: {registry} saved in {path}", err=True)
     else:

@@ -1,0 +1,72 @@
+"""Small things a new user meets (issue 18, item 8): each bullet, tried the way a user would."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from kit.tls import make_ca
+from test_credentials import env  # noqa: F401 - the fixture: every lookup location under tmp_path
+
+from mirrorkit.cli.main import main
+from mirrorkit.errors import AuthError
+from mirrorkit.oci import credentials
+from mirrorkit.oci.credentials import CredentialStore
+
+
+def cli(*args: str, input: str | None = None) -> Result:  # noqa: A002 - click's name
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def test_a_hanging_credential_helper_costs_one_timeout_and_its_children_are_killed(
+        env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811 - the fixture
+    monkeypatch.setattr(credentials, "HELPER_TIMEOUT", 1.0)     # 10 s in use; the same code path
+    pids = env["bin"] / "pids"
+    script = env["bin"] / "docker-credential-hang"
+    script.write_text(f"#!/bin/sh\nsleep 300 &\necho $! >> {pids}\nwait\n")   # a child that outlives a plain kill
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    (env["docker"] / "config.json").write_text(json.dumps({"credHelpers": {"registry.example": "hang"}}))
+    store = CredentialStore({})
+    start = time.monotonic()
+    for repository in ("nvidia/driver", "nvidia/gpu-operator", "nvidia/k8s-device-plugin"):
+        with pytest.raises(AuthError, match=r"^credential helper docker-credential-hang gave no answer for "
+                                            r"registry.example within 1 s; stopped it and every process it started$"):
+            store.get("registry.example", repository)
+    assert time.monotonic() - start < 3           # one timeout for the run, not one per repository or per key
+    child = int(pids.read_text().split()[0])
+    time.sleep(0.2)
+    assert not running(child)                      # the helper's own child is gone too
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan may wait for a reaper that a container lacks)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_login_with_no_terminal_and_no_password_stdin_says_so_without_a_python_warning(tmp_path: Path) -> None:
+    res = subprocess.run([str(Path(sys.executable).with_name("mirrorkit")), "login", "127.0.0.1:9", "-u", "admin"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr == ("error: no terminal to ask for the password: pipe it in with --password-stdin "
+                          "(and give the user with --username)\n")
+
+
+def test_login_tls_hint_names_the_flag_login_takes(tmp_path: Path, registry_factory, env) -> None:  # noqa: F811
+    ca = make_ca(tmp_path / "pki")
+    reg = registry_factory(auth=True, tls_cert=ca.cert, tls_key=ca.key)
+    res = cli("login", reg.host, "-u", "alice", "--password-stdin", input="s3cret-Pa55\n")
+    assert res.exit_code == 1
+    assert "TLS verification failed" in res.output and "name it with --insecure" in res.output, res.output
+    assert f"--insecure {reg.host}" not in res.output and "--insecure 127.0.0.1" not in res.output
+    res = cli("login", reg.host, "-u", "alice", "--password-stdin", "--insecure", input="s3cret-Pa55\n")
+    assert res.exit_code == 0, res.output                # and the flag it names does what the hint says
