@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import stat
 import subprocess
 import sys
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from kit.images import make_image, make_layer
+from kit.push import push_image
 from kit.tls import make_ca
 from test_credentials import env  # noqa: F401 - the fixture: every lookup location under tmp_path
 
@@ -18,6 +22,10 @@ from mirrorkit.cli.main import main
 from mirrorkit.errors import AuthError
 from mirrorkit.oci import credentials
 from mirrorkit.oci.credentials import CredentialStore
+from mirrorkit.oci.transport import Endpoints
+from mirrorkit.plan import load_plan
+from mirrorkit.progress import bars
+from mirrorkit.transfer.pull import PullOptions, pull_bundle
 
 
 def cli(*args: str, input: str | None = None) -> Result:  # noqa: A002 - click's name
@@ -70,3 +78,45 @@ def test_login_tls_hint_names_the_flag_login_takes(tmp_path: Path, registry_fact
     assert f"--insecure {reg.host}" not in res.output and "--insecure 127.0.0.1" not in res.output
     res = cli("login", reg.host, "-u", "alice", "--password-stdin", "--insecure", input="s3cret-Pa55\n")
     assert res.exit_code == 0, res.output                # and the flag it names does what the hint says
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_a_count_for_images_and_byte_units_only_for_bytes() -> None:
+    screen = FakeTTY()
+    with bars(4, None, "fetching", stream=screen) as update:
+        update("total", 2_000_000)
+        update("image", 3)
+        update("bytes", 1_000_000)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).replace("\r", "\n")
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()}       # the last drawing of each bar
+    assert "3/4" in lines["images"] and "bytes" not in lines["images"] and "/s" not in lines["images"], lines
+    assert "1.0/2.0 MB" in lines["fetching"], lines
+
+
+def test_pull_progress_total_counts_a_shared_layer_once(tmp_path: Path, registry_factory) -> None:
+    upstream = registry_factory()
+    base = make_layer("progress/base", 200_000)
+    images = {f"nvidia/app{i}": make_image(f"progress/{i}", [base, make_layer(f"progress/{i}", 10_000)])
+              for i in range(3)}
+    for repo, image in images.items():
+        push_image(upstream.url, repo, "1", image)
+    plan = tmp_path / "plan.yaml"
+    args = ["plan", "--registry", "127.0.0.1:9/m", "--resolve", "--source-endpoint",
+            f"nvcr.io=http://{upstream.host}", "-o", str(plan)]
+    for repo in images:
+        args += ["--image", f"nvcr.io/{repo}:1"]
+    assert cli(*args).exit_code == 0
+    seen: dict[str, int] = {}
+
+    def progress(what: str, n: int) -> None:
+        seen[what] = seen.get(what, 0) + n
+
+    pull_bundle(load_plan(str(plan)), PullOptions(output=tmp_path / "b.tar"),
+                Endpoints.from_options([f"nvcr.io=http://{upstream.host}"], [], None, None), CredentialStore({}),
+                progress)
+    unique = base.size + sum(i.layers[1].size + i.config.size for i in images.values())
+    assert seen["total"] == seen["bytes"] == unique           # the base layer once, not three times

@@ -126,7 +126,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                        work_dir=Path(work_dir) if work_dir else None)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
-    with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
+    # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
+    with bars(len(the_plan.images), None, "fetching") as progress:
         report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress, signatures)
     data = {"images": report.images, "copied": report.copied, "reused": report.reused,
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,

@@ -257,11 +257,13 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
         try:
-            _check_space(store, graphs, opts, len(charts))
+            fetch = _check_space(store, graphs, opts, len(charts))
         except InputError:
             if new_work:
                 shutil.rmtree(store.root, ignore_errors=True)      # nothing of this run stays behind
             raise
+        if progress:
+            progress("total", fetch)        # the bytes to fetch, each shared blob once
         fresh = [not _held(store, g, opts.omit) for g in graphs]
         earlier = _stored(store)
         engine.copy_blobs(graphs)
@@ -359,13 +361,13 @@ VOLUME_HEAD = 64 << 10         # what each volume repeats beside the lock: layou
 PER_IMAGE = 4 << 10            # the lock's and index.json's lines for one image
 
 
-def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, charts: int) -> None:
+def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, charts: int) -> int:
     """Refuse to start (exit 2) when the work folder's or the bundle's filesystem lacks the room this run needs.
 
     The work folder needs the blobs not in it yet. The bundle needs its blobs again,
     unless it shares the work folder's filesystem and the work folder is not kept: the
     writer then hands each blob's space over as it goes, so only the volumes' repeated
-    heads and the largest blob (hashed after it is copied) come on top.
+    heads and the largest blob (hashed after it is copied) come on top. Returns the bytes to fetch.
     """
     from mirrorkit.bundle.media import check_space
 
@@ -378,6 +380,7 @@ def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, chart
     same = os.stat(_existing_folder(out_dir)).st_dev == os.stat(store.root).st_dev
     out_need = heads + (max(sizes.values(), default=0) if same and not opts.keep_work else carried)
     check_space([(store.root, fetch), (out_dir, out_need)])
+    return fetch
 
 
 def _existing_folder(path: Path) -> Path:
