@@ -195,7 +195,10 @@ def test_split_volumes_stand_alone_and_together(layout: Layout, out: Path, compr
         assert (report.volumes, report.volume_count, report.complete) == (1, len(volumes), False)
         carried += reader.blobs
         assert volume.stat().st_size <= SPLIT      # a hard limit, even with a blob bigger than the room in one
-        with pytest.raises(InputError, match=f"volume {2 if number == 0 else 1} of {len(volumes)} missing"):
+        others = [i + 1 for i in range(len(volumes)) if i != number]
+        names = ", ".join(v.name for v in volumes if v != volume)
+        with pytest.raises(InputError, match=re.escape(f"volumes {', '.join(map(str, others))} of {len(volumes)} "
+                                                       f"missing ({names})")):
             reader.verify()
     assert layout.layer not in carried          # 30,000 bytes: more than a 40,000-byte volume has room for
     cut = {d for d in layout.blobs if any(p.name.startswith(f"parts/sha256/{d[7:]}.") for v in volumes

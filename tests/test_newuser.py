@@ -16,8 +16,10 @@ from click.testing import CliRunner, Result
 from kit.images import make_image, make_layer
 from kit.push import push_image
 from kit.tls import make_ca
+from test_bundle import SPLIT, build_layout
 from test_credentials import env  # noqa: F401 - the fixture: every lookup location under tmp_path
 
+from mirrorkit.bundle.writer import write_bundle
 from mirrorkit.cli.main import main
 from mirrorkit.errors import AuthError
 from mirrorkit.oci import credentials
@@ -120,3 +122,26 @@ def test_pull_progress_total_counts_a_shared_layer_once(tmp_path: Path, registry
                 progress)
     unique = base.size + sum(i.layers[1].size + i.config.size for i in images.values())
     assert seen["total"] == seen["bytes"] == unique           # the base layer once, not three times
+
+
+def test_push_bundle_of_one_volume_names_every_missing_one_and_refuses_a_volume_without_its_sha256(
+        tmp_path: Path) -> None:
+    layout = build_layout(tmp_path / "work")
+    volumes = write_bundle(layout.root, layout.lock, tmp_path / "s.tar", split=SPLIT)
+    assert len(volumes) >= 4
+    res = cli("push-bundle", str(volumes[0]), "--registry", "127.0.0.1:9/m", "--insecure", "127.0.0.1:9")
+    lacking = range(2, len(volumes) + 1)
+    assert one_line(res, 2) == (f"error: bundle bundle-a: volumes {', '.join(map(str, lacking))} of {len(volumes)} "
+                                f"missing ({', '.join(v.name for v in volumes[1:])})")
+
+    for volume in volumes:
+        (tmp_path / f"{volume.name}.sha256").unlink()
+    res = cli("push-bundle", *map(str, volumes), "--registry", "127.0.0.1:9/m", "--insecure", "127.0.0.1:9")
+    assert one_line(res, 2) == (f"error: {volumes[0]}: no {volumes[0].name}.sha256 beside it (nor beside "
+                                f"{len(volumes) - 1} other volume(s)); copy each volume together with its .sha256 file")
+
+
+def one_line(res: Result, code: int) -> str:
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == code and len(lines) == 1, res.output
+    return lines[0]

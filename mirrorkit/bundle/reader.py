@@ -55,6 +55,7 @@ from mirrorkit.bundle.volumes import (
     parse_volume_yaml,
     read_checksum,
     read_volume_yaml,
+    sibling_volumes,
 )
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, loads_lock
@@ -276,11 +277,16 @@ class BundleReader:
 
     # ---- reading
 
-    def _missing(self) -> str | None:
+    def missing(self) -> str | None:
+        """What keeps the given volumes from being the whole bundle (every missing volume named), or None."""
         have = {v.index for v in self._volumes}
-        for i in range(self.volume_count):
-            if i not in have:
-                return f"bundle {self.lock.id}: volume {i + 1} of {self.volume_count} missing (volume index {i})"
+        lacking = [i for i in range(self.volume_count) if i not in have]
+        if lacking:
+            names = sibling_volumes(self._volumes[0].path, self.volume_count)
+            which = ", ".join(f"{i + 1}" for i in lacking)
+            files = f" ({', '.join(names[i].name for i in lacking)})" if names else ""
+            plural = "s" if len(lacking) > 1 else ""
+            return f"bundle {self.lock.id}: volume{plural} {which} of {self.volume_count} missing{files}"
         for blob in self.lock.blobs:
             if blob.digest not in self.blobs:
                 return f"bundle {self.lock.id}: blob {blob.digest} named in the lock is not in the bundle"
@@ -330,6 +336,15 @@ class BundleReader:
         for vol in self._volumes:
             yield from self._pass(vol, progress)
 
+    def require_checksums(self) -> None:
+        """Refuse volumes without their ``.sha256`` (an unpacked folder has none to give): a volume is only
+        known to be the one written when its checksum travelled with it."""
+        bare = [v.path for v in self._volumes if v.kind != "dir" and v.checksum is None]
+        if bare:
+            raise InputError(f"{bare[0]}: no {bare[0].name}.sha256 beside it"
+                             + (f" (nor beside {len(bare) - 1} other volume(s))" if len(bare) > 1 else "")
+                             + "; copy each volume together with its .sha256 file")
+
     def iter_blobs(self, progress: Progress | None = None) -> Iterator[tuple[str, int, BlobStream]]:
         """Every blob of the given volumes once, in volume order; each stream is valid until the next item.
 
@@ -359,7 +374,7 @@ class BundleReader:
         must be present; without it the given volumes are checked on their own
         (one volume of a split bundle, say).
         """
-        missing = self._missing()
+        missing = self.missing()
         if missing and require_complete:
             raise InputError(missing)
         wanted = self.lock.manifest_digests()

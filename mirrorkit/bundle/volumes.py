@@ -138,6 +138,16 @@ def bundle_volumes(source: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.name.split(".tar")[0]), p.name))
 
 
+def sibling_volumes(volume: Path, count: int) -> list[Path] | None:
+    """Every volume's path of the split set ``volume`` belongs to (by the naming scheme), or None."""
+    for suffix in (".tar.zst", ".tar"):
+        match = re.fullmatch(r"(.+)" + VOLUME_NUMBER + re.escape(suffix), volume.name)
+        if match:
+            return volume_paths(volume.with_name(match.group(1) + suffix), count,
+                                "zstd" if suffix == ".tar.zst" else None, split=True)
+    return None
+
+
 def checksum_path(volume: Path) -> Path:
     """The ``sha256sum``-format file beside a volume."""
     return volume.with_name(volume.name + ".sha256")
