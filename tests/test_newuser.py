@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import stat
 import subprocess
@@ -145,3 +146,16 @@ def one_line(res: Result, code: int) -> str:
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == code and len(lines) == 1, res.output
     return lines[0]
+
+
+def test_verify_format_json_prints_json_with_the_error_when_the_registry_is_down(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    assert cli("plan", "--registry", "127.0.0.1:9/m", "--image", "nvcr.io/nvidia/driver@sha256:" + "a" * 64,
+               "-o", str(plan)).exit_code == 0
+    quick = {**os.environ, "MIRRORKIT_RETRY_ATTEMPTS": "1", "MIRRORKIT_RETRY_BACKOFF": "0.05"}   # down is down
+    res = subprocess.run([str(Path(sys.executable).with_name("mirrorkit")), "verify", str(plan), "--insecure",
+                          "127.0.0.1:9", "--format", "json"], capture_output=True, text=True, timeout=120, env=quick)
+    assert res.returncode == 1, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["passed"] is False and "127.0.0.1:9" in doc["error"], doc
+    assert res.stderr.count("error:") == 1

@@ -15,7 +15,7 @@ from mirrorkit.cli.common import (
     target_from,
     warn_unused_endpoints,
 )
-from mirrorkit.errors import InputError, OperationError
+from mirrorkit.errors import InputError, MirrorkitError, OperationError
 from mirrorkit.mapping import STRATEGIES
 
 MIN_SPLIT = 64 << 10
@@ -265,15 +265,21 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
-        result = verify_registry(client, expected, jobs, blobs=not manifests_only)
-        # every image's signature checked where cosign would look for it, at the mirror
-        signed = None
-        if signatures.keys:
-            from mirrorkit.destinations import first_by_source
-            from mirrorkit.transfer.artifacts import signed_at_destination
+    try:
+        with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+            result = verify_registry(client, expected, jobs, blobs=not manifests_only)
+            # every image's signature checked where cosign would look for it, at the mirror
+            signed = None
+            if signatures.keys:
+                from mirrorkit.destinations import first_by_source
+                from mirrorkit.transfer.artifacts import signed_at_destination
 
-            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+                signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+    except MirrorkitError as exc:
+        if fmt == "json":       # a script reading stdout still gets a verdict, and why
+            click.echo(json.dumps({"passed": False, "ok": [], "missing": [], "different": [], "error": str(exc)},
+                                  indent=2))
+        raise
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
