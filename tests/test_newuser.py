@@ -159,3 +159,67 @@ def test_verify_format_json_prints_json_with_the_error_when_the_registry_is_down
     doc = json.loads(res.stdout)
     assert doc["passed"] is False and "127.0.0.1:9" in doc["error"], doc
     assert res.stderr.count("error:") == 1
+
+
+@pytest.mark.parametrize("command", ["push-bundle", "verify", "inventory", "prune"])
+def test_source_endpoint_is_offered_only_where_a_source_is_contacted(command: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, [command, "--help"])
+    assert "--source-endpoint" not in res.output and "--insecure" in res.output
+    for source_side in ("plan", "pull-bundle", "mirror", "login"):
+        assert "--source-endpoint" in CliRunner().invoke(main, [source_side, "--help"]).output
+
+
+def test_an_upstream_behind_an_endpoint_gets_its_credentials_three_ways(
+        tmp_path: Path, registry_factory, env) -> None:  # noqa: F811
+    upstream = registry_factory(auth=True)
+    image = make_image("endpoint/app", [make_layer("endpoint/app", 8_000)])
+    push_image(upstream.url, "nvidia/app", "1", image, auth=("alice", "s3cret-Pa55"))
+    plan = tmp_path / "plan.yaml"
+    assert cli("plan", "--registry", "127.0.0.1:9/m", "--image", "nvcr.io/nvidia/app:1", "-o", str(plan)).exit_code == 0
+    endpoint = ("--source-endpoint", f"nvcr.io=http://{upstream.host}")
+
+    def pull(name: str, *extra: str, input: str | None = None) -> Result:  # noqa: A002
+        return cli("pull-bundle", str(plan), "-o", str(tmp_path / name), *endpoint, *extra, input=input)
+
+    res = pull("none.tar")
+    assert res.exit_code == 1 and "nvcr.io" in res.output, res.output          # no login anywhere yet
+
+    # 1. pull-bundle --username: for the plan's one source registry
+    res = pull("flags.tar", "--username", "alice", "--password-stdin", input="s3cret-Pa55\n")
+    assert res.exit_code == 0, res.output
+
+    # 2. a login saved under the endpoint's HOST:PORT is used for the upstream reached there
+    res = cli("login", upstream.host, "-u", "alice", "--password-stdin", "--insecure", input="s3cret-Pa55\n")
+    assert res.exit_code == 0, res.output
+    assert pull("endpoint-host.tar").exit_code == 0
+    authfile = env["runtime"] / "containers" / "auth.json"
+    authfile.unlink()
+
+    # 3. login names the endpoint: checked there, saved under nvcr.io
+    res = cli("login", "nvcr.io", "-u", "alice", "--password-stdin", *endpoint, input="s3cret-Pa55\n")
+    assert res.exit_code == 0, res.output
+    assert list(json.loads(authfile.read_text())["auths"]) == ["nvcr.io"]
+    assert pull("upstream-name.tar").exit_code == 0
+
+
+def test_ca_cert_is_repeatable_every_bundle_trusted_or_one_per_host(tmp_path: Path, registry_factory) -> None:
+    regs, cas = [], []
+    for name in ("a", "b"):
+        ca = make_ca(tmp_path / f"pki-{name}")
+        reg = registry_factory(tls_cert=ca.cert, tls_key=ca.key)
+        push_image(reg.url, f"team/{name}", "1", make_image(f"ca/{name}", [make_layer(f"ca/{name}", 4_000)]),
+                   verify=ca.client_context())
+        regs.append(reg)
+        cas.append(ca)
+    images = [arg for reg, name in zip(regs, "ab", strict=True) for arg in ("--image", f"{reg.host}/team/{name}:1")]
+
+    def plan(*ca_args: str) -> Result:
+        return cli("plan", "--registry", "127.0.0.1:9/m", "--resolve", *images, *ca_args,
+                   "-o", str(tmp_path / "plan.yaml"))
+
+    res = plan("--ca-cert", str(cas[0].ca_cert), "--ca-cert", str(cas[1].ca_cert))
+    assert res.exit_code == 0, res.output
+    per_host = [f"{regs[0].host}={cas[0].ca_cert}", f"{regs[1].host}={cas[1].ca_cert}"]
+    assert plan("--ca-cert", per_host[0], "--ca-cert", per_host[1]).exit_code == 0
+    crossed = plan("--ca-cert", f"{regs[0].host}={cas[1].ca_cert}", "--ca-cert", f"{regs[1].host}={cas[0].ca_cert}")
+    assert crossed.exit_code == 1 and "TLS verification failed" in crossed.output, crossed.output

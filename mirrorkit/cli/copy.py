@@ -10,6 +10,7 @@ import click
 
 from mirrorkit.cli.common import (
     credentials_from,
+    destination_options,
     endpoints_from,
     registry_options,
     target_from,
@@ -128,7 +129,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
     with bars(len(the_plan.images), None, "fetching") as progress:
-        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress, signatures)
+        sources = {i.source_ref.registry.lower() for i in the_plan.images if not i.local}
+        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None, sources), progress, signatures)
     data = {"images": report.images, "copied": report.copied, "reused": report.reused,
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
@@ -188,7 +190,7 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
-@registry_options
+@destination_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
@@ -239,7 +241,7 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
-@registry_options
+@destination_options
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
@@ -342,7 +344,7 @@ Examples:
 @click.option("--repos", multiple=True, help="Only these repositories (default: the registry's catalog).")
 @click.option("-o", "--output", help="Write here (default: stdout).")
 @JOBS
-@registry_options
+@destination_options
 def inventory_command(registry: str, repos: tuple[str, ...], output: str | None, jobs: int, **p: Any) -> None:
     """What the registry already holds, for pull-bundle --have."""
     from mirrorkit.cli.main import write_output

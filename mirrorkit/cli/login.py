@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mirrorkit.cli.common import tls_options
+from mirrorkit.cli.common import source_endpoint_option, tls_options
 from mirrorkit.errors import InputError, MirrorkitError, OperationError
 
 EPILOG = """
@@ -24,6 +24,9 @@ Examples:
   # a registry with a private CA, and one on plain HTTP
   mirrorkit login registry.local:5000 -u admin --ca-cert ca.pem
   mirrorkit login 10.0.0.5:5000 -u admin --insecure
+\b
+  # an upstream reached through a mirror: checked there, saved under nvcr.io
+  mirrorkit login nvcr.io -u '$oauthtoken' --password-stdin --source-endpoint nvcr.io=https://mirror.local:5000
 """
 
 
@@ -37,6 +40,7 @@ Examples:
                    "$XDG_CONFIG_HOME/containers/auth.json).")
 # a flag here, not HOST list: login names one registry; -u and --password-stdin ask when not given
 @click.option("--insecure", is_flag=True, help="Reach the registry over plain HTTP or without TLS verification.")
+@source_endpoint_option
 @tls_options
 def login_command(registry: str, **p: Any) -> None:
     """Check a login against REGISTRY, then save it in the containers auth file (as podman login does)."""
@@ -45,7 +49,10 @@ def login_command(registry: str, **p: Any) -> None:
     from mirrorkit.oci.transport import Endpoints
 
     host, _ = login_key(registry)
-    endpoints = Endpoints.from_options((), (host,) if p["insecure"] else (), p.get("ca_cert"), p.get("certs_dir"))
+    # --source-endpoint: the login is checked at the endpoint and saved under the upstream's name, where
+    # pull-bundle and mirror look for it (a login saved under the endpoint's HOST:PORT is found there too)
+    endpoints = Endpoints.from_options(p.get("source_endpoint") or (), (host,) if p["insecure"] else (),
+                                       p.get("ca_cert"), p.get("certs_dir"))
     if not p["password_stdin"] and not sys.stdin.isatty():
         # getpass would fall back to echoing with a Python warning; a script needs the flag instead
         raise InputError("no terminal to ask for the password: pipe it in with --password-stdin "

@@ -235,6 +235,13 @@ class CredentialStore:
         self._found: dict[tuple[str, str], Credentials | None] = {}
         self._lock = threading.Lock()
         self._helped: dict[tuple[str, str], Credentials | AuthError | None] = {}
+        self.aliases: dict[str, str] = {}   # registry name -> the host it is reached at (--source-endpoint)
+
+    def alias(self, name: str, host: str) -> None:
+        """``name`` (``nvcr.io``) is reached at ``host`` (a mirror, ``127.0.0.1:5001``): when nothing is
+        stored under the name, the credentials stored under the host are used (what ``login HOST`` saved)."""
+        if host != name:
+            self.aliases[name] = host
 
     @property
     def files(self) -> list[Path]:
@@ -247,7 +254,11 @@ class CredentialStore:
         key = (host, repository or "")
         with self._lock:
             if key not in self._found:
-                self._found[key] = self._lookup(host, repository)
+                found = self._lookup(host, repository)
+                alias = self.aliases.get(host)
+                if found is None and alias is not None:
+                    found = self.explicit.get(alias) or self._lookup(alias, repository)
+                self._found[key] = found
             return self._found[key]
 
     def _lookup(self, host: str, repository: str | None) -> Credentials | None:
