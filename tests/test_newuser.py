@@ -68,8 +68,8 @@ def test_login_with_no_terminal_and_no_password_stdin_says_so_without_a_python_w
     res = subprocess.run([str(Path(sys.executable).with_name("mirrorkit")), "login", "127.0.0.1:9", "-u", "admin"],
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
-    assert res.stderr == ("error: no terminal to ask for the password: pipe it in with --password-stdin "
-                          "(and give the user with --username)\n")
+    assert res.stderr == ("Password: error: no password given: pipe it in with --password-stdin (there is no "
+                          "terminal to ask on)\n"), res.stderr       # and no GetPassWarning
 
 
 def test_login_tls_hint_names_the_flag_login_takes(tmp_path: Path, registry_factory, env) -> None:  # noqa: F811

@@ -53,15 +53,22 @@ def login_command(registry: str, **p: Any) -> None:
     # pull-bundle and mirror look for it (a login saved under the endpoint's HOST:PORT is found there too)
     endpoints = Endpoints.from_options(p.get("source_endpoint") or (), (host,) if p["insecure"] else (),
                                        p.get("ca_cert"), p.get("certs_dir"))
-    if not p["password_stdin"] and not sys.stdin.isatty():
-        # getpass would fall back to echoing with a Python warning; a script needs the flag instead
-        raise InputError("no terminal to ask for the password: pipe it in with --password-stdin "
-                         "(and give the user with --username)")
-    username = p.get("username") or click.prompt("Username", err=True)
-    if p["password_stdin"]:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, err=True)
+    # without a terminal there is nothing to hide the typing from: getpass would only add a Python
+    # GetPassWarning, so the answers are read as lines (what a script pipes in)
+    terminal = sys.stdin.isatty()
+    try:
+        username = p.get("username") or click.prompt("Username", err=True)
+        if p["password_stdin"]:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif terminal:
+            password = click.prompt("Password", hide_input=True, err=True)
+        else:
+            click.echo("Password: ", err=True, nl=False)
+            password = sys.stdin.readline().rstrip("\r\n")
+    except click.Abort:
+        password = ""
+    if not password and not terminal and not p["password_stdin"]:
+        raise InputError("no password given: pipe it in with --password-stdin (there is no terminal to ask on)")
     if not password:
         raise InputError("no password given" + (" on standard input" if p["password_stdin"] else ""))
     try:
