@@ -5,33 +5,64 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 Callback = Callable[[str, int], None]
 
 
 @contextlib.contextmanager
-def bars(images: int, total_bytes: int | None, label: str) -> Iterator[Callback]:
-    if not sys.stderr.isatty():
+def bars(images: int, total_bytes: int | None, label: str, stream: TextIO | None = None) -> Iterator[Callback]:
+    """Bars for images (a count) and bytes (sizes and a rate); ``stream`` defaults to stderr.
+
+    ``update("total", n)`` sets the byte bar's total once it is known (the unique bytes left
+    to move, each shared blob once), instead of a sum over images that counts shared layers again.
+    """
+    out = stream if stream is not None else sys.stderr
+    if not out.isatty():
         yield lambda what, n: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-    console = Console(file=sys.stderr)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        console=console, transient=True)
+    console = Console(file=out)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), *_amount_columns(),
+                        console=console, transient=stream is None)
     tasks: dict[str, TaskID] = {}
     with progress:
-        tasks["image"] = progress.add_task("images", total=images)
+        tasks["image"] = progress.add_task("images", total=images, unit="count")
         tasks["bytes"] = progress.add_task(label, total=total_bytes)
         tasks["write"] = progress.add_task("writing bundle", total=None, visible=False)
 
         def update(what: str, n: int) -> None:
+            if what == "total":
+                progress.update(tasks["bytes"], total=n)
+                return
             task = tasks.get(what)
             if task is not None:
                 progress.update(task, advance=n, visible=True)
 
         yield update
+
+
+def _amount_columns() -> tuple[Any, Any]:
+    """The amount and rate columns: ``3/17`` and nothing for the image count, sizes and a byte rate for
+    bytes (rich's own columns would print the count as "3/17 bytes" at "0.8 bytes/s").
+    Made here so that rich is imported only when a bar is drawn."""
+    from rich.progress import DownloadColumn, ProgressColumn, Task, TransferSpeedColumn
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            if task.fields.get("unit") == "count":
+                total = "?" if task.total is None else f"{task.total:.0f}"
+                return Text(f"{task.completed:.0f}/{total}", style="progress.download")
+            return DownloadColumn().render(task)
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text("") if task.fields.get("unit") == "count" else TransferSpeedColumn().render(task)
+
+    return Amount(), Rate()
 
 
 def human(n: float) -> str:

@@ -3,7 +3,7 @@
 
     scripts/gen-image-list.py CHART.tgz|CHART_DIR [--release vX.Y.Z] [-o FILE]
 
-With no -o the file goes to mirrorkit/resolve/image-lists/helm/<chart version>.yaml. Components the
+With no -o the file goes to image-lists/helm/<chart version>.yaml. Components the
 tables in mirrorkit/chart.py do not know are reported on stderr: teach the
 tables (gates, OS tag) before shipping the file.
 """

@@ -101,6 +101,16 @@ def files_in(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
 
+def member_list(volume: Path) -> list[tarfile.TarInfo]:
+    """A volume's members, plain or zstd-compressed."""
+    import zstandard
+
+    with open(volume, "rb") as f:
+        src = zstandard.ZstdDecompressor().stream_reader(f) if volume.name.endswith(".zst") else f
+        with tarfile.open(fileobj=src, mode="r|") as tar:
+            return list(tar)
+
+
 def read_all(reader: BundleReader) -> dict[str, bytes]:
     seen: dict[str, bytes] = {}
     for digest, size, stream in reader.iter_blobs():
@@ -184,13 +194,17 @@ def test_split_volumes_stand_alone_and_together(layout: Layout, out: Path, compr
         report = reader.verify(require_complete=False)
         assert (report.volumes, report.volume_count, report.complete) == (1, len(volumes), False)
         carried += reader.blobs
-        if compress is None:
-            with tarfile.open(volume) as tar:
-                if len(tar.getmembers()) > 5:  # more than one blob: the limit holds
-                    assert volume.stat().st_size <= SPLIT
-        with pytest.raises(InputError, match=f"volume {2 if number == 0 else 1} of {len(volumes)} missing"):
+        assert volume.stat().st_size <= SPLIT      # a hard limit, even with a blob bigger than the room in one
+        others = [i + 1 for i in range(len(volumes)) if i != number]
+        names = ", ".join(v.name for v in volumes if v != volume)
+        with pytest.raises(InputError, match=re.escape(f"volumes {', '.join(map(str, others))} of {len(volumes)} "
+                                                       f"missing ({names})")):
             reader.verify()
-    assert sorted(carried) == sorted(layout.blobs)  # each blob in exactly one volume
+    assert layout.layer not in carried          # 30,000 bytes: more than a 40,000-byte volume has room for
+    cut = {d for d in layout.blobs if any(p.name.startswith(f"parts/sha256/{d[7:]}.") for v in volumes
+                                          for p in member_list(v))}
+    assert layout.layer in cut and not cut & set(layout.manifests)     # manifests are never cut
+    assert sorted(carried) == sorted(set(layout.blobs) - cut)  # the others each in exactly one volume
     assert layout.manifests[0] in BundleReader([volumes[0]]).blobs
 
     reader = BundleReader(list(reversed(volumes)))
@@ -199,12 +213,82 @@ def test_split_volumes_stand_alone_and_together(layout: Layout, out: Path, compr
     assert read_all(reader) == layout.blobs
 
 
-def test_split_blob_larger_than_split_gets_its_own_volume(layout: Layout, out: Path) -> None:
-    volumes = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=1000)
+def test_a_split_with_no_room_beside_the_repeated_head_is_refused_and_writes_nothing(layout: Layout,
+                                                                                      out: Path) -> None:
+    with pytest.raises(InputError, match=r"^split size 1000 bytes is too small: every volume repeats the lock and "
+                                         r"the layout files \(\d+ bytes\), so a volume needs at least \d+ bytes$"):
+        write_bundle(layout.root, layout.lock, out / "gpu.tar", split=1000)
+    assert files_in(out) == []
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_a_blob_bigger_than_split_is_cut_across_volumes_and_read_back_whole(tmp_path: Path, out: Path,
+                                                                             compress: str | None) -> None:
+    big = build_layout(tmp_path / "big", seed="big")
+    data = os.urandom(200_000)                      # five volumes' worth at 50,000 bytes a volume
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (big.root / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+    big.lock.blobs.append(LockBlob(digest, len(data)))
+    big.blobs[digest] = data
+    suffix = ".tar.zst" if compress else ".tar"
+    volumes = write_bundle(big.root, big.lock, out / f"gpu{suffix}", split=50_000, compress=compress)
+    assert len(volumes) >= 5
+    holding = []
     for volume in volumes:
-        assert len(BundleReader([volume]).blobs) == 1
-    assert len(volumes) == len(layout.blobs)
-    assert BundleReader(volumes).verify().complete
+        assert volume.stat().st_size <= 50_000
+        names = [m.name for m in member_list(volume)]
+        if any(n.startswith(f"parts/sha256/{digest[7:]}.") for n in names):
+            holding.append(volume)
+        # each volume alone: its .sha256 and its structure check out
+        subprocess.run(["sha256sum", "--quiet", "-c", f"{volume.name}.sha256"], cwd=out, check=True)
+        assert BundleReader([volume]).verify(require_complete=False).complete is False
+    assert len(holding) >= 4 and holding == volumes[volumes.index(holding[0]):][:len(holding)]   # consecutive
+    with BundleReader(volumes) as reader:
+        assert reader.blobs[digest] == len(data)
+        report = reader.verify()
+        assert (report.blobs, report.bytes) == (len(big.blobs), sum(len(b) for b in big.blobs.values()))
+        assert read_all(reader) == big.blobs
+        if compress is None:
+            with reader.open_blob(digest) as stream:
+                assert stream.read() == data
+    # by hand: the parts in name order are the blob
+    if compress is None:
+        unpacked = tmp_path / "unpacked"
+        for volume in volumes:
+            with tarfile.open(volume) as tar:
+                tar.extractall(unpacked, filter="data")
+        joined = b"".join(p.read_bytes() for p in sorted((unpacked / "parts" / "sha256").glob(f"{digest[7:]}.*")))
+        assert joined == data
+    # one volume holding a part left out: named, not read past
+    middle = holding[1]
+    with pytest.raises(InputError, match=f"volume {volumes.index(middle) + 1} of {len(volumes)} missing"):
+        BundleReader([v for v in volumes if v != middle]).verify()
+    with BundleReader([v for v in volumes if v != middle]) as reader, \
+            pytest.raises(InputError, match=f"blob {digest} goes on in part 1, in a volume that was not given"):
+        read_all(reader)
+
+
+def test_a_corrupt_part_fails_the_whole_blob(tmp_path: Path, out: Path) -> None:
+    big = build_layout(tmp_path / "big", seed="big")
+    data = os.urandom(120_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (big.root / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+    big.lock.blobs.append(LockBlob(digest, len(data)))
+    volumes = write_bundle(big.root, big.lock, out / "gpu.tar", split=50_000)
+    name = f"parts/sha256/{digest[7:]}.001"
+    victim = next(v for v in volumes if any(m.name == name for m in member_list(v)))
+    member = next(m for m in member_list(victim) if m.name == name)
+    with open(victim, "r+b") as f:                 # flip a byte of part 1, and hide it from the .sha256
+        f.seek(member.offset_data + 10)
+        byte = f.read(1)
+        f.seek(member.offset_data + 10)
+        f.write(bytes([byte[0] ^ 1]))
+    (out / f"{victim.name}.sha256").write_text(f"{hashlib.sha256(victim.read_bytes()).hexdigest()}  {victim.name}\n")
+    with pytest.raises(InputError, match=f"blob {digest} \\(split across volumes\\) is corrupt"):
+        BundleReader(volumes).verify()
+    with BundleReader(volumes) as reader, pytest.raises(InputError, match=f"blob {digest} is corrupt"), \
+            reader.open_blob(digest) as stream:
+        stream.read()
 
 
 def test_missing_volume_is_named(layout: Layout, out: Path) -> None:
@@ -306,7 +390,7 @@ def test_write_refuses_blob_of_wrong_size_or_content(layout: Layout, out: Path) 
 
 def test_blob_vanishing_midway_leaves_nothing(layout: Layout, out: Path) -> None:
     volumes = write_bundle(layout.root, layout.lock, out / "probe.tar", split=SPLIT)
-    last = next(iter(BundleReader([volumes[-1]]).blobs))
+    last = [d for v in volumes for d in BundleReader([v]).blobs][-1]   # the last blob written whole
     for path in out.iterdir():
         path.unlink()
 
@@ -618,8 +702,8 @@ def test_a_split_set_with_some_checksums_missing_is_refused_in_one_line(layout: 
 
 def test_a_smaller_split_set_replaces_an_older_one_whole(layout: Layout, out: Path, tmp_path: Path) -> None:
     older = build_layout(tmp_path / "old", seed="old", bundle_id="bundle-old")
-    old = write_bundle(older.root, older.lock, out / "gpu.tar", split=SPLIT // 2)
-    new = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=SPLIT)
+    old = write_bundle(older.root, older.lock, out / "gpu.tar", split=SPLIT)
+    new = write_bundle(layout.root, layout.lock, out / "gpu.tar", split=2 * SPLIT)
     assert len(old) > len(new)
     assert files_in(out) == sorted([v.name for v in new] + [f"{v.name}.sha256" for v in new])
     with BundleReader(sorted(out.glob("gpu.*.tar"))) as reader:

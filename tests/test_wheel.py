@@ -23,15 +23,16 @@ def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subp
 def test_the_wheel_installed_in_a_fresh_venv_plans_a_shipped_release(tmp_path: Path) -> None:
     # build from a copy of the sources, so the work tree gets no build/ or egg-info folders
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "mirrorkit", src / "mirrorkit", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for folder in ("mirrorkit", "image-lists"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
         "-w", wheels, src, cwd=tmp_path)
     [wheel] = wheels.glob("mirrorkit-*.whl")
-    lists = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("mirrorkit/resolve/image-lists/")]
-    assert {f"mirrorkit/resolve/image-lists/{flavor}/v23.9.2.yaml" for flavor in ("helm", "kubesphere")} <= set(lists)
+    lists = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("mirrorkit/image_lists/")]
+    assert {f"mirrorkit/image_lists/{flavor}/v23.9.2.yaml" for flavor in ("helm", "kubesphere")} <= set(lists)
 
     # a fresh venv; the dependencies come from this test's own environment through a path file (no network),
     # and only the wheel provides mirrorkit

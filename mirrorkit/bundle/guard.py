@@ -20,10 +20,11 @@ from typing import IO, Any, Self
 
 import zstandard
 
-from mirrorkit.bundle.volumes import CHUNK, DIR_ENTRIES, META_CAPS, META_ORDER, MiB
+from mirrorkit.bundle.volumes import CHUNK, DIR_ENTRIES, META_CAPS, META_ORDER, MiB, Part
 from mirrorkit.errors import InputError, OperationError
 
 BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+PART_NAME = re.compile(r"parts/sha256/([0-9a-f]{64})\.(\d{3,})")   # a part of a blob split across volumes
 HEX = re.compile(r"[0-9a-f]{64}")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_WINDOW = 1 << 27  # zstd's own default cap; the writer's level 3 needs far less
@@ -79,7 +80,7 @@ def reading(where: str) -> Iterator[None]:
 
 
 def member_kind(where: str, member: tarfile.TarInfo, position: int, seen: set[str]) -> str:
-    """Classify one header as meta / dir / blob, refusing anything the writer would never produce."""
+    """Classify one header as meta / dir / blob / part, refusing anything the writer would never produce."""
     name = member.name
     bad = f"{where}: entry {name!r}"
     if "\\" in name:
@@ -97,11 +98,13 @@ def member_kind(where: str, member: tarfile.TarInfo, position: int, seen: set[st
                 raise InputError(f"{bad}: {member.size} bytes, larger than the {META_CAPS[name]} allowed")
         elif BLOB_NAME.fullmatch(name):
             kind = "blob"
+        elif PART_NAME.fullmatch(name):
+            kind = "part"
         elif name.startswith("blobs/sha256/"):
             raise InputError(f"{bad}: blob name is not 64 lowercase hex digits")
         else:
-            raise InputError(f"{bad}: unexpected entry (a bundle holds only {', '.join(META_ORDER)} and "
-                             "blobs/sha256/<hex>)")
+            raise InputError(f"{bad}: unexpected entry (a bundle holds only {', '.join(META_ORDER)}, "
+                             "blobs/sha256/<hex> and parts/sha256/<hex>.NNN)")
     else:
         what = TYPE_NAMES.get(member.type, f"of tar type {member.type!r}")
         raise InputError(f"{bad} is {what}; only regular files are allowed")
@@ -111,6 +114,19 @@ def member_kind(where: str, member: tarfile.TarInfo, position: int, seen: set[st
     if position < len(META_ORDER) and name != META_ORDER[position]:
         raise InputError(f"{bad}: entry {position + 1} must be {META_ORDER[position]}")
     return kind
+
+
+def check_part(where: str, member: tarfile.TarInfo, parts: dict[str, Part]) -> Part:
+    """A part member must be the one volume.yaml lists for its blob, with the length listed."""
+    match = PART_NAME.fullmatch(member.name)
+    assert match is not None         # member_kind said "part"
+    digest = "sha256:" + match.group(1)
+    part = parts.get(digest)
+    if part is None or part.index != int(match.group(2)):
+        raise InputError(f"{where}: {member.name} is not a part listed in volume.yaml")
+    if member.size != part.length:
+        raise InputError(f"{where}: {member.name} has {member.size} bytes but volume.yaml says {part.length}")
+    return part
 
 
 def check_blob(where: str, digest: str, size: int, sizes: dict[str, int], listed: dict[str, int] | None) -> None:
@@ -181,8 +197,8 @@ def open_regular(path: Path, where: str) -> tuple[IO[bytes], os.stat_result]:
 
 def walk_dir(root: Path, rel: str) -> Iterator[str]:
     """Yield allowed regular files, refusing symlinks and anything unexpected (never following links)."""
-    allowed = {"": ("bundle.yaml", "volume.yaml", "oci-layout", "index.json", "blobs"),
-               "blobs": ("sha256",)}
+    allowed = {"": ("bundle.yaml", "volume.yaml", "oci-layout", "index.json", "blobs", "parts"),
+               "blobs": ("sha256",), "parts": ("sha256",)}
     try:
         entries = sorted(os.scandir(root / rel), key=lambda e: e.name)
     except OSError as exc:
@@ -195,6 +211,9 @@ def walk_dir(root: Path, rel: str) -> Iterator[str]:
         if rel == "blobs/sha256":
             if not HEX.fullmatch(entry.name):
                 raise InputError(f"{bad}: blob name is not 64 lowercase hex digits")
+        elif rel == "parts/sha256":
+            if not PART_NAME.fullmatch(name):
+                raise InputError(f"{bad}: part name is not <64 lowercase hex digits>.NNN")
         elif entry.name not in allowed[rel]:
             raise InputError(f"{bad}: unexpected entry in a bundle directory")
         if name in DIR_ENTRIES:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mirrorkit import interrupt
-from mirrorkit.bundle.volumes import CHUNK, Progress
+from mirrorkit.bundle.volumes import CHUNK, Piece, Progress
 from mirrorkit.errors import OperationError
 
 
@@ -60,7 +60,7 @@ class _VolumeHasher:
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
         self.error: BaseException | None = None
-        self._queue: queue.SimpleQueue[bytes | tuple[int, str, int, bool, Path] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[bytes | tuple[int, str, int, bool, Path, int] | None] = queue.SimpleQueue()
         self._cancelled = False
         self._thread = threading.Thread(target=self._run, name="volume-hash", daemon=True)
         self._thread.start()
@@ -68,8 +68,8 @@ class _VolumeHasher:
     def bytes(self, data: bytes) -> None:
         self._queue.put(data)
 
-    def blob(self, fd: int, digest: str, size: int, verify: bool, path: Path) -> None:
-        self._queue.put((os.dup(fd), digest, size, verify, path))
+    def blob(self, fd: int, digest: str, size: int, verify: bool, path: Path, start: int = 0) -> None:
+        self._queue.put((os.dup(fd), digest, size, verify, path, start))
 
     def _run(self) -> None:
         buf = bytearray(HASH_CHUNK)
@@ -86,13 +86,14 @@ class _VolumeHasher:
             finally:
                 os.close(fd)
 
-    def _blob(self, buf: bytearray, fd: int, digest: str, size: int, verify: bool, path: Path) -> None:
+    def _blob(self, buf: bytearray, fd: int, digest: str, size: int, verify: bool, path: Path,
+              start: int = 0) -> None:
         check = hashlib.sha256() if verify else None
         view = memoryview(buf)
         offset = 0
         while offset < size and not self._cancelled:
             try:
-                n = os.preadv(fd, [view[:min(HASH_CHUNK, size - offset)]], offset)
+                n = os.preadv(fd, [view[:min(HASH_CHUNK, size - offset)]], start + offset)
             except OSError as exc:
                 raise OperationError(f"blob {digest}: cannot read {path}: {exc.strerror or exc}") from None
             if n == 0:
@@ -176,8 +177,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple[str, int, Path]],
-                 mtime: int, progress: Progress | None, written: list[int], trusted: frozenset[str]) -> str:
+def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
+                 mtime: int, progress: Progress | None, written: list[int], trusted: frozenset[str],
+                 on_written: Callable[[Piece], None] | None = None) -> str:
     """The same bytes ``tarfile.open(mode="w|", format=PAX_FORMAT)`` writes, without passing blob data
     through Python: headers and padding are written, data ranges copied by the kernel."""
     hasher = _VolumeHasher()
@@ -196,20 +198,21 @@ def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple[
 
             for name, data in head:
                 put(_header(name, len(data), mtime) + data + bytes(-len(data) % tarfile.BLOCKSIZE))
-            for digest, size, path in blobs:
+            for piece in blobs:
+                digest, size, path, start = piece.digest, piece.nbytes, piece.path, piece.offset
                 interrupt.check()
                 hasher.raise_error()
-                put(_header(f"blobs/sha256/{digest.removeprefix('sha256:')}", size, mtime))
+                put(_header(piece.member, size, mtime))
                 try:
                     src = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                 except OSError as exc:
                     raise OperationError(f"blob {digest} cannot be read from the work directory: "
                                          f"{exc.strerror or exc}: {path}") from None
                 try:
-                    hasher.blob(src, digest, size, digest not in trusted, path)
+                    hasher.blob(src, digest, size, digest not in trusted, path, start)
                     done = 0
                     while done < size:
-                        n = copy(src, out, done, min(COPY_CHUNK, size - done))
+                        n = copy(src, out, start + done, min(COPY_CHUNK, size - done))
                         if n == 0:
                             raise OperationError(f"blob {digest} shrank while being written: {path}")
                         done += n
@@ -221,6 +224,8 @@ def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple[
                     os.close(src)
                 offset += size
                 put(bytes(-size % tarfile.BLOCKSIZE))
+                if on_written:
+                    on_written(piece)
             end = tarfile.BLOCKSIZE * 2
             put(bytes(end + -(offset + end) % tarfile.RECORDSIZE))
             os.fsync(out)

@@ -21,6 +21,7 @@ from mirrorkit.bundle.guard import (
     GuardedTarInfo,
     check_blob,
     check_end,
+    check_part,
     detect,
     member_kind,
     open_regular,
@@ -34,8 +35,13 @@ from mirrorkit.bundle.stream import (
     VERIFY_READ,
     BlobStream,
     HashingReader,
+    Member,
+    PartChain,
+    RangesReader,
+    Reassembly,
     VolumeHash,
     finishing,
+    hash_part,
     hash_range,
     read_exact,
 )
@@ -44,9 +50,12 @@ from mirrorkit.bundle.volumes import (
     META_CAPS,
     META_ORDER,
     SMALL_LIMIT,
+    Part,
     Progress,
     parse_volume_yaml,
     read_checksum,
+    read_volume_yaml,
+    sibling_volumes,
 )
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import Lock, loads_lock
@@ -75,6 +84,9 @@ class _Volume:
     sizes: dict[str, int] = field(default_factory=dict)  # the lock's, looked up once per blob header
     offsets: dict[str, int] = field(default_factory=dict)
     checksum: str | None = None
+    parts: dict[str, Part] = field(default_factory=dict)          # of blobs split across volumes
+    joined: dict[str, list[tuple[Path, int, int]]] = field(default_factory=dict)  # an unpacked folder's parts
+    part_offsets: dict[str, int] = field(default_factory=dict)
 
 
 
@@ -114,6 +126,14 @@ class BundleReader:
         self.random_access: bool = all(v.kind in ("tar", "dir") for v in volumes)
         self.blobs: dict[str, int] = {d: s for v in self._volumes for d, s in v.blobs.items()}
         self._home = {d: v for v in self._volumes for d in v.blobs}
+        # blobs split across volumes: each one's parts in order, counted as held when every part is given
+        self._split: dict[str, list[tuple[_Volume, Part]]] = {}
+        for vol in self._volumes:
+            for digest, part in vol.parts.items():
+                self._split.setdefault(digest, []).append((vol, part))
+        for digest, parts in self._split.items():
+            if _contiguous(parts):
+                self.blobs[digest] = parts[0][1].size
 
     # ---- opening
 
@@ -152,9 +172,9 @@ class BundleReader:
         if len(meta) < len(META_ORDER):
             raise InputError(f"{where}: not a mirrorkit bundle volume: {META_ORDER[len(meta)]} is missing")
         lock, lock_hash = self._head(where, meta)
-        index, count, listed = parse_volume_yaml(meta["volume.yaml"], where, lock)
+        index, count, listed, parts = read_volume_yaml(meta["volume.yaml"], where, lock)
         vol = _Volume(path, kind, lock, lock_hash, meta, index, count, listed, lock.blob_sizes(),
-                      checksum=read_checksum(path))
+                      checksum=read_checksum(path), parts=parts)
         if kind == "tar":
             self._scan_offsets(vol)
         return vol
@@ -166,24 +186,31 @@ class BundleReader:
                                                                      tarinfo=GuardedTarInfo) as tar:
             seen: set[str] = set()
             for position, member in enumerate(tar):
-                if member_kind(where, member, position, seen) == "blob":
+                kind = member_kind(where, member, position, seen)
+                if kind == "blob":
                     digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
                     check_blob(where, digest, member.size, vol.sizes, vol.blobs)
                     vol.offsets[digest] = member.offset_data
+                elif kind == "part":
+                    vol.part_offsets[check_part(where, member, vol.parts).digest] = member.offset_data
                 tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
             check_end(tar, where)
-        for digest in vol.blobs:
-            if digest not in vol.offsets:
+        for digest in [*vol.blobs, *vol.parts]:
+            if digest not in vol.offsets and digest not in vol.part_offsets:
                 raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml is missing")
 
     def _open_dir(self, root: Path) -> _Volume:
         where = str(root)
         files: dict[str, os.stat_result] = {}
         blobs_seen: dict[str, int] = {}
+        cut: dict[str, list[tuple[int, Path, int]]] = {}     # the unpacked parts of split blobs
         for rel in walk_dir(root, ""):
             st = (root / rel).lstat()
             if rel.startswith("blobs/sha256/"):
                 blobs_seen["sha256:" + rel.removeprefix("blobs/sha256/")] = st.st_size
+            elif rel.startswith("parts/sha256/"):
+                hexdigest, number = rel.removeprefix("parts/sha256/").split(".")
+                cut.setdefault("sha256:" + hexdigest, []).append((int(number), root / rel, st.st_size))
             else:
                 files[rel] = st
                 if st.st_size > META_CAPS[rel]:
@@ -205,7 +232,15 @@ class BundleReader:
         sizes = lock.blob_sizes()
         for digest, size in blobs_seen.items():
             check_blob(where, digest, size, sizes, None)
-        return _Volume(root, "dir", lock, lock_hash, meta, blobs=blobs_seen, sizes=sizes)
+        joined: dict[str, list[tuple[Path, int, int]]] = {}
+        for digest, parts in cut.items():
+            parts.sort()
+            if [n for n, _, _ in parts] != list(range(len(parts))) or digest in blobs_seen:
+                raise InputError(f"{where}: the parts of blob {digest} are not numbered 000 up, once each")
+            check_blob(where, digest, sum(size for _, _, size in parts), sizes, None)
+            joined[digest] = [(path, 0, size) for _, path, size in parts]
+            blobs_seen[digest] = sizes[digest]
+        return _Volume(root, "dir", lock, lock_hash, meta, blobs=blobs_seen, sizes=sizes, joined=joined)
 
     def _check_together(self, volumes: list[_Volume]) -> None:
         first = volumes[0]
@@ -235,28 +270,40 @@ class BundleReader:
                 if digest in home:
                     raise InputError(f"blob {digest} is in both {home[digest].path} and {vol.path}")
                 home[digest] = vol
+        for vol in volumes:
+            for digest in vol.parts:
+                if digest in home:
+                    raise InputError(f"blob {digest} is whole in {home[digest].path} and in parts in {vol.path}")
 
     # ---- reading
 
-    def _missing(self) -> str | None:
+    def missing(self) -> str | None:
+        """What keeps the given volumes from being the whole bundle (every missing volume named), or None."""
         have = {v.index for v in self._volumes}
-        for i in range(self.volume_count):
-            if i not in have:
-                return f"bundle {self.lock.id}: volume {i + 1} of {self.volume_count} missing (volume index {i})"
+        lacking = [i for i in range(self.volume_count) if i not in have]
+        if lacking:
+            names = sibling_volumes(self._volumes[0].path, self.volume_count)
+            which = ", ".join(f"{i + 1}" for i in lacking)
+            files = f" ({', '.join(names[i].name for i in lacking)})" if names else ""
+            plural = "s" if len(lacking) > 1 else ""
+            return f"bundle {self.lock.id}: volume{plural} {which} of {self.volume_count} missing{files}"
         for blob in self.lock.blobs:
             if blob.digest not in self.blobs:
                 return f"bundle {self.lock.id}: blob {blob.digest} named in the lock is not in the bundle"
         return None
 
-    def _pass(self, vol: _Volume,
-              on_bytes: Progress | None = None) -> Generator[tuple[str, int, BlobStream], None, None]:
-        """Read one volume front to back, yielding its blobs; the whole volume is checked by the end."""
+    def _pass(self, vol: _Volume, on_bytes: Progress | None = None) -> Generator[Member, None, None]:
+        """Read one volume front to back, yielding its blobs and parts; the whole volume is checked by the end.
+
+        A whole blob comes as a BlobStream that checks its digest; a part of a split blob as
+        the plain stream of its bytes (only all parts together can be checked against the digest).
+        """
         where = str(vol.path)
         if vol.kind == "dir":
             for digest, size in vol.blobs.items():
-                f, _ = open_regular(vol.path / "blobs" / "sha256" / digest.removeprefix("sha256:"), where)
+                f = _dir_blob(vol, digest)
                 with BlobStream(f, digest, size, where, owned=True, on_bytes=on_bytes) as stream:
-                    yield digest, size, stream
+                    yield digest, size, stream, None, where
                     stream.drain()
             return
         with open(vol.path, "rb") as f, finishing(HashingReader(f)) as raw:
@@ -267,11 +314,17 @@ class BundleReader:
                 for position, member in enumerate(tar):
                     blob = _guarded_member(tar, member, position, seen, vol, where)
                     if blob is not None:
-                        digest = blob
+                        digest, part = blob
                         src = cast(IO[bytes], tar.extractfile(member))  # a regular member, checked above
-                        with BlobStream(src, digest, member.size, where, owned=True, on_bytes=on_bytes) as stream:
-                            yield digest, member.size, stream
-                            stream.drain()
+                        if part is not None:
+                            yield digest, part.length, src, part, where
+                            while src.read(CHUNK):
+                                pass
+                        else:
+                            with BlobStream(src, digest, member.size, where, owned=True,
+                                            on_bytes=on_bytes) as stream:
+                                yield digest, member.size, stream, None, where
+                                stream.drain()
                         found.add(digest)
                     tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat; iteration goes on with next()
                 _check_volume_end(tar, lambda: cast(IO[bytes], tar.fileobj), found, vol, where)
@@ -279,15 +332,40 @@ class BundleReader:
         if vol.checksum is not None and raw.hash.hexdigest() != vol.checksum:
             raise InputError(f"{where}: content does not match {vol.path.name}.sha256 (corrupt or tampered volume)")
 
+    def _members(self, progress: Progress | None) -> Generator[Member, None, None]:
+        for vol in self._volumes:
+            yield from self._pass(vol, progress)
+
+    def require_checksums(self) -> None:
+        """Refuse volumes without their ``.sha256`` (an unpacked folder has none to give): a volume is only
+        known to be the one written when its checksum travelled with it."""
+        bare = [v.path for v in self._volumes if v.kind != "dir" and v.checksum is None]
+        if bare:
+            raise InputError(f"{bare[0]}: no {bare[0].name}.sha256 beside it"
+                             + (f" (nor beside {len(bare) - 1} other volume(s))" if len(bare) > 1 else "")
+                             + "; copy each volume together with its .sha256 file")
+
     def iter_blobs(self, progress: Progress | None = None) -> Iterator[tuple[str, int, BlobStream]]:
         """Every blob of the given volumes once, in volume order; each stream is valid until the next item.
 
         Bytes are hashed as they stream: a blob that does not match its digest
         raises before its last chunk is handed out, and each volume's
-        structure and ``.sha256`` are checked when its pass ends.
+        structure and ``.sha256`` are checked when its pass ends. A blob split
+        across volumes comes as one stream that reads on into the next volume.
         """
-        for vol in self._volumes:
-            yield from self._pass(vol, progress)
+        members = self._members(progress)
+        with closing(members):
+            for digest, size, stream, part, where in members:
+                if part is None:
+                    yield digest, size, cast(BlobStream, stream)
+                    continue
+                if part.index != 0:
+                    raise InputError(f"{where}: blob {digest} goes on from part {part.index - 1}, in a volume "
+                                     "that was not given")
+                chain = PartChain(digest, stream, part, where, members)
+                with BlobStream(cast(IO[bytes], chain), digest, part.size, where, on_bytes=progress) as whole:
+                    yield digest, part.size, whole
+                    whole.drain()
 
     def verify(self, require_complete: bool = True, progress: Progress | None = None) -> VerifyReport:
         """Read and hash every blob once and check the lock's claims, writing nothing anywhere.
@@ -296,31 +374,41 @@ class BundleReader:
         must be present; without it the given volumes are checked on their own
         (one volume of a split bundle, say).
         """
-        missing = self._missing()
+        missing = self.missing()
         if missing and require_complete:
             raise InputError(missing)
         wanted = self.lock.manifest_digests()
         manifests: dict[str, bytes] = {}
+        joined = Reassembly()       # split blobs: hashed part by part across the volumes, in order
         count = total = 0
         for vol in self._volumes:
             if vol.kind == "tar":
-                blobs, size = self._verify_tar(vol, wanted, manifests, progress)
+                blobs, size = self._verify_tar(vol, wanted, manifests, progress, joined)
                 count += blobs
                 total += size
                 continue
-            for digest, size, stream in self._pass(vol, progress):
-                if digest in wanted:
+            for digest, size, stream, part, where in self._pass(vol, progress):
+                if part is not None:
+                    hasher = joined.hasher(part)
+                    while chunk := stream.read(CHUNK):
+                        if hasher is not None:
+                            hasher.update(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    count += joined.finish(part, where)
+                elif digest in wanted:
                     _check_manifest_size(digest, size)
-                    manifests[digest] = read_exact(stream, size)
+                    manifests[digest] = read_exact(cast(BlobStream, stream), size)
+                    count += 1
                 else:
-                    stream.drain()
-                count += 1
+                    cast(BlobStream, stream).drain()
+                    count += 1
                 total += size
         check_manifests(self.lock, manifests)
         return VerifyReport(self.lock.id, len(self._volumes), self.volume_count, count, total, missing is None)
 
     def _verify_tar(self, vol: _Volume, wanted: set[str], manifests: dict[str, bytes],
-                    progress: Progress | None) -> tuple[int, int]:
+                    progress: Progress | None, joined: Reassembly) -> tuple[int, int]:
         """``verify`` for a plain tar volume: the same checks as ``_pass``, the data read in big pieces.
 
         Every header goes through exactly the guard ``_pass`` applies (names, types, sizes,
@@ -342,8 +430,15 @@ class BundleReader:
             tar = tarfile.open(fileobj=f, mode="r:", tarinfo=GuardedTarInfo)  # noqa: SIM115 - holds only f, closed above
             seen: set[str] = set()
             for position, member in enumerate(tar):
-                digest = _guarded_member(tar, member, position, seen, vol, where)
-                if digest is not None:
+                blob = _guarded_member(tar, member, position, seen, vol, where)
+                if blob is not None and blob[1] is not None:
+                    part = blob[1]
+                    hash_part(data, member.offset_data, part.length, joined.hasher(part), where, buffer, progress)
+                    count += joined.finish(part, where)
+                    total += part.length
+                    found.add(part.digest)
+                elif blob is not None:
+                    digest = blob[0]
                     keep: list[bytes] | None = None
                     if digest in wanted:
                         _check_manifest_size(digest, member.size)
@@ -369,12 +464,17 @@ class BundleReader:
         """An independent stream of one blob (its own file handle, so threads can read in parallel)."""
         if not self.random_access:
             raise OperationError("this bundle has compressed volumes: read it in order with iter_blobs()")
+        parts = self._split.get(digest)
+        if parts and digest in self.blobs:
+            ranges = [(v.path, v.part_offsets[digest], part.length) for v, part in parts]
+            return BlobStream(cast(IO[bytes], RangesReader(ranges)), digest, self.blobs[digest], str(parts[0][0].path),
+                              owned=True)
         vol = self._home.get(digest)
         if vol is None:
-            raise InputError(f"blob {digest} is not in this bundle")
+            raise InputError(f"blob {digest} is not in this bundle (or not all of its parts were given)")
         size = vol.blobs[digest]
         if vol.kind == "dir":
-            f, _ = open_regular(vol.path / "blobs" / "sha256" / digest.removeprefix("sha256:"), str(vol.path))
+            f = _dir_blob(vol, digest)
         else:
             f = open(vol.path, "rb")  # noqa: SIM115 - owned by the returned stream
             f.seek(vol.offsets[digest])
@@ -392,9 +492,9 @@ class BundleReader:
             with self.open_blob(digest) as stream:
                 return read_exact(stream, size)
         with closing(self._pass(vol)) as blobs:
-            for found, _, stream in blobs:
-                if found == digest:
-                    return read_exact(stream, size)
+            for found, _, stream, part, _ in blobs:
+                if found == digest and part is None:
+                    return read_exact(cast(BlobStream, stream), size)
         raise InputError(f"{vol.path}: blob {digest} listed in volume.yaml is missing")
 
     def close(self) -> None:
@@ -408,19 +508,41 @@ class BundleReader:
 
 
 def _guarded_member(tar: tarfile.TarFile, member: tarfile.TarInfo, position: int, seen: set[str],
-                    vol: _Volume, where: str) -> str | None:
-    """Every member passes the guard; a metadata file must be what the first pass read; a blob must be one
-    the lock and volume.yaml name, at their size. Returns the blob's digest, or None for other members."""
+                    vol: _Volume, where: str) -> tuple[str, Part | None] | None:
+    """Every member passes the guard; a metadata file must be what the first pass read; a blob (or a part)
+    must be one the lock and volume.yaml name, at their size. Returns the blob's digest and, for a part,
+    which one; None for other members."""
     kind = member_kind(where, member, position, seen)
     if kind == "meta":
         if read_member(tar, member, where) != vol.meta[member.name]:
             raise InputError(f"{where}: {member.name} changed while the bundle was being read")
         return None
+    if kind == "part":
+        part = check_part(where, member, vol.parts)
+        return part.digest, part
     if kind != "blob":
         return None
     digest = "sha256:" + member.name.removeprefix("blobs/sha256/")
     check_blob(where, digest, member.size, vol.sizes, vol.blobs)
-    return digest
+    return digest, None
+
+
+def _dir_blob(vol: _Volume, digest: str) -> IO[bytes]:
+    """A blob of an unpacked bundle: its file, or its parts read one after the other."""
+    if digest in vol.joined:
+        return cast(IO[bytes], RangesReader(vol.joined[digest]))
+    f, _ = open_regular(vol.path / "blobs" / "sha256" / digest.removeprefix("sha256:"), str(vol.path))
+    return f
+
+
+def _contiguous(parts: list[tuple[_Volume, Part]]) -> bool:
+    """Are these all of a split blob's parts, in order, end to end?"""
+    offset = 0
+    for number, (_, part) in enumerate(parts):
+        if part.index != number or part.offset != offset:
+            return False
+        offset += part.length
+    return bool(parts) and offset == parts[0][1].size
 
 
 def _check_volume_end(tar: tarfile.TarFile, rest: Callable[[], IO[bytes]], found: set[str], vol: _Volume,
@@ -428,7 +550,7 @@ def _check_volume_end(tar: tarfile.TarFile, rest: Callable[[], IO[bytes]], found
     """After the last member: a proper end of archive, every blob volume.yaml lists seen, and nothing but
     zero padding after the first end block (``rest()`` is the stream positioned just past it)."""
     check_end(tar, where)
-    for digest in vol.blobs:
+    for digest in [*vol.blobs, *vol.parts]:
         if digest not in found:
             raise InputError(f"{where}: truncated or incomplete: blob {digest} listed in volume.yaml is missing")
     stream = rest()

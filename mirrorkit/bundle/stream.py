@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mirrorkit.bundle.guard import reading
-from mirrorkit.bundle.volumes import CHUNK, Progress
+from mirrorkit.bundle.volumes import CHUNK, Part, Progress
 from mirrorkit.errors import InputError
 
 
@@ -43,7 +43,9 @@ class BlobStream(io.RawIOBase):
         if self._remaining == 0:
             self._finish()
             return b""
-        n = self._remaining if n is None or n < 0 else min(n, self._remaining)
+        if n is None or n < 0:      # all of it, even from a source that gives it in pieces (a split blob)
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        n = min(n, self._remaining)
         if n == 0:
             return b""
         with reading(self._where):
@@ -214,3 +216,129 @@ class VolumeHash:
         self.stop.set()             # an error elsewhere: the thread ends at its next read
         if self.wanted:
             self.thread.join()
+
+
+# -- blobs split across volumes ----------------------------------------------------------------
+
+# one item of a volume pass: digest, bytes in this volume, the stream, the part (None: a whole blob), where
+Member = tuple[str, int, Any, Part | None, str]
+
+
+class PartChain:
+    """A split blob's bytes as one stream: when one part runs out, the next item of the volume passes
+    must be the blob's next part (the writer puts it first in the next volume), and reading goes on there.
+
+    Only the caller's BlobStream, wrapped around this, checks the whole blob's digest.
+    """
+
+    def __init__(self, digest: str, first: IO[bytes], part: Part, where: str,
+                 members: Iterator[Member]) -> None:
+        self.digest, self.size, self.where, self.members = digest, part.size, where, members
+        self.current = first
+        self.next_index, self.offset = part.index + 1, part.offset + part.length
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        while True:
+            data = self.current.read(n)
+            if data or self.offset >= self.size:
+                return data
+            try:
+                digest, _, stream, part, where = next(self.members)
+            except StopIteration:
+                raise InputError(f"{self.where}: blob {self.digest} goes on in part {self.next_index}, in a volume "
+                                 "that was not given") from None
+            if part is not None and digest == self.digest and part.index > self.next_index:
+                raise InputError(f"{self.where}: blob {self.digest} goes on in part {self.next_index}, in a volume "
+                                 "that was not given")
+            if part is None or digest != self.digest or part.index != self.next_index or part.offset != self.offset:
+                raise InputError(f"{where}: expected part {self.next_index} of blob {self.digest} to come first, "
+                                 f"found {'a part of ' if part else ''}blob {digest}")
+            self.current, self.where = stream, where
+            self.next_index, self.offset = part.index + 1, part.offset + part.length
+
+
+class RangesReader:
+    """Byte ranges of several files read as one stream (a split blob's parts in plain tar volumes);
+    each file is opened when its range is reached, so only one descriptor is held at a time."""
+
+    def __init__(self, ranges: list[tuple[Path, int, int]]) -> None:
+        self._ranges = list(ranges)
+        self._file: IO[bytes] | None = None
+        self._left = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        while self._left == 0:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            if not self._ranges:
+                return b""
+            path, offset, length = self._ranges.pop(0)
+            self._file = open(path, "rb")  # noqa: SIM115 - closed when its range ends, or by close()
+            self._file.seek(offset)
+            self._left = length
+        assert self._file is not None
+        data = self._file.read(self._left if n is None or n < 0 else min(n, self._left))
+        if not data:
+            return b""          # a shrunken volume: BlobStream reports the blob as truncated
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Reassembly:
+    """verify's whole-blob hashes of split blobs, fed part by part in volume order.
+
+    A part whose earlier parts were not given (one volume checked alone) gets no hasher:
+    its bytes are still read, for the volume's ``.sha256``, but the blob is not counted.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[Any, int]] = {}
+
+    def hasher(self, part: Part) -> Any:
+        if part.offset == 0:
+            hasher = hashlib.sha256()
+        else:
+            held = self._open.pop(part.digest, None)
+            if held is None or held[1] != part.offset:
+                return None
+            hasher = held[0]
+        self._open[part.digest] = (hasher, part.offset + part.length)
+        return hasher
+
+    def finish(self, part: Part, where: str) -> int:
+        """After a part's bytes: 1 when that completed (and checked) its blob, else 0."""
+        held = self._open.get(part.digest)
+        if held is None or held[1] != part.size:
+            return 0
+        del self._open[part.digest]
+        actual = "sha256:" + held[0].hexdigest()
+        if actual != part.digest:
+            raise InputError(f"{where}: blob {part.digest} (split across volumes) is corrupt: its bytes hash to "
+                             f"{actual}")
+        return 1
+
+
+def hash_part(data: io.RawIOBase, offset: int, size: int, hasher: Any, where: str, buffer: memoryview,
+              progress: Progress | None) -> None:
+    """Read ``size`` bytes of a part from ``offset``, feeding ``hasher`` (None: nothing to check them against)."""
+    data.seek(offset)
+    got = 0
+    while got < size:
+        n = data.readinto(buffer[: min(len(buffer), size - got)])
+        if not n:
+            raise InputError(f"{where}: a part is truncated: {got} of {size} bytes")
+        if hasher is not None:
+            hasher.update(buffer[:n])
+        got += n
+        if progress:
+            progress(n)

@@ -6,6 +6,14 @@ volume), ``oci-layout``, ``index.json``, then its share of
 ``blobs/sha256/<hex>``. Every volume repeats the lock, so each one can be
 checked on its own and the volumes can be loaded in any order.
 
+A blob larger than what one volume holds (``--split`` is a hard limit) is cut
+into parts, ``parts/sha256/<hex>.000``, ``.001``, ... each at the end or start
+of consecutive volumes, and listed under ``parts`` in volume.yaml with its byte
+range. Readers put the parts back together while streaming and hash the whole
+blob against its digest; ``cat parts/sha256/<hex>.*`` rebuilds it by hand.
+volume.yaml also records the ``split`` it was written with, so a rerun asking
+for another size knows the volumes on disk are not what was asked for.
+
 Volume names: without ``split`` the bundle is the single file ``output``. With
 ``split`` the ``.tar`` / ``.tar.zst`` suffix is taken off ``output`` and the
 volumes are ``STEM.000.tar``, ``STEM.001.tar``, ... (``STEM.000.tar.zst``, ...
@@ -17,7 +25,8 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -34,11 +43,48 @@ SMALL_LIMIT = 4 * MiB    # manifests are held whole, so their size is capped (re
 VOLUME_KIND = "BundleVolume"
 META_ORDER = ("bundle.yaml", "volume.yaml", "oci-layout", "index.json")
 META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB}
-DIR_ENTRIES = ("blobs", "blobs/sha256")
+DIR_ENTRIES = ("blobs", "blobs/sha256", "parts", "parts/sha256")
 VOLUME_NUMBER = r"\.\d{3,}"   # STEM.000.tar ... (more digits past 999 volumes)
 SHA_FILE_CAP = 4096      # a .sha256 file is one line; a bigger one is not ours to parse
 
 Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What a volume carries of one blob: all of it (``part`` None) or the byte range
+    ``offset``..``offset + length`` as part number ``part``."""
+
+    digest: str
+    size: int
+    path: Path
+    offset: int = 0
+    length: int = -1          # -1: the whole blob
+    part: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.size if self.length < 0 else self.length
+
+    @property
+    def member(self) -> str:
+        hexdigest = self.digest.removeprefix("sha256:")
+        return f"blobs/sha256/{hexdigest}" if self.part is None else part_member(hexdigest, self.part)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a split blob as volume.yaml lists it (the reader's view)."""
+
+    digest: str
+    size: int       # the whole blob's
+    index: int
+    offset: int
+    length: int
+
+
+def part_member(hexdigest: str, index: int) -> str:
+    return f"parts/sha256/{hexdigest}.{index:03d}"
 
 
 def volume_paths(output: Path, count: int, compress: str | None = None, split: bool = False) -> list[Path]:
@@ -53,12 +99,12 @@ def volume_paths(output: Path, count: int, compress: str | None = None, split: b
 
 
 def older_volumes(output: Path, compress: str | None, split: bool, keep: list[Path]) -> list[Path]:
-    """Volumes of an earlier split set under the same name that a new set of fewer volumes would leave behind."""
-    if not split:
-        return []
+    """Volumes of an earlier bundle under the same name that the new set would leave behind: a split set
+    of more volumes, a split set where one file is written now (or the other way round), the other
+    compression's files. Left there, they would be read as part of the new bundle."""
     output = Path(output)
     suffix = ".tar.zst" if compress == "zstd" else ".tar"
-    pattern = numbered(output.name.removesuffix(suffix), re.escape(suffix))
+    pattern = numbered(output.name.removesuffix(suffix), r"\.tar(?:\.zst)?", optional=True)
     try:
         names = sorted(p.name for p in output.parent.iterdir())
     except OSError:
@@ -92,19 +138,41 @@ def bundle_volumes(source: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.name.split(".tar")[0]), p.name))
 
 
+def sibling_volumes(volume: Path, count: int) -> list[Path] | None:
+    """Every volume's path of the split set ``volume`` belongs to (by the naming scheme), or None."""
+    for suffix in (".tar.zst", ".tar"):
+        match = re.fullmatch(r"(.+)" + VOLUME_NUMBER + re.escape(suffix), volume.name)
+        if match:
+            return volume_paths(volume.with_name(match.group(1) + suffix), count,
+                                "zstd" if suffix == ".tar.zst" else None, split=True)
+    return None
+
+
 def checksum_path(volume: Path) -> Path:
     """The ``sha256sum``-format file beside a volume."""
     return volume.with_name(volume.name + ".sha256")
 
 
-def volume_yaml(bundle_id: str, index: int, count: int, blobs: list[tuple[str, int]]) -> bytes:
-    doc = {"apiVersion": API_VERSION, "kind": VOLUME_KIND, "bundle": bundle_id, "index": index, "count": count,
-           "blobs": [{"digest": d, "size": s} for d, s in blobs]}
+def volume_yaml(bundle_id: str, index: int, count: int, blobs: list[tuple[str, int]],
+                parts: Sequence[Piece] = (), split: int | None = None) -> bytes:
+    doc: dict[str, Any] = {"apiVersion": API_VERSION, "kind": VOLUME_KIND, "bundle": bundle_id, "index": index,
+                           "count": count, "blobs": [{"digest": d, "size": s} for d, s in blobs]}
+    if parts:
+        doc["parts"] = [{"digest": p.digest, "size": p.size, "part": p.part, "offset": p.offset, "length": p.nbytes}
+                        for p in parts]
+    if split is not None:
+        doc["split"] = split
     return yaml.safe_dump(doc, sort_keys=False, width=120).encode()
 
 
 
 def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, dict[str, int]]:
+    """Index, count and whole blobs of a volume (see ``volume_parts`` for the parts of split blobs)."""
+    index, count, listed, _ = read_volume_yaml(data, where, lock)
+    return index, count, listed
+
+
+def read_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, dict[str, int], dict[str, Part]]:
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -132,7 +200,40 @@ def parse_volume_yaml(data: bytes, where: str, lock: Lock) -> tuple[int, int, di
             raise InputError(f"{where}: volume.yaml lists blob {digest} ({size} bytes), which the lock does not "
                              "carry with that size")
         listed[digest] = size
-    return index, count, listed
+    return index, count, listed, _parts(doc.get("parts", []), where, sizes, listed)
+
+
+def _parts(entries: Any, where: str, sizes: dict[str, int], listed: dict[str, int]) -> dict[str, Part]:
+    """volume.yaml's parts: a blob the lock carries, at most one part of it per volume, a range inside it."""
+    if not isinstance(entries, list):
+        raise InputError(f"{where}: volume.yaml 'parts' must be a list")
+    parts: dict[str, Part] = {}
+    for entry in entries:
+        values = [entry.get(k) if isinstance(entry, dict) else None for k in ("digest", "size", "part", "offset",
+                                                                               "length")]
+        digest, numbers = values[0], values[1:]
+        if not isinstance(digest, str) or not is_digest(digest) or not all(is_count(v) for v in numbers):
+            raise InputError(f"{where}: volume.yaml has a malformed part entry")
+        size, number, offset, length = (int(v) for v in numbers)   # type: ignore[arg-type]  # counts, checked
+        if digest in parts or digest in listed:
+            raise InputError(f"{where}: volume.yaml lists blob {digest} twice")
+        if sizes.get(digest) != size:
+            raise InputError(f"{where}: volume.yaml lists a part of blob {digest} ({size} bytes), which the lock "
+                             "does not carry with that size")
+        if length < 1 or offset + length > size:
+            raise InputError(f"{where}: volume.yaml part {number} of blob {digest} lies outside its {size} bytes")
+        parts[digest] = Part(digest, size, number, offset, length)
+    return parts
+
+
+def written_split(data: bytes) -> int | None:
+    """The ``split`` a volume's volume.yaml records (None: written whole, or by an older mirrorkit)."""
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return None
+    value = doc.get("split") if isinstance(doc, dict) else None
+    return value if is_count(value) else None
 
 
 def is_count(value: Any) -> TypeGuard[int]:

@@ -28,7 +28,16 @@ import zstandard
 
 from mirrorkit import interrupt
 from mirrorkit.bundle.plain import check_stored_digest, member_info, write_plain
-from mirrorkit.bundle.volumes import CHUNK, META_CAPS, Progress, checksum_path, older_volumes, volume_paths, volume_yaml
+from mirrorkit.bundle.volumes import (
+    CHUNK,
+    META_CAPS,
+    Piece,
+    Progress,
+    checksum_path,
+    older_volumes,
+    volume_paths,
+    volume_yaml,
+)
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import disk_full, is_disk_full
 from mirrorkit.lock import Lock
@@ -37,13 +46,14 @@ from mirrorkit.progress import human
 
 def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None = None,
                  compress: str | None = None, progress: Progress | None = None,
-                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = ()) -> list[Path]:
+                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = (),
+                 consume: bool = False) -> list[Path]:
     """Write the lock and the layout's lock blobs as one or more tar volumes; return the volume paths.
 
     Only blobs in ``lock.blobs`` are written (a differential bundle leaves the
     others out). With ``split`` blobs are packed greedily, manifests first, so
-    each volume's tar stays at most ``split`` bytes (before compression) where
-    possible; a single blob larger than ``split`` gets a volume of its own.
+    each volume's tar stays at most ``split`` bytes (before compression); a blob
+    that no volume can hold whole is cut into parts over consecutive volumes.
     ``progress`` receives the number of blob bytes copied, chunk by chunk, so a
     progress bar can use the sum of the lock's blob sizes as its total.
 
@@ -57,6 +67,11 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     name, except those in ``trusted``: blobs the caller put in the store during this
     same run, hashed as they arrived (a pull's fresh downloads). Blobs left by an
     earlier run, or by anything else, are always checked.
+
+    ``consume`` removes each work-folder blob as soon as its last byte is in a volume
+    (pull-bundle without --keep-work): the blob's space is handed to the bundle as it is
+    written, so the filesystem holding both needs about one bundle, not two. A write
+    that fails then leaves fewer blobs for the rerun to reuse.
     """
     if compress not in (None, "zstd"):
         raise InputError(f"unknown compression {compress!r}: use 'zstd' or none")
@@ -68,10 +83,16 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     index = _read_layout_file(layout_dir, "index.json")
     blobs = _layout_blobs(layout_dir, lock)
     base = (_member_bytes(len(lock_bytes)) + _member_bytes(len(layout)) + _member_bytes(len(index))
-            + _member_bytes(len(volume_yaml(lock.id, 1 << 20, 1 << 20, []))) + 512 + 1024 + tarfile.RECORDSIZE)
-    groups = _assign(blobs, split, base) if split else [blobs]
+            + _member_bytes(len(volume_yaml(lock.id, 1 << 20, 1 << 20, [], split=split)) + 64)
+            + 512 + 1024 + tarfile.RECORDSIZE)
+    groups = _assign(blobs, split, base, lock.manifest_digests()) if split else [blobs]
     paths = volume_paths(output, len(groups), compress, split is not None)
-    total = sum(base + sum(_blob_cost(size) for _, size, _ in group) for group in groups)
+    total = sum(base + sum(_piece_cost(p) for p in group) for group in groups)
+    cut = {p.digest for group in groups for p in group if p.part is not None}
+    for piece in blobs:
+        if piece.digest in cut and piece.digest not in trusted:
+            _check_whole(piece)   # its parts go to several volumes: no single pass sees the whole blob
+    trusted = frozenset(trusted) | cut
     mtime = _mtime(lock.created)
     written = [0]
     volumes: list[tuple[Path, Path]] = []
@@ -85,11 +106,13 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
             sha_path = checksum_path(path)
             volumes.append((current, path))
             checksums.append((sha_path.with_name(f".{sha_path.name}.partial"), sha_path))
+            whole = [(p.digest, p.size) for p in group if p.part is None]
+            parts = [p for p in group if p.part is not None]
             head = [("bundle.yaml", lock_bytes),
-                    ("volume.yaml", volume_yaml(lock.id, number, len(groups), [(d, s) for d, s, _ in group])),
+                    ("volume.yaml", volume_yaml(lock.id, number, len(groups), whole, parts, split)),
                     ("oci-layout", layout), ("index.json", index)]
             hexdigest = _write_volume(current, head, group, compress, mtime, progress, written,
-                                      frozenset(trusted))
+                                      trusted, _consumer(layout_dir) if consume else None)
             current = checksums[-1][0]
             _write_synced(current, f"{hexdigest}  {path.name}\n".encode())
         interrupt.check()              # Ctrl-C while writing: not one volume is presented as complete
@@ -153,7 +176,7 @@ def _read_layout_file(layout_dir: Path, name: str) -> bytes:
                              f"{exc.strerror or exc}") from None
 
 
-def _layout_blobs(layout_dir: Path, lock: Lock) -> list[tuple[str, int, Path]]:
+def _layout_blobs(layout_dir: Path, lock: Lock) -> list[Piece]:
     """The lock's blobs as they sit in the layout, manifests first so they land in volume 0."""
     manifests = lock.manifest_digests()
     ordered = sorted(lock.blobs, key=lambda b: b.digest not in manifests)
@@ -167,7 +190,7 @@ def _layout_blobs(layout_dir: Path, lock: Lock) -> list[tuple[str, int, Path]]:
                                  f"{exc.strerror or exc}") from None
         if size != blob.size:
             raise OperationError(f"blob {blob.digest} in {path} has {size} bytes but the lock says {blob.size}")
-        out.append((blob.digest, blob.size, path))
+        out.append(Piece(blob.digest, blob.size, path))
     return out
 
 
@@ -181,17 +204,75 @@ def _blob_cost(size: int) -> int:
     return _member_bytes(size) + pax + 92 + len(str(size))
 
 
-def _assign(blobs: list[tuple[str, int, Path]], split: int, base: int) -> list[list[tuple[str, int, Path]]]:
-    groups: list[list[tuple[str, int, Path]]] = [[]]
+PART_LINE = 256     # a part's volume.yaml entry (digest, size, part, offset, length) fits in this
+MIN_ROOM = 4096     # data bytes a volume must have room for beside its repeated head
+
+
+def _part_cost(length: int) -> int:
+    return _member_bytes(length) + (1024 if length >= 1 << 33 else 0) + PART_LINE
+
+
+def _piece_cost(piece: Piece) -> int:
+    return _blob_cost(piece.size) if piece.part is None else _part_cost(piece.nbytes)
+
+
+def _assign(blobs: list[Piece], split: int, base: int, manifests: set[str]) -> list[list[Piece]]:
+    """Pack blobs into volumes of at most ``split`` bytes each (a hard limit), in order.
+
+    A blob that fits in a volume of its own is never cut: it starts a new volume when the
+    current one is too full. A larger one fills the current volume's room and goes on in
+    the next ones as parts. Manifests are never cut (readers hold them whole); every
+    volume repeats the head (``base`` bytes: the lock, the layout files), so a ``split``
+    that leaves no room beside it is refused.
+    """
+    if split - base - PART_LINE - 512 < MIN_ROOM:
+        raise InputError(f"split size {split} bytes is too small: every volume repeats the lock and the layout "
+                         f"files ({base} bytes), so a volume needs at least {base + PART_LINE + 512 + MIN_ROOM} bytes")
+    groups: list[list[Piece]] = [[]]
     used = base
     for blob in blobs:
-        cost = _blob_cost(blob[1])
-        if groups[-1] and used + cost > split:
-            groups.append([])
-            used = base
-        groups[-1].append(blob)
-        used += cost
+        cost = _blob_cost(blob.size)
+        if used + cost <= split:
+            groups[-1].append(blob)
+            used += cost
+            continue
+        if base + cost <= split or blob.digest in manifests:
+            if base + cost > split:
+                raise InputError(f"split size {split} bytes is too small for manifest {blob.digest} "
+                                 f"({blob.size} bytes; manifests are never cut)")
+            if groups[-1]:
+                groups.append([])
+            groups[-1].append(blob)
+            used = base + cost
+            continue
+        offset = number = 0
+        while offset < blob.size:
+            room = (split - used - _part_cost(0) - (1024 if split - used >= 1 << 33 else 0)) // 512 * 512
+            if room < 512:
+                groups.append([])
+                used = base
+                continue
+            length = min(room, blob.size - offset)
+            groups[-1].append(Piece(blob.digest, blob.size, blob.path, offset, length, number))
+            used += _part_cost(length)
+            offset += length
+            number += 1
+            if offset < blob.size:
+                groups.append([])
+                used = base
     return groups
+
+
+def _check_whole(piece: Piece) -> None:
+    """Hash a work-folder blob that will be cut into parts, before any of it is written."""
+    hasher = hashlib.sha256()
+    try:
+        with open(piece.path, "rb") as f:
+            while chunk := f.read(4 * CHUNK):
+                hasher.update(chunk)
+    except OSError as exc:
+        raise OperationError(f"blob {piece.digest}: cannot read {piece.path}: {exc.strerror or exc}") from None
+    check_stored_digest(piece.digest, "sha256:" + hasher.hexdigest())
 
 
 def _mtime(created: str) -> int:
@@ -229,11 +310,13 @@ class _SourceBlob:
     shipped across the air gap and found only when the push fails.
     """
 
-    def __init__(self, path: Path, digest: str, size: int, progress: Progress | None, verify: bool = True) -> None:
+    def __init__(self, path: Path, digest: str, size: int, progress: Progress | None, verify: bool = True,
+                 start: int = 0) -> None:
         self._path, self._digest, self._remaining, self._progress = path, digest, size, progress
         self._hash = hashlib.sha256() if verify else None
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self._file.seek(start)
         except OSError as exc:
             raise OperationError(f"blob {digest} cannot be read from the work directory: "
                                  f"{exc.strerror or exc}: {path}") from None
@@ -267,11 +350,19 @@ class _SourceBlob:
         self._file.close()
 
 
-def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[tuple[str, int, Path]],
+def _consumer(layout_dir: Path) -> Callable[[Piece], None]:
+    def consume(piece: Piece) -> None:
+        last = piece.part is None or piece.offset + piece.nbytes == piece.size    # its last byte is written
+        if last and piece.path.parent.parent.parent == layout_dir:               # only ever the work folder's
+            piece.path.unlink(missing_ok=True)
+    return consume
+
+
+def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
                   compress: str | None, mtime: int, progress: Progress | None, written: list[int],
-                  trusted: frozenset[str] = frozenset()) -> str:
+                  trusted: frozenset[str] = frozenset(), on_written: Callable[[Piece], None] | None = None) -> str:
     if compress is None:
-        return write_plain(partial, head, blobs, mtime, progress, written, trusted)
+        return write_plain(partial, head, blobs, mtime, progress, written, trusted, on_written)
     with open(partial, "wb") as raw:
         out = _HashingWriter(raw, written)
         zstd = zstandard.ZstdCompressor(level=3).stream_writer(cast(IO[bytes], out), closefd=False)
@@ -279,10 +370,13 @@ def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[tupl
             tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # stdlib, not in typeshed
             for name, data in head:
                 tar.addfile(member_info(name, len(data), mtime), io.BytesIO(data))
-            for digest, size, path in blobs:
-                source = _SourceBlob(path, digest, size, progress, verify=digest not in trusted)
+            for piece in blobs:
+                source = _SourceBlob(piece.path, piece.digest, piece.nbytes, progress,
+                                     verify=piece.digest not in trusted, start=piece.offset)
                 with closing(source):
-                    tar.addfile(member_info(f"blobs/sha256/{digest.removeprefix('sha256:')}", size, mtime), source)
+                    tar.addfile(member_info(piece.member, piece.nbytes, mtime), source)
+                if on_written:
+                    on_written(piece)
         zstd.close()
         raw.flush()
         os.fsync(raw.fileno())

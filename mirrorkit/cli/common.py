@@ -24,25 +24,34 @@ def _stack(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], 
 
 # how TLS to a registry is checked: every command that reaches one, login included
 tls_options = _stack([
-    click.option("--ca-cert", type=click.Path(dir_okay=False), help="Extra CA bundle to trust."),
+    click.option("--ca-cert", multiple=True, metavar="[HOST[:PORT]=]FILE",
+                 help="Extra CA bundle to trust: for every registry, or with HOST= for that registry only "
+                      "(repeatable: every bundle given is trusted)."),
     click.option("--certs-dir", type=click.Path(file_okay=False), metavar="DIR",
                  help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and "
                       "/etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR)."),
 ])
-# where registries are reached (read by endpoints_from)
-endpoint_options = _stack([
-    click.option("--source-endpoint", multiple=True, metavar="NAME=URL",
-                 help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001."),
+source_endpoint_option = click.option(
+    "--source-endpoint", multiple=True, metavar="NAME=URL",
+    help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001 (credentials stored under NAME, "
+         "else under the URL's HOST:PORT, are used there).")
+# how registries are reached (read by endpoints_from)
+insecure_options = _stack([
     click.option("--insecure", multiple=True, metavar="HOST[:PORT]",
                  help="A registry reached over plain HTTP or without TLS verification (repeatable)."),
     tls_options,
 ])
-# who to be at --registry (read by credentials_from)
+# commands that contact a source (plan --resolve, pull-bundle, mirror) also take --source-endpoint
+endpoint_options = _stack([source_endpoint_option, insecure_options])
+# who to be (read by credentials_from): at --registry, or at pull-bundle's one source registry
 credential_options = _stack([
-    click.option("--username", help="User for the --registry (the password comes from --password-stdin)."),
-    click.option("--password-stdin", is_flag=True, help="Read the --registry password from standard input."),
+    click.option("--username", help="User for the registry the command logs in to: --registry, or for pull-bundle "
+                                    "the plan's source registry (the password comes from --password-stdin)."),
+    click.option("--password-stdin", is_flag=True, help="Read that registry's password from standard input."),
 ])
 registry_options = _stack([endpoint_options, credential_options])
+# commands that only contact the private registry: push-bundle, verify, inventory, prune
+destination_options = _stack([insecure_options, credential_options])
 
 
 def endpoints_from(p: dict[str, Any]) -> Endpoints:
@@ -59,19 +68,28 @@ def warn_unused_endpoints(endpoints: Endpoints, registries: set[str]) -> None:
                    f"(they come from {', '.join(sorted(registries)) or 'nowhere'})", err=True)
 
 
-def credentials_from(p: dict[str, Any], registry: RegistryTarget | None) -> CredentialStore:
+def credentials_from(p: dict[str, Any], registry: RegistryTarget | None,
+                     sources: set[str] | None = None) -> CredentialStore:
+    """``--username``/``--password-stdin`` for ``registry``; with ``sources`` (pull-bundle) for the one
+    source registry the plan pulls from."""
     explicit: dict[str, Credentials] = {}
     if p.get("password_stdin") and not p.get("username"):
         raise InputError("--password-stdin needs --username")
     if p.get("username"):
-        if registry is None:
+        host = registry.host if registry is not None else None
+        if sources is not None:
+            if len(sources) != 1:
+                raise InputError(f"--username: the plan pulls from {', '.join(sorted(sources))}; log in to each "
+                                 "with 'mirrorkit login HOST' instead")
+            host = next(iter(sources))
+        if host is None:
             raise InputError("--username applies to --registry: give --registry too")
         if not p.get("password_stdin"):
             raise InputError("--username needs --password-stdin (passwords never go on the command line)")
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise InputError("--password-stdin: no password on standard input")
-        explicit[registry.host] = Credentials(p["username"], password)
+        explicit[host] = Credentials(p["username"], password)
     return CredentialStore(explicit)
 
 

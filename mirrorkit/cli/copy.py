@@ -10,12 +10,13 @@ import click
 
 from mirrorkit.cli.common import (
     credentials_from,
+    destination_options,
     endpoints_from,
     registry_options,
     target_from,
     warn_unused_endpoints,
 )
-from mirrorkit.errors import InputError, OperationError
+from mirrorkit.errors import InputError, MirrorkitError, OperationError
 from mirrorkit.mapping import STRATEGIES
 
 MIN_SPLIT = 64 << 10
@@ -63,6 +64,7 @@ def _emit(fmt: str, data: dict[str, Any], text: str) -> None:
 Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-operator-v23.9.2.tar
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --split 4GiB        # USB-sized volumes
+  mirrorkit pull-bundle plan.yaml -o /media/usb/gpu.tar --work-dir /var/tmp   # work folder on another disk
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
@@ -76,6 +78,9 @@ Examples:
 @click.option("--since", type=click.Path(exists=False), help="Leave out blobs an earlier bundle (or its lock) carried.")
 @click.option("--have", type=click.Path(dir_okay=False), help="Leave out blobs the registry already has (mirrorkit inventory).")
 @click.option("--keep-work", is_flag=True, help="Keep the work folder (the fetched blobs) after writing.")
+@click.option("--work-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Put the work folder (the fetched blobs) in DIR instead of beside the bundle, e.g. on "
+                   "another filesystem: the bundle's filesystem then needs room for the bundle only.")
 @click.option("--keep-going", is_flag=True,
               help="Copy every image that can be copied, then list every failure (exit 1, no bundle written; "
                    "a rerun fetches only what is missing).")
@@ -86,8 +91,8 @@ Examples:
 @signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
-                        since: str | None, have: str | None, keep_work: bool, keep_going: bool,
-                        charts: tuple[str, ...], fmt: str, **p: Any) -> None:
+                        since: str | None, have: str | None, keep_work: bool, work_dir: str | None,
+                        keep_going: bool, charts: tuple[str, ...], fmt: str, **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
     from mirrorkit.plan import load_plan
@@ -118,11 +123,14 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going)
+                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going,
+                       work_dir=Path(work_dir) if work_dir else None)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
-    with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
-        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None), progress, signatures)
+    # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
+    with bars(len(the_plan.images), None, "fetching") as progress:
+        sources = {i.source_ref.registry.lower() for i in the_plan.images if not i.local}
+        report = pull_bundle(the_plan, opts, endpoints, credentials_from(p, None, sources), progress, signatures)
     data = {"images": report.images, "copied": report.copied, "reused": report.reused,
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
@@ -182,7 +190,7 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
-@registry_options
+@destination_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
@@ -233,7 +241,7 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
-@registry_options
+@destination_options
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
                    **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
@@ -259,15 +267,21 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
-        result = verify_registry(client, expected, jobs, blobs=not manifests_only)
-        # every image's signature checked where cosign would look for it, at the mirror
-        signed = None
-        if signatures.keys:
-            from mirrorkit.destinations import first_by_source
-            from mirrorkit.transfer.artifacts import signed_at_destination
+    try:
+        with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+            result = verify_registry(client, expected, jobs, blobs=not manifests_only)
+            # every image's signature checked where cosign would look for it, at the mirror
+            signed = None
+            if signatures.keys:
+                from mirrorkit.destinations import first_by_source
+                from mirrorkit.transfer.artifacts import signed_at_destination
 
-            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+                signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+    except MirrorkitError as exc:
+        if fmt == "json":       # a script reading stdout still gets a verdict, and why
+            click.echo(json.dumps({"passed": False, "ok": [], "missing": [], "different": [], "error": str(exc)},
+                                  indent=2))
+        raise
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]
@@ -330,7 +344,7 @@ Examples:
 @click.option("--repos", multiple=True, help="Only these repositories (default: the registry's catalog).")
 @click.option("-o", "--output", help="Write here (default: stdout).")
 @JOBS
-@registry_options
+@destination_options
 def inventory_command(registry: str, repos: tuple[str, ...], output: str | None, jobs: int, **p: Any) -> None:
     """What the registry already holds, for pull-bundle --have."""
     from mirrorkit.cli.main import write_output

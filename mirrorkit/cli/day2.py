@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mirrorkit.cli.common import credentials_from, endpoints_from, registry_options, target_from
+from mirrorkit.cli.common import credentials_from, destination_options, endpoints_from, target_from
 from mirrorkit.mapping import STRATEGIES
 
 
@@ -52,7 +52,7 @@ Examples:
 @click.option("--mapping", type=click.Choice(STRATEGIES), help="Mapping the images were pushed with.")
 @click.option("--apply", "apply_", is_flag=True, help="Delete (without it: a dry run that deletes nothing).")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
-@registry_options
+@destination_options
 def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], mapping: str | None,
                   apply_: bool, fmt: str, **p: Any) -> None:
     """Delete the dropped images' tags and manifests that no kept image needs (dry run by default)."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mirrorkit.cli.common import tls_options
-from mirrorkit.errors import InputError
+from mirrorkit.cli.common import source_endpoint_option, tls_options
+from mirrorkit.errors import InputError, MirrorkitError, OperationError
 
 EPILOG = """
 \b
@@ -23,6 +24,9 @@ Examples:
   # a registry with a private CA, and one on plain HTTP
   mirrorkit login registry.local:5000 -u admin --ca-cert ca.pem
   mirrorkit login 10.0.0.5:5000 -u admin --insecure
+\b
+  # an upstream reached through a mirror: checked there, saved under nvcr.io
+  mirrorkit login nvcr.io -u '$oauthtoken' --password-stdin --source-endpoint nvcr.io=https://mirror.local:5000
 """
 
 
@@ -36,6 +40,7 @@ Examples:
                    "$XDG_CONFIG_HOME/containers/auth.json).")
 # a flag here, not HOST list: login names one registry; -u and --password-stdin ask when not given
 @click.option("--insecure", is_flag=True, help="Reach the registry over plain HTTP or without TLS verification.")
+@source_endpoint_option
 @tls_options
 def login_command(registry: str, **p: Any) -> None:
     """Check a login against REGISTRY, then save it in the containers auth file (as podman login does)."""
@@ -44,16 +49,35 @@ def login_command(registry: str, **p: Any) -> None:
     from mirrorkit.oci.transport import Endpoints
 
     host, _ = login_key(registry)
-    endpoints = Endpoints.from_options((), (host,) if p["insecure"] else (), p.get("ca_cert"), p.get("certs_dir"))
-    username = p.get("username") or click.prompt("Username", err=True)
-    if p["password_stdin"]:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, err=True)
+    # --source-endpoint: the login is checked at the endpoint and saved under the upstream's name, where
+    # pull-bundle and mirror look for it (a login saved under the endpoint's HOST:PORT is found there too)
+    endpoints = Endpoints.from_options(p.get("source_endpoint") or (), (host,) if p["insecure"] else (),
+                                       p.get("ca_cert"), p.get("certs_dir"))
+    # without a terminal there is nothing to hide the typing from: getpass would only add a Python
+    # GetPassWarning, so the answers are read as lines (what a script pipes in)
+    terminal = sys.stdin.isatty()
+    try:
+        username = p.get("username") or click.prompt("Username", err=True)
+        if p["password_stdin"]:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif terminal:
+            password = click.prompt("Password", hide_input=True, err=True)
+        else:
+            click.echo("Password: ", err=True, nl=False)
+            password = sys.stdin.readline().rstrip("\r\n")
+    except click.Abort:
+        password = ""
+    if not password and not terminal and not p["password_stdin"]:
+        raise InputError("no password given: pipe it in with --password-stdin (there is no terminal to ask on)")
     if not password:
         raise InputError("no password given" + (" on standard input" if p["password_stdin"] else ""))
-    path, checked = login(registry, Credentials(username, password), endpoints,
-                          Path(p["authfile"]) if p.get("authfile") else None)
+    try:
+        path, checked = login(registry, Credentials(username, password), endpoints,
+                              Path(p["authfile"]) if p.get("authfile") else None)
+    except MirrorkitError as exc:
+        # the shared hint names hosts (--insecure HOST, as the other commands take it); login's flag is bare
+        kind = InputError if isinstance(exc, InputError) else OperationError
+        raise kind(re.sub(r"--insecure \S+", "--insecure", str(exc))) from None
     if checked:
         click.echo(f"Login succeeded: {registry} saved in {path}", err=True)
     else:

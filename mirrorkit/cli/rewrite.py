@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,6 @@ import click
 from mirrorkit.destinations import UPSTREAM_CHART as DEFAULT_CHART
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
-
-FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
-           "kyverno", "containers-policy")
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
@@ -27,6 +26,152 @@ def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any
     pairs = [(i.source, i.destination) for i in plan.images]
     pairs = list(dict.fromkeys(pairs + [(i.source, i.destination) for i in (lock.images if lock else [])]))
     return plan, lock, destination_map(plan, pairs, target, mapping)
+
+
+@dataclass
+class Request:
+    """What every writer may use: the command's options and the plan, lock and destinations they name."""
+
+    source: str
+    fmt: str
+    output: str | None
+    registry: str | None
+    plan: Any
+    lock: Any
+    dest: dict
+    values_file: str | None
+    pin_digests: bool
+    service_monitor: bool
+    chart_ref: str
+    namespace: str
+    insecure: tuple[str, ...]
+    ca_file: str | None
+    skip_verify: bool
+    fallback: str
+    verify_keys: tuple[str, ...]
+
+    @property
+    def digests(self) -> dict[str, str] | None:
+        return {i.source: i.digest for i in self.lock.images} if self.lock else None
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _containerd(req: Request) -> None:
+    from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
+
+    hosts = {d.registry for d in req.dest.values()}
+    scheme = "http" if hosts & set(req.insecure) and not req.skip_verify else "https"
+    files = containerd_hosts(req.plan, req.dest, scheme=scheme, ca=req.ca_file, skip_verify=req.skip_verify,
+                             fallback=req.fallback)
+    written = write_containerd_dir(Path(req.output or "certs.d"), files)
+    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+def _registries_conf(req: Request) -> None:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.registries_conf import registries_conf
+
+    write_output(registries_conf(req.plan, req.dest, insecure=set(req.insecure)), req.output)
+
+
+def _nvidiadriver(req: Request) -> None:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+    text, notes = nvidiadriver_crs(req.plan, req.dest)
+    write_output(text, req.output)
+    _notes(notes)
+
+
+def _idms(req: Request) -> None:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.idms import mirror_sets
+
+    text, notes = mirror_sets(req.plan, req.dest, req.digests)
+    write_output(text, req.output)
+    _notes(notes)
+
+
+def _overlay(req: Request) -> Any:
+    """The chart's image values for the mirror: what helm, kubesphere and set-flags are written from."""
+    from mirrorkit.rewrite import helm
+
+    if req.plan.release is None:
+        raise InputError(f"{req.source}: this plan has no GPU Operator release; --format {req.fmt} needs one "
+                         "(containerd and registries-conf work for any image set)")
+    return helm.image_overlay(req.plan, req.dest, req.digests, req.pin_digests, req.service_monitor)
+
+
+def _set_flags(req: Request) -> None:
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite import helm
+
+    overlay = _overlay(req)
+    chart, version = req.chart_ref, req.plan.release
+    if req.chart_ref == DEFAULT_CHART and req.lock is not None:
+        from mirrorkit.destinations import operator_chart
+        from mirrorkit.lock import lock_charts
+
+        chart, version = operator_chart(lock_charts(req.lock), req.registry, req.plan.release)
+    write_output(helm.set_flags(overlay, chart=chart, version=version, namespace=req.namespace), req.output)
+    _notes(overlay.notes)
+
+
+def _values(req: Request) -> None:
+    """helm and kubesphere: the values (or extension config) merged into --values, comments kept."""
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.valuesfile import rewrite_values
+
+    overlay = _overlay(req)
+    result = rewrite_values(overlay, req.plan.release, req.fmt, req.values_file)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if req.values_file and not result.kept_layout:
+        click.echo(f"note: {req.values_file} could not be edited in place (flow style, anchors or several "
+                   "documents): the merged values are written afresh, without its comments", err=True)
+    write_output(result.text, req.output)
+    click.echo(f"{len(result.changed)} keys set" + (f" in {req.values_file}" if req.values_file else ""), err=True)
+    for key in result.changed if req.values_file else []:
+        click.echo(f"  changed {key}", err=True)
+    _notes(overlay.notes)
+
+
+def _signature_policy(req: Request) -> None:
+    """kyverno and containers-policy: policies that make the cluster check signatures."""
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.refs import Ref
+    from mirrorkit.trust.keys import load_keys
+
+    if not req.verify_keys:
+        raise InputError(f"--format {req.fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
+    keys = load_keys(req.verify_keys)
+    if req.fmt == "kyverno":
+        from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
+
+        write_output(kyverno_policy(req.plan, req.dest, keys), req.output)
+        click.echo(f"ClusterPolicy verifies {len(repositories(req.dest))} mirrored repositories under "
+                   f"{len(keys)} key(s)", err=True)
+        return
+    from mirrorkit.rewrite.containerd import write_containerd_dir
+    from mirrorkit.rewrite.containers_policy import containers_policy_files
+
+    sources = {s: Ref.parse(s) for s in req.dest}
+    written = write_containerd_dir(Path(req.output or "containers-policy"),
+                                   containers_policy_files(sources, req.dest, keys))
+    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+# --format -> its writer; the order is the one --help lists
+WRITERS: dict[str, Callable[[Request], None]] = {
+    "helm": _values, "kubesphere": _values, "set-flags": _set_flags, "containerd": _containerd,
+    "registries-conf": _registries_conf, "nvidiadriver": _nvidiadriver, "idms": _idms,
+    "kyverno": _signature_policy, "containers-policy": _signature_policy,
+}
+FORMATS = tuple(WRITERS)
 
 
 @click.command("rewrite-config", epilog="""
@@ -66,97 +211,9 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...]) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
-    from mirrorkit.cli.main import write_output
-    from mirrorkit.rewrite import helm
-
     plan, lock, dest = _inputs(source, registry, mapping)
-    if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
-        _signature_policy(fmt, plan, lock, dest, verify_keys, output)
-        return
-    if fmt == "containerd":
-        from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
-
-        hosts = {d.registry for d in dest.values()}
-        scheme = "http" if hosts & set(insecure) and not skip_verify else "https"
-        files = containerd_hosts(plan, dest, scheme=scheme, ca=ca_file, skip_verify=skip_verify, fallback=fallback)
-        written = write_containerd_dir(Path(output or "certs.d"), files)
-        click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
-        return
-    if fmt == "registries-conf":
-        from mirrorkit.rewrite.registries_conf import registries_conf
-
-        write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
-        return
-    if fmt == "nvidiadriver":
-        from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
-
-        text, notes = nvidiadriver_crs(plan, dest)
-        write_output(text, output)
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
-        return
-    if fmt == "idms":
-        from mirrorkit.rewrite.idms import mirror_sets
-
-        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None)
-        write_output(text, output)
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
-        return
-    if plan.release is None and fmt in ("helm", "kubesphere", "set-flags"):
-        raise InputError(f"{source}: this plan has no GPU Operator release; --format {fmt} needs one "
-                         "(containerd and registries-conf work for any image set)")
-    digests = {i.source: i.digest for i in lock.images} if lock else None
-    overlay = helm.image_overlay(plan, dest, digests, pin_digests, service_monitor)
-    if fmt == "set-flags":
-        chart, version = chart_ref, plan.release
-        if chart_ref == DEFAULT_CHART and lock is not None:
-            from mirrorkit.destinations import operator_chart
-            from mirrorkit.lock import lock_charts
-
-            chart, version = operator_chart(lock_charts(lock), registry, plan.release)
-        write_output(helm.set_flags(overlay, chart=chart, version=version, namespace=namespace), output)
-        for note in overlay.notes:
-            click.echo(f"note: {note}", err=True)
-        return
-    from mirrorkit.rewrite.valuesfile import rewrite_values
-
-    result = rewrite_values(overlay, plan.release, fmt, values_file)
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if values_file and not result.kept_layout:
-        click.echo(f"note: {values_file} could not be edited in place (flow style, anchors or several "
-                   "documents): the merged values are written afresh, without its comments", err=True)
-    write_output(result.text, output)
-    click.echo(f"{len(result.changed)} keys set" + (f" in {values_file}" if values_file else ""), err=True)
-    for key in result.changed if values_file else []:
-        click.echo(f"  changed {key}", err=True)
-    for note in overlay.notes:
-        click.echo(f"note: {note}", err=True)
-
-
-def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None) -> None:
-    from mirrorkit.cli.main import write_output
-    from mirrorkit.refs import Ref
-    from mirrorkit.trust.keys import load_keys
-
-    if not verify_keys:
-        raise InputError(f"--format {fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
-    keys = load_keys(verify_keys)
-    if fmt == "kyverno":
-        from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
-
-        write_output(kyverno_policy(plan, dest, keys), output)
-        click.echo(f"ClusterPolicy verifies {len(repositories(dest))} mirrored repositories under "
-                   f"{len(keys)} key(s)", err=True)
-        return
-    from mirrorkit.rewrite.containerd import write_containerd_dir
-    from mirrorkit.rewrite.containers_policy import containers_policy_files
-
-    sources = {s: Ref.parse(s) for s in dest}
-    written = write_containerd_dir(Path(output or "containers-policy"), containers_policy_files(sources, dest, keys))
-    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+    WRITERS[fmt](Request(source, fmt, output, registry, plan, lock, dest, values_file, pin_digests, service_monitor,
+                         chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys))
 
 
 @click.command("runbook", epilog="""

@@ -72,6 +72,8 @@ class RegistryClient:
                  timeout: float | None = None, sleep: Callable[[float], None] | None = None) -> None:
         self.endpoints = endpoints or Endpoints()
         self.credentials = credentials or CredentialStore()
+        for name in self.endpoints.overrides:   # an upstream reached elsewhere: its login may be under that host
+            self.credentials.alias(name, self.endpoints.network_host(name))
         self.transport = transport
         policy = retry or RetryPolicy.from_env()
         if sleep is not None:

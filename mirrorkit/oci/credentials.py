@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from mirrorkit.errors import AuthError
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 DOCKER_HUB_SERVER = "https://index.docker.io/v1/"  # the server name docker hands helpers for Docker Hub
-HELPER_TIMEOUT = 30.0
+HELPER_TIMEOUT = 10.0   # one wait for a helper's answer: a hanging helper costs this once per run
 HELPER_NOT_FOUND = "credentials not found"
 
 
@@ -159,17 +161,26 @@ def run_helper(name: str, server: str) -> Credentials | None:
     path = shutil.which(program)
     if path is None:
         raise AuthError(f"credential helper {program} (for {server}) is not on PATH")
+    # its own session (process group): on a timeout the helper and every child it started are killed
     try:
-        proc = subprocess.run([path, "get"], input=server, capture_output=True, text=True,
-                              timeout=HELPER_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthError(f"credential helper {program} failed for {server}: {type(exc).__name__}") from None
+        proc = subprocess.Popen([path, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        raise AuthError(f"credential helper {program} failed for {server}: {exc.strerror or exc}") from None
+    try:
+        stdout, stderr = proc.communicate(server, timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AuthError(f"credential helper {program} gave no answer for {server} within {HELPER_TIMEOUT:.0f} s; "
+                        "stopped it and every process it started") from None
     if proc.returncode != 0:
-        if HELPER_NOT_FOUND in (proc.stdout + proc.stderr).lower():
+        if HELPER_NOT_FOUND in (stdout + stderr).lower():
             return None
         raise AuthError(f"credential helper {program} failed for {server} (exit {proc.returncode})")
     try:
-        doc = json.loads(proc.stdout)
+        doc = json.loads(stdout)
         user, secret = doc["Username"], doc["Secret"]
     except (ValueError, KeyError, TypeError):
         raise AuthError(f"credential helper {program} answered {server} with something other than "
@@ -223,6 +234,14 @@ class CredentialStore:
         self.sources = [AuthSource(p) for p in files] if files is not None else auth_sources()
         self._found: dict[tuple[str, str], Credentials | None] = {}
         self._lock = threading.Lock()
+        self._helped: dict[tuple[str, str], Credentials | AuthError | None] = {}
+        self.aliases: dict[str, str] = {}   # registry name -> the host it is reached at (--source-endpoint)
+
+    def alias(self, name: str, host: str) -> None:
+        """``name`` (``nvcr.io``) is reached at ``host`` (a mirror, ``127.0.0.1:5001``): when nothing is
+        stored under the name, the credentials stored under the host are used (what ``login HOST`` saved)."""
+        if host != name:
+            self.aliases[name] = host
 
     @property
     def files(self) -> list[Path]:
@@ -235,7 +254,11 @@ class CredentialStore:
         key = (host, repository or "")
         with self._lock:
             if key not in self._found:
-                self._found[key] = self._lookup(host, repository)
+                found = self._lookup(host, repository)
+                alias = self.aliases.get(host)
+                if found is None and alias is not None:
+                    found = self.explicit.get(alias) or self._lookup(alias, repository)
+                self._found[key] = found
             return self._found[key]
 
     def _lookup(self, host: str, repository: str | None) -> Credentials | None:
@@ -245,7 +268,7 @@ class CredentialStore:
             if parsed.state != "ok":
                 continue
             if keys[-1] in parsed.helpers:  # credHelpers are per host, and win within their file
-                creds = run_helper(parsed.helpers[keys[-1]], _server(keys[-1]))
+                creds = self._helper(parsed.helpers[keys[-1]], _server(keys[-1]))
                 if creds:
                     return creds
                 continue
@@ -254,10 +277,24 @@ class CredentialStore:
                 if creds:
                     return creds
             if parsed.store:
-                creds = run_helper(parsed.store, _server(keys[-1]))
+                creds = self._helper(parsed.store, _server(keys[-1]))
                 if creds:
                     return creds
         return None
+
+    def _helper(self, name: str, server: str) -> Credentials | None:
+        """A helper is asked once per server and run: every repository of a registry gets the same answer,
+        and a helper that failed or hung is not asked (nor waited for) again."""
+        key = (name, server)
+        if key not in self._helped:
+            try:
+                self._helped[key] = run_helper(name, server)
+            except AuthError as exc:
+                self._helped[key] = exc
+        answer = self._helped[key]
+        if isinstance(answer, AuthError):
+            raise AuthError(str(answer))
+        return answer
 
     def explain(self, host: str, repository: str | None = None) -> str:
         """What was looked at for this host, and what each place held: for "requires credentials"."""

@@ -1,6 +1,7 @@
 """The shipped image lists: one YAML file per operator release and flavor.
 
-The files under ``mirrorkit/resolve/image-lists/`` are facts taken from each release's own chart
+The files under ``image-lists/`` (the top of the repository; the wheel carries them as the data
+package ``mirrorkit.image_lists``) are facts taken from each release's own chart
 (``scripts/gen-image-list.py`` writes them), in our own format, so the resolver
 never has to guess from release notes. This module only loads and validates
 them; deciding what a cluster needs is the resolver's job.
@@ -8,6 +9,7 @@ them; deciding what a cluster needs is the resolver's job.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,10 +26,15 @@ T = TypeVar("T")
 
 
 def default_lists_dir() -> Path:
+    """``$MIRRORKIT_IMAGE_LISTS``, else the shipped lists: the installed data package (a wheel, or an
+    editable install mapping it onto the repository's image-lists/), else image-lists/ in a source tree."""
     env = os.environ.get("MIRRORKIT_IMAGE_LISTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent / "image-lists"
+    spec = importlib.util.find_spec("mirrorkit.image_lists")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent
+    return Path(__file__).resolve().parents[2] / "image-lists"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class PullOptions:
     keep_work: bool = False
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
+    work_dir: Path | None = None  # --work-dir: the folder that holds the work folder (default: beside the bundle)
 
 
 @dataclass
@@ -91,9 +92,10 @@ def lock_path_for(output: Path) -> Path:
     return stem.with_name(stem.name + ".lock.yaml")
 
 
-def work_dir_for(output: Path) -> Path:
+def work_dir_for(output: Path, parent: Path | None = None) -> Path:
+    """The work folder: ``.STEM.work`` beside the bundle, or inside ``parent`` (--work-dir)."""
     stem = bundle_stem(output)
-    return stem.with_name(f".{stem.name}.work")
+    return (parent / f".{stem.name}.work") if parent is not None else stem.with_name(f".{stem.name}.work")
 
 
 def _source_for(img: PlanImage, client: RegistryClient, store: BlobStore) -> tuple[Source, str, str | None]:
@@ -191,8 +193,11 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     A full disk anywhere while fetching or writing gives one line naming the work
     folder, which a rerun resumes from.
     """
-    work = work_dir_for(opts.output)
-    with full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]):
+    from mirrorkit.bundle.media import holding
+
+    work = work_dir_for(opts.output, opts.work_dir)
+    with holding(opts.output), \
+            full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]):
         return _pull(plan, opts, endpoints, credentials, progress, signatures or SignatureOptions())
 
 
@@ -208,14 +213,16 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
     charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
+    work = work_dir_for(opts.output, opts.work_dir)
+    new_work = not work.exists()
     try:
-        store = BlobStore(work_dir_for(opts.output))
+        store = BlobStore(work)
     except OSError as exc:
-        raise write_error(exc, str(work_dir_for(opts.output))) from None
+        raise write_error(exc, str(work)) from None
     previous = _previous_lock(lock_file)
     with RegistryClient(endpoints, credentials) as client:
         same = _pinned_as_before(previous, plan, opts) if previous is not None else None
-        if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
+        if previous is not None and same is not None and not signatures.keys and _volumes_present(opts) \
                 and previous.charts == lock_entries(charts, plan.registry):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
@@ -243,12 +250,20 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
-                and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry) \
+                and _volumes_present(opts) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
             shutil.rmtree(store.root, ignore_errors=True)
             return PullReport(images=len(graphs), reused=len(graphs), up_to_date=True, lock_path=lock_file,
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
                               seconds=time.monotonic() - start)
+        try:
+            fetch = _check_space(store, graphs, opts, len(charts))
+        except InputError:
+            if new_work:
+                shutil.rmtree(store.root, ignore_errors=True)      # nothing of this run stays behind
+            raise
+        if progress:
+            progress("total", fetch)        # the bytes to fetch, each shared blob once
         fresh = [not _held(store, g, opts.omit) for g in graphs]
         earlier = _stored(store)
         engine.copy_blobs(graphs)
@@ -271,7 +286,8 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     trusted = set() if earlier is None else \
         {b.digest for b in lock.blobs if b.digest.removeprefix("sha256:") not in earlier}
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
-                           progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted)
+                           progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted,
+                           consume=not opts.keep_work)
     write_atomic(lock_file, lock.dumps())
     report.volumes = volumes
     report.lock_path = lock_file
@@ -334,6 +350,41 @@ def _pinned_as_before(old: Lock, plan: Plan, opts: PullOptions) -> list[tuple[Pl
     return pairs if needed <= {b.digest for b in old.blobs} else None
 
 
-def _volumes_present(output: Path) -> bool:
-    stem = bundle_stem(output)
-    return output.exists() or any(stem.parent.glob(f"{stem.name}*.tar*"))
+def _volumes_present(opts: PullOptions) -> bool:
+    """Are the volumes on disk the ones this run would write: the same names, the same ``--split``?"""
+    from mirrorkit.bundle.media import written_as
+
+    return written_as(opts.output, opts.split, opts.compress)
+
+
+VOLUME_HEAD = 64 << 10         # what each volume repeats beside the lock: layout files, tar records
+PER_IMAGE = 4 << 10            # the lock's and index.json's lines for one image
+
+
+def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, charts: int) -> int:
+    """Refuse to start (exit 2) when the work folder's or the bundle's filesystem lacks the room this run needs.
+
+    The work folder needs the blobs not in it yet. The bundle needs its blobs again,
+    unless it shares the work folder's filesystem and the work folder is not kept: the
+    writer then hands each blob's space over as it goes, so only the volumes' repeated
+    heads and the largest blob (hashed after it is copied) come on top. Returns the bytes to fetch.
+    """
+    from mirrorkit.bundle.media import check_space
+
+    sizes = {d: s for g in graphs for d, s in g.blobs if d not in opts.omit}
+    fetch = sum(s for d, s in sizes.items() if not store.has(d))
+    carried = sum(sizes.values())
+    volumes = -(-carried // opts.split) if opts.split else 1
+    heads = volumes * (VOLUME_HEAD + PER_IMAGE * (len(graphs) + charts))
+    out_dir = opts.output.parent
+    same = os.stat(_existing_folder(out_dir)).st_dev == os.stat(store.root).st_dev
+    out_need = heads + (max(sizes.values(), default=0) if same and not opts.keep_work else carried)
+    check_space([(store.root, fetch), (out_dir, out_need)])
+    return fetch
+
+
+def _existing_folder(path: Path) -> Path:
+    for candidate in [path, *path.parents]:
+        if candidate.is_dir():
+            return candidate
+    return Path(".")

@@ -323,6 +323,10 @@ def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTar
     """
     opts = signatures or SignatureOptions()
     with BundleReader(paths) as reader:
+        reader.require_checksums()
+        missing = reader.missing()
+        if missing:
+            raise InputError(missing)     # every missing volume named before the registry is asked anything
         pusher = Pusher(reader, client, registry, mapping, jobs, progress, check_blobs)
         lock = reader.lock
 
