@@ -28,7 +28,16 @@ import zstandard
 
 from mirrorkit import interrupt
 from mirrorkit.bundle.plain import check_stored_digest, member_info, write_plain
-from mirrorkit.bundle.volumes import CHUNK, META_CAPS, Progress, checksum_path, older_volumes, volume_paths, volume_yaml
+from mirrorkit.bundle.volumes import (
+    CHUNK,
+    META_CAPS,
+    SIGNATURE_MEMBER,
+    Progress,
+    checksum_path,
+    older_volumes,
+    volume_paths,
+    volume_yaml,
+)
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import disk_full, is_disk_full
 from mirrorkit.lock import Lock
@@ -37,7 +46,8 @@ from mirrorkit.progress import human
 
 def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None = None,
                  compress: str | None = None, progress: Progress | None = None,
-                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = ()) -> list[Path]:
+                 on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = (),
+                 lock_signature: str | None = None) -> list[Path]:
     """Write the lock and the layout's lock blobs as one or more tar volumes; return the volume paths.
 
     Only blobs in ``lock.blobs`` are written (a differential bundle leaves the
@@ -57,6 +67,9 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     name, except those in ``trusted``: blobs the caller put in the store during this
     same run, hashed as they arrived (a pull's fresh downloads). Blobs left by an
     earlier run, or by anything else, are always checked.
+
+    ``lock_signature`` (mirrorkit.trust.bundlesig's base64 text over exactly the lock bytes
+    written here) travels in every volume as ``bundle.yaml.sig``, right after ``index.json``.
     """
     if compress not in (None, "zstd"):
         raise InputError(f"unknown compression {compress!r}: use 'zstd' or none")
@@ -67,7 +80,9 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     layout = _read_layout_file(layout_dir, "oci-layout")
     index = _read_layout_file(layout_dir, "index.json")
     blobs = _layout_blobs(layout_dir, lock)
+    signature = [(SIGNATURE_MEMBER, lock_signature.encode())] if lock_signature is not None else []
     base = (_member_bytes(len(lock_bytes)) + _member_bytes(len(layout)) + _member_bytes(len(index))
+            + sum(_member_bytes(len(data)) for _, data in signature)
             + _member_bytes(len(volume_yaml(lock.id, 1 << 20, 1 << 20, []))) + 512 + 1024 + tarfile.RECORDSIZE)
     groups = _assign(blobs, split, base) if split else [blobs]
     paths = volume_paths(output, len(groups), compress, split is not None)
@@ -87,7 +102,7 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
             checksums.append((sha_path.with_name(f".{sha_path.name}.partial"), sha_path))
             head = [("bundle.yaml", lock_bytes),
                     ("volume.yaml", volume_yaml(lock.id, number, len(groups), [(d, s) for d, s, _ in group])),
-                    ("oci-layout", layout), ("index.json", index)]
+                    ("oci-layout", layout), ("index.json", index), *signature]
             hexdigest = _write_volume(current, head, group, compress, mtime, progress, written,
                                       frozenset(trusted))
             current = checksums[-1][0]
