@@ -9,6 +9,7 @@ key type's hash), with ``cryptography`` directly, never with mirrorkit's own cod
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -276,3 +277,38 @@ def test_a_signature_out_of_place_or_a_bad_sign_key_is_refused(world, tmp_path: 
     public = cosign.write_public_key(key, tmp_path / "not-private.pem")
     res = cli("pull-bundle", str(plan), "-o", str(tmp_path / "x.tar"), "--sign-key", str(public))
     assert res.exit_code == 2 and "not a PEM private key" in res.stderr and not (tmp_path / "x.tar").exists()
+
+
+def chart_tgz(path: Path) -> Path:
+    """A minimal packaged Helm chart (what ``helm package`` writes: NAME/Chart.yaml in a gzip'd tar)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, text in (("gpu-operator/Chart.yaml", "apiVersion: v2\nname: gpu-operator\nversion: v23.9.2\n"),
+                           ("gpu-operator/values.yaml", "operator:\n  version: v23.9.2\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            t.addfile(info, io.BytesIO(text.encode()))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    return path
+
+
+def test_report_shows_charts_the_differential_banner_and_an_approval_block(world, tmp_path: Path) -> None:
+    up, _, plan, _ = world
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar"
+    pull(up, plan, first, "--no-signatures")
+    pull(up, plan, second, "--since", str(first), "--chart", str(chart_tgz(tmp_path / "gpu-operator.tgz")))
+    lock = yaml.safe_load((tmp_path / "second.lock.yaml").read_text())
+    first_id = yaml.safe_load((tmp_path / "first.lock.yaml").read_text())["id"]
+    data = json.loads(cli("report", str(second), "--format", "json").stdout)
+    assert data["charts"] == [{"name": "gpu-operator", "version": "v23.9.2", "tag": "v23.9.2",
+                               "digest": lock["charts"][0]["digest"], "repository": lock["charts"][0]["repository"]}]
+    carried = sum(b["size"] for b in lock["blobs"])
+    assert data["differential"]["carried_bytes"] == carried and data["differential"]["omitted_bytes"] > 0
+    assert first_id in data["differential"]["needs"][0]
+    assert data["created"] == lock["created"] and data["generator"] == lock["generator"]
+    html = cli("report", str(second)).stdout
+    assert f"Differential: needs bundle {first_id}" in html and "<h2>Helm charts</h2>" in html
+    assert lock["charts"][0]["digest"] in html and "<h2>Approval</h2>" in html
+    assert all(f"<th>{field}</th>" in html for field in ("reviewer", "date", "decision"))
+    md = cli("report", str(second), "--format", "markdown").stdout
+    assert "## Helm charts" in md and "| reviewer | |" in md and f"needs bundle {first_id}" in md

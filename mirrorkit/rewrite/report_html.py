@@ -243,12 +243,18 @@ def _md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
+def _code(value: Any) -> str:
+    """Untrusted text as a code span (escapes are literal there: backticks and line breaks go instead)."""
+    text = " ".join(str("" if value is None else value).replace("`", "'").split())
+    return f"`{text}`"
+
+
 def render_markdown(r: Report) -> str:
     css, text = verdict(r)
     mark = {"ok": "✅", "bad": "⛔", "warn": "⚠️"}[css]
     title = f"Transfer report: GPU Operator {r.release}" if r.release else "Transfer report"
-    out = [f"# {_md(title)}", "", f"{_md(r.kind)} `{_md(r.source)}`"
-           + (f" — bundle id `{_md(r.bundle_id)}`" if r.bundle_id else ""), "", f"> {mark} **{_md(text)}**", ""]
+    out = [f"# {_md(title)}", "", f"{_md(r.kind)} {_code(r.source)}"
+           + (f" — bundle id {_code(r.bundle_id)}" if r.bundle_id else ""), "", f"> {mark} **{_md(text)}**", ""]
     banner = differential_text(r)
     if banner:
         out += [f"> ⚠️ {_md(banner)}", ""]
