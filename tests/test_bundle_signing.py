@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -87,6 +88,20 @@ def cosign_verify_blob(public_pem: bytes, signature_file: Path, blob: Path) -> N
     else:
         assert isinstance(key, ed25519.Ed25519PublicKey)
         key.verify(sig, data)
+
+
+def openssl_verify(public: Path, signature_file: Path, blob: Path, kind: str) -> None:
+    """The same check with OpenSSL's command line, a verifier that shares no code with either side."""
+    raw = signature_file.with_name(signature_file.name + ".raw")
+    raw.write_bytes(base64.b64decode(signature_file.read_bytes(), validate=True))
+    if kind == "ed25519":
+        args = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(public), "-rawin", "-in", str(blob),
+                "-sigfile", str(raw)]
+    else:
+        args = ["openssl", "dgst", "-sha384" if kind == "p384" else "-sha256", "-verify", str(public),
+                "-signature", str(raw), str(blob)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "Verified" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.fixture
@@ -193,6 +208,7 @@ def test_a_signed_bundle_verifies_as_cosign_verify_blob_would(world, tmp_path: P
                                                        "bundle.yaml.sig"]
         assert yaml.safe_load(lock.read_text())["signing"] == signing
         cosign_verify_blob(cosign.public_pem(key), sig, lock)
+        openssl_verify(pub, sig, lock, kind)
         edited = tmp_path / "edited.yaml"
         edited.write_bytes(lock.read_bytes().replace(b"nvidia/driver", b"nvidia/drivex"))
         with pytest.raises(InvalidSignature):            # one changed byte and it no longer holds
