@@ -68,6 +68,7 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --sign-key site-bundle.pem   # sign the lock
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
@@ -189,6 +190,7 @@ Examples:
   mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu
   mirrorkit push-bundle bundles/gpu.001.tar bundles/gpu.000.tar --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
   echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
+  mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu --bundle-key site-bundle.pub
 """)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")

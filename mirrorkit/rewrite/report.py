@@ -13,6 +13,7 @@ hands; the renderers (mirrorkit.rewrite.report_html) escape every one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from mirrorkit import progress
 from mirrorkit.bundle.inputs import load_plan_or_lock
 from mirrorkit.bundle.volumes import bundle_volumes, read_checksum
 from mirrorkit.diff import Diff, compare
-from mirrorkit.errors import InputError, MirrorkitError
+from mirrorkit.errors import InputError, MirrorkitError, OperationError
 from mirrorkit.lock import Lock, lock_charts
 from mirrorkit.plan import Plan
 from mirrorkit.trust.carried import ABSENT, INVALID, PRESENT, VERIFIED, ImageSignature, image_signatures
@@ -123,6 +124,7 @@ class _Checked:
     lock: Lock | None = None
     signature_carried: bool = False
     signatures: dict[str, ImageSignature] | None = None
+    lock_sha256: str | None = None
 
 
 def _verify(volumes: list[Path], keys: list[PublicKey]) -> _Checked:
@@ -134,7 +136,8 @@ def _verify(volumes: list[Path], keys: list[PublicKey]) -> _Checked:
             report = reader.verify()
             checked = _Checked(VERIFIED, f"every byte hashed: {report.blobs} blobs, {human(report.bytes)} in "
                                          f"{report.volumes} volume(s), all matching the lock", reader.lock,
-                               reader.lock_signature is not None)
+                               reader.lock_signature is not None,
+                               lock_sha256=hashlib.sha256(reader.lock_bytes).hexdigest())
             if keys:
                 checked.signatures = image_signatures(reader.lock, keys, reader.read_small)
             return checked
@@ -238,6 +241,8 @@ def make_report(source: str, since: str | None = None, verify_keys: list[PublicK
         checked.detail = "a lock without its bundle volumes beside it: bytes not verified"
     if volumes:
         checked = _verify(volumes, keys)
+        if signed is not None and checked.lock_sha256 not in (None, signed.lock_sha256):
+            raise OperationError(f"{source}: the lock changed after its signature was checked")
     lock = checked.lock
     carried = checked.signature_carried
     if lock is None:
