@@ -29,7 +29,10 @@ from kit.images import Index, make_image, make_index, make_layer
 from kit.push import push_image
 from kit.registryd import RegistryServer
 
+from mirrorkit.bundle.reader import BundleReader
 from mirrorkit.cli.main import main
+from mirrorkit.errors import OperationError
+from mirrorkit.trust.bundlesig import check_bundle
 
 NAMES = ("nvidia/gpu-operator:v1", "nvidia/k8s/container-toolkit:v2", "nvidia/driver:v3")
 
@@ -219,6 +222,16 @@ def test_a_signed_bundle_verifies_as_cosign_verify_blob_would(world, tmp_path: P
         assert data["lock_signature"] == {"state": "verified", "key_fingerprint": signing["key_fingerprint"],
                                           "key_type": signing["key_type"], "signed_at": signing["signed_at"]}
         assert data["authenticated"] is True, kind
+    # an unpacked bundle folder carries its signature as a file beside bundle.yaml
+    folder = tmp_path / "unpacked"
+    with tarfile.open(bundle) as t:
+        t.extractall(folder, filter="data")
+    assert check_bundle(folder, [pub]).signer.key_type == "rsa-2048"
+    with BundleReader([folder]) as reader:
+        assert reader.verify().complete and reader.lock_signature == sig.read_bytes()
+    (folder / "bundle.yaml.sig").unlink()
+    with pytest.raises(OperationError, match="the bundle is not signed"):
+        check_bundle(folder, [pub])
     html = cli("report", str(bundle), "--bundle-key", str(pub)).stdout
     assert "Bundle verified" in html and "verdict ok" in html and signing["signed_at"] in html
 

@@ -188,7 +188,7 @@ def render_html(r: Report) -> str:
     banner = differential_text(r)
     if banner:
         out.append(f"<div class='verdict warn'>{_e(banner)}</div>")
-    out += ["<h2>Release and nodes</h2><table>",
+    out += ["<h2>Bundle, release and nodes</h2><table>",
             f"<tr><th>lock signature</th><td class='mono'>{lock_sig_html}</td></tr>",
             f"<tr><th>bundle created</th><td>{_e(r.created or 'unknown')}</td></tr>",
             f"<tr><th>written by</th><td>{_e(_written_by(r))}</td></tr>",
