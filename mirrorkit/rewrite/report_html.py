@@ -129,8 +129,8 @@ def differential_text(r: Report) -> str | None:
     if not d:
         return None
     needs = "; ".join(d["needs"]) or "blobs the registry already holds"
-    return (f"Differential: needs {needs} loaded first. Carries {human(d['carried_bytes'])}; leaves out "
-            f"{d['omitted_blobs']} blob(s), {human(d['omitted_bytes'])}")
+    return (f"Differential: needs {needs} at the mirror before this bundle is pushed. Carries "
+            f"{human(d['carried_bytes'])}; leaves out {d['omitted_blobs']} blob(s), {human(d['omitted_bytes'])}")
 
 
 def _written_by(r: Report) -> str:
