@@ -88,6 +88,22 @@ class LockVerification:
 
 
 @dataclass
+class LockSigning:
+    """Who signed the lock and when (``pull-bundle --sign-key``), written into the lock before it is signed.
+
+    Covered by the signature itself, so it cannot be swapped without breaking it; a
+    lock without it is unsigned. A claim until mirrorkit.trust.bundlesig checks the signature.
+    """
+
+    key_fingerprint: str
+    key_type: str
+    signed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_fingerprint": self.key_fingerprint, "key_type": self.key_type, "signed_at": self.signed_at}
+
+
+@dataclass
 class Lock:
     id: str
     created: str
@@ -100,6 +116,7 @@ class Lock:
     charts: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[LockArtifact] = field(default_factory=list)
     verifications: list[LockVerification] = field(default_factory=list)
+    signing: LockSigning | None = None
 
     def blob_sizes(self) -> dict[str, int]:
         return {b.digest: b.size for b in self.blobs}
@@ -115,6 +132,7 @@ class Lock:
         out: dict[str, Any] = {
             "apiVersion": API_VERSION, "kind": KIND, "id": self.id, "created": self.created,
             "generator": self.generator,
+            **({"signing": self.signing.to_dict()} if self.signing else {}),
             "depends_on": self.depends_on,
             "images": [i.to_dict() for i in self.images],
             "blobs": [{"digest": b.digest, "size": b.size} for b in self.blobs],
@@ -193,6 +211,17 @@ def _verification(data: Any, where: str) -> LockVerification:
         identity=_text(data, "identity", where) or "", verified_at=_text(data, "verified_at", where) or "")
 
 
+def _signing(data: Any, where: str) -> LockSigning | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: 'signing' must be a mapping")
+    return LockSigning(key_fingerprint=check_digest(str(data.get("key_fingerprint") or ""),
+                                                    f"{where}: signing key_fingerprint"),
+                       key_type=_text(data, "key_type", where) or "",
+                       signed_at=_text(data, "signed_at", where) or "")
+
+
 def _listed(data: dict[str, Any], key: str, where: str) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
@@ -245,7 +274,7 @@ def lock_from_dict(data: Any, where: str) -> Lock:
                 generator=_text(data, "generator", where, optional=True) or "",
                 plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
                 omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
-                verifications=verifications)
+                verifications=verifications, signing=_signing(data.get("signing"), where))
     lock_charts(lock, where)   # every chart entry checked now, before any of it is used
     return lock
 

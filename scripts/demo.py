@@ -8,11 +8,12 @@ cluster (Ubuntu 22.04, kernel 5.15.0-131-generic, precompiled 550 drivers) and
 signed the way ``cosign sign --key --recursive`` signs them, with a key the demo
 makes (the private half never touches the disk), and a "private" one behind the
 air gap. It runs the installed ``mirrorkit`` through plan -> pull-bundle
---verify-key -> (air gap) -> push-bundle --verify-key -> verify --verify-key ->
+--verify-key --sign-key (the lock signed with a site key the demo writes as PEM) ->
+(air gap) -> push-bundle --bundle-key --verify-key -> verify --verify-key ->
 rewrite-config (every cluster-side format, the signature policies included) ->
 runbook; then a real containerd pulls the nvcr.io names from the private
-registry through the emitted hosts.toml; last, ``report`` writes the approver's
-HTML record and ``diff`` compares two releases' plans. Every process it starts
+registry through the emitted hosts.toml; last, ``report --bundle-key --verify-key``
+writes the approver's HTML record and ``diff`` compares two releases' plans. Every process it starts
 is stopped. The mirrorkit commands run in the output folder, so the commands
 shown are exactly the ones that ran.
 """
@@ -44,6 +45,7 @@ NODE = ["--node", "ubuntu22.04/5.15.0-131-generic", "--driver-branch", "550", "-
 PLAN_ARGS = ["--version", "v23.9.2", *NODE]
 BUNDLE = "gpu-operator-v23.9.2.tar"
 KEY = "demo-cosign.pub"
+SITE_KEY, SITE_PUB = "site-bundle.pem", "site-bundle.pub"   # the site's own key: it signs the bundle's lock
 
 
 def say(text: str) -> None:
@@ -81,6 +83,17 @@ def seed_and_sign(upstream: RegistryServer, sources: list[str]) -> None:
           f"its public half is {KEY}")
 
 
+def site_key() -> None:
+    """The connected site's bundle-signing key pair (PEM), as ``openssl genpkey`` would write it."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = make_key("p256")
+    (OUT / SITE_KEY).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    write_public_key(key, OUT / SITE_PUB)
+    print(f"  the site's bundle-signing key: {SITE_KEY} (its public half {SITE_PUB} goes across separately)")
+
+
 def main() -> int:
     if shutil.which("docker-registry") is None:
         print("docker-registry is missing: run 'make demo', which installs it", file=sys.stderr)
@@ -104,16 +117,18 @@ def main() -> int:
         say("3. plan --resolve: pin every image to its digest, platforms and size")
         run(["plan", *PLAN_ARGS, *target, "--resolve", *endpoint, "-o", "plan.yaml"])
 
-        say("4. pull-bundle --verify-key (connected side): nothing unsigned gets in; "
-            "one bundle, every blob once, signatures carried")
+        say("4. pull-bundle --verify-key --sign-key (connected side): nothing unsigned gets in; "
+            "one bundle, every blob once, signatures carried, the lock signed by the site")
         demo_chart()
+        site_key()
         run(["pull-bundle", "plan.yaml", "-o", BUNDLE, "--chart", "gpu-operator-v23.9.2.tgz",
-             "--verify-key", KEY, *endpoint])
+             "--verify-key", KEY, "--sign-key", SITE_KEY, *endpoint])
         upstream.stop()
 
-        say("5. (air gap: the upstream is stopped) push-bundle --verify-key: "
-            "signatures checked offline from the bundle, every byte verified, pushed, registry verified")
-        run(["push-bundle", BUNDLE, "--insecure", private.host, "--verify-key", KEY])
+        say("5. (air gap: the upstream is stopped) push-bundle --bundle-key --verify-key: the lock's signature "
+            "first, then image signatures checked offline from the bundle, every byte verified, pushed, "
+            "registry verified")
+        run(["push-bundle", BUNDLE, "--insecure", private.host, "--bundle-key", SITE_PUB, "--verify-key", KEY])
 
         say("6. verify --verify-key: the preflight before installing, signatures read at the mirror")
         run(["verify", BUNDLE, "--insecure", private.host, "--verify-key", KEY])
@@ -139,7 +154,7 @@ def main() -> int:
         node_pull(sources)
 
     say("10. report: the record of what crosses the gap, for whoever approves the media")
-    run(["report", BUNDLE, "-o", "report.html"])
+    run(["report", BUNDLE, "--bundle-key", SITE_PUB, "--verify-key", KEY, "-o", "report.html"])
 
     say("11. diff: what the next release changes (plans only, no registry needed)")
     run(["plan", "--version", "v23.9.2", *NODE, "-o", "plan-v23.9.2.yaml"])

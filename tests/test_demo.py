@@ -55,6 +55,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert len(policy["transports"]["docker"]) == 12
     report = (tmp_path / "out" / "report.html").read_text()
     assert report.count("signed, verified") == 12 and "<script" not in report
+    # chain of custody: the lock signed at pull, checked before the push and by the report itself
+    assert "Bundle verified" in report and (tmp_path / "out" / "gpu-operator-v23.9.2.lock.yaml.sig").is_file()
+    assert proc.stdout.count(": signature verified") == 1       # push-bundle --bundle-key's line
     assert "9 added, 10 removed, 10 changed" in proc.stdout
     assert servers_under(scratch) == [], "the demo must stop every registry and containerd it started"
     shutil.rmtree(scratch, ignore_errors=True)

@@ -24,7 +24,8 @@ from kit.push import push_image
 from kit.registryd import RegistryServer
 
 from mirrorkit.cli.main import main
-from mirrorkit.rewrite.report import Report, ReportImage, render_html
+from mirrorkit.rewrite.report import Report, ReportImage
+from mirrorkit.rewrite.report_html import render_html
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"'"
 REFS = {
@@ -130,13 +131,18 @@ def test_report_of_a_verified_bundle_renders_offline_with_every_reference(bundle
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert_self_contained(text)
-    assert "Bundle verified" in text and "verdict ok" in text
+    # every byte hashed, but the lock is not signed: amber, never "Bundle verified"
+    assert "Bytes match the lock" in text and "it is not signed" in text and "verdict warn" in text
+    assert "Bundle verified" not in text and "verdict ok" not in text
+    assert "<span class='red'>not signed</span>" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp;&quot;&#x27;" in text
     assert "<svg" in text and "bytes per component" in text
     data = json.loads(cli("report", str(bundle), "--format", "json").stdout)
     assert data["integrity"] == "verified" and len(data["images"]) == 3
     assert data["volumes"][0]["sha256"] == (bundle.parent / "gpu.tar.sha256").read_text().split()[0]
-    assert all(i["signature"] == "unsigned" and i["size"] > 0 for i in data["images"])
+    assert all(i["signature"] == "absent" and i["size"] > 0 for i in data["images"])
+    assert data["lock_signature"]["state"] == "absent" and data["authenticated"] is False
+    assert data["generator"] == "mirrorkit 0.1.0" and data["created"]
     assert data["component_bytes"]["driver"] > data["component_bytes"]["toolkit"]
 
     png, pdf, log = chromium(out, tmp_path)
@@ -210,4 +216,5 @@ def test_signature_and_artifact_state_are_escaped_too() -> None:
     text = render_html(report)
     assert_self_contained(text)
     assert text.count("&lt;script&gt;") == 8   # title, heading, release, source, node, detail, identity, chart
-    assert "verified under key sha256:" + "b" * 64 in text and "SBOM</th><td class='mono'>present" in text
+    assert "verified by this report under key sha256:" + "b" * 64 in text
+    assert "SBOM</th><td class='mono'>present" in text

@@ -1,8 +1,8 @@
 """The tar header guard: a bundle is untrusted input, so every header is checked before its data.
 
 Only the names and types the writer produces are allowed (``bundle.yaml``,
-``volume.yaml``, ``oci-layout``, ``index.json``, ``blobs/sha256/<hex>``, the two
-folders), each small file has a size cap, and extended headers that tarfile
+``volume.yaml``, ``oci-layout``, ``index.json``, ``bundle.yaml.sig``, ``blobs/sha256/<hex>``,
+the two folders), each small file has a size cap, and extended headers that tarfile
 would read whole into memory are capped too. What a damaged or hostile archive
 makes tarfile or zstandard raise becomes a one-line InputError here.
 """
@@ -20,7 +20,7 @@ from typing import IO, Any, Self
 
 import zstandard
 
-from mirrorkit.bundle.volumes import CHUNK, DIR_ENTRIES, META_CAPS, META_ORDER, MiB, Part
+from mirrorkit.bundle.volumes import CHUNK, DIR_ENTRIES, META_CAPS, META_ORDER, SIGNATURE_MEMBER, MiB, Part
 from mirrorkit.errors import InputError, OperationError
 
 BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
@@ -113,6 +113,8 @@ def member_kind(where: str, member: tarfile.TarInfo, position: int, seen: set[st
     seen.add(name)
     if position < len(META_ORDER) and name != META_ORDER[position]:
         raise InputError(f"{bad}: entry {position + 1} must be {META_ORDER[position]}")
+    if name == SIGNATURE_MEMBER and position != len(META_ORDER):
+        raise InputError(f"{bad}: the lock signature must be entry {len(META_ORDER) + 1}")
     return kind
 
 
@@ -197,7 +199,7 @@ def open_regular(path: Path, where: str) -> tuple[IO[bytes], os.stat_result]:
 
 def walk_dir(root: Path, rel: str) -> Iterator[str]:
     """Yield allowed regular files, refusing symlinks and anything unexpected (never following links)."""
-    allowed = {"": ("bundle.yaml", "volume.yaml", "oci-layout", "index.json", "blobs", "parts"),
+    allowed = {"": ("bundle.yaml", "volume.yaml", "oci-layout", "index.json", SIGNATURE_MEMBER, "blobs", "parts"),
                "blobs": ("sha256",), "parts": ("sha256",)}
     try:
         entries = sorted(os.scandir(root / rel), key=lambda e: e.name)

@@ -49,6 +49,7 @@ from mirrorkit.bundle.volumes import (
     CHUNK,
     META_CAPS,
     META_ORDER,
+    SIGNATURE_MEMBER,
     SMALL_LIMIT,
     Part,
     Progress,
@@ -123,6 +124,9 @@ class BundleReader:
         self.volume_count: int = first.count
         self.oci_layout: bytes = first.meta["oci-layout"]
         self.index_json: bytes = first.meta["index.json"]
+        # the lock exactly as carried (what a bundle signature covers) and its signature, if signed
+        self.lock_bytes: bytes = first.meta["bundle.yaml"]
+        self.lock_signature: bytes | None = first.meta.get(SIGNATURE_MEMBER)
         self.random_access: bool = all(v.kind in ("tar", "dir") for v in volumes)
         self.blobs: dict[str, int] = {d: s for v in self._volumes for d, s in v.blobs.items()}
         self._home = {d: v for v in self._volumes for d in v.blobs}
@@ -154,23 +158,7 @@ class BundleReader:
 
     def _open_volume(self, path: Path) -> _Volume:
         where = str(path)
-        try:
-            if not stat.S_ISREG(path.stat().st_mode):
-                raise InputError(f"{path}: not a regular file")
-        except OSError as exc:
-            raise InputError(f"cannot read bundle volume {path}: {exc.strerror or exc}") from None
-        kind = detect(path)
-        meta: dict[str, bytes] = {}
-        with open(path, "rb") as f, reading(where):
-            tar = open_tar(f, kind)
-            seen: set[str] = set()
-            for position, member in enumerate(tar):
-                member_kind(where, member, position, seen)
-                meta[member.name] = read_member(tar, member, where)
-                if len(meta) == len(META_ORDER):
-                    break
-        if len(meta) < len(META_ORDER):
-            raise InputError(f"{where}: not a mirrorkit bundle volume: {META_ORDER[len(meta)]} is missing")
+        kind, meta = volume_meta(path)
         lock, lock_hash = self._head(where, meta)
         index, count, listed, parts = read_volume_yaml(meta["volume.yaml"], where, lock)
         vol = _Volume(path, kind, lock, lock_hash, meta, index, count, listed, lock.blob_sizes(),
@@ -218,13 +206,7 @@ class BundleReader:
         for name in ("bundle.yaml", "oci-layout", "index.json"):
             if name not in files:
                 raise InputError(f"{where}: not an unpacked bundle: {name} is missing")
-        meta = {}
-        for name in files:
-            f, _ = open_regular(root / name, where)
-            with f:
-                meta[name] = f.read(META_CAPS[name] + 1)
-            if len(meta[name]) > META_CAPS[name]:
-                raise InputError(f"{where}: {name} grew beyond the {META_CAPS[name]} allowed while being read")
+        meta = {name: _read_capped(root, name) for name in files}
         lock, lock_hash = self._head(where, meta)
         if "volume.yaml" in meta:
             # an unpacked bundle may merge several volumes; only the id must agree
@@ -257,8 +239,8 @@ class BundleReader:
                                  f"{vol.path} has id {vol.lock.id}")
             if vol.lock_hash != first.lock_hash:
                 raise InputError(f"{first.path} and {vol.path} carry different locks under the same id {vol.lock.id}")
-            for name in ("oci-layout", "index.json"):
-                if vol.meta[name] != first.meta[name]:
+            for name in ("oci-layout", "index.json", SIGNATURE_MEMBER):
+                if vol.meta.get(name) != first.meta.get(name):
                     raise InputError(f"{first.path} and {vol.path} carry different {name} files")
             if vol.count != first.count:
                 raise InputError(f"{first.path} says the bundle has {first.count} volumes, {vol.path} says {vol.count}")
@@ -566,3 +548,66 @@ def _check_volume_end(tar: tarfile.TarFile, rest: Callable[[], IO[bytes]], found
 def _check_manifest_size(digest: str, size: int) -> None:
     if size > SMALL_LIMIT:
         raise InputError(f"manifest {digest} is {size} bytes, more than the {SMALL_LIMIT} allowed")
+
+
+@dataclass(frozen=True)
+class LockHead:
+    """A bundle's lock and lock signature as raw bytes, read before anything in them is believed."""
+
+    where: str
+    lock: bytes
+    signature: bytes | None
+
+
+def volume_meta(path: Path) -> tuple[str, dict[str, bytes]]:
+    """A tar volume's kind and its leading small files (``META_ORDER``, then the signature if any).
+
+    Only headers and these capped members are read; nothing is parsed, so a caller
+    can check the lock's signature before it trusts a single byte of the lock.
+    """
+    where = str(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError(f"{path}: not a regular file")
+    except OSError as exc:
+        raise InputError(f"cannot read bundle volume {path}: {exc.strerror or exc}") from None
+    kind = detect(path)
+    meta: dict[str, bytes] = {}
+    with open(path, "rb") as f, reading(where):
+        tar = open_tar(f, kind)
+        seen: set[str] = set()
+        for position, member in enumerate(tar):
+            if position == len(META_ORDER) and member.name != SIGNATURE_MEMBER:
+                break                        # an unsigned bundle: its blobs start here
+            member_kind(where, member, position, seen)
+            meta[member.name] = read_member(tar, member, where)
+            if position == len(META_ORDER):
+                break
+    for name in META_ORDER:
+        if name not in meta:
+            raise InputError(f"{where}: not a mirrorkit bundle volume: {name} is missing")
+    return kind, meta
+
+
+def _read_capped(root: Path, name: str) -> bytes:
+    where = str(root)
+    f, _ = open_regular(root / name, where)
+    with f:
+        data = f.read(META_CAPS[name] + 1)
+    if len(data) > META_CAPS[name]:
+        raise InputError(f"{where}: {name} is larger than the {META_CAPS[name]} bytes allowed")
+    return data
+
+
+def lock_heads(paths: Sequence[Path | str]) -> list[LockHead]:
+    """The raw lock and signature of each given volume, or of one unpacked bundle folder."""
+    out = []
+    for p in (Path(p) for p in paths):
+        if p.is_dir():
+            sig = p / SIGNATURE_MEMBER
+            out.append(LockHead(str(p), _read_capped(p, "bundle.yaml"),
+                                _read_capped(p, SIGNATURE_MEMBER) if sig.exists() or sig.is_symlink() else None))
+        else:
+            _, meta = volume_meta(p)
+            out.append(LockHead(str(p), meta["bundle.yaml"], meta.get(SIGNATURE_MEMBER)))
+    return out

@@ -2,8 +2,8 @@
 
 A volume is a complete tar holding, in this order: ``bundle.yaml`` (the whole
 lock), ``volume.yaml`` (bundle id, volume index and count, the blobs in this
-volume), ``oci-layout``, ``index.json``, then its share of
-``blobs/sha256/<hex>``. Every volume repeats the lock, so each one can be
+volume), ``oci-layout``, ``index.json``, for a signed bundle ``bundle.yaml.sig``
+(the lock's signature), then its share of ``blobs/sha256/<hex>``. Every volume repeats the lock, so each one can be
 checked on its own and the volumes can be loaded in any order.
 
 A blob larger than what one volume holds (``--split`` is a hard limit) is cut
@@ -42,7 +42,11 @@ CHUNK = MiB              # blobs move in chunks of this size: memory stays flat 
 SMALL_LIMIT = 4 * MiB    # manifests are held whole, so their size is capped (registries cap them too)
 VOLUME_KIND = "BundleVolume"
 META_ORDER = ("bundle.yaml", "volume.yaml", "oci-layout", "index.json")
-META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB}
+# a signed bundle's lock signature (cosign's blob-signature form, mirrorkit.trust.bundlesig): the member
+# right after META_ORDER, in every volume, so each volume can prove its lock on its own
+SIGNATURE_MEMBER = "bundle.yaml.sig"
+META_CAPS = {"bundle.yaml": 64 * MiB, "volume.yaml": 16 * MiB, "oci-layout": 64 << 10, "index.json": 16 * MiB,
+             SIGNATURE_MEMBER: 64 << 10}
 DIR_ENTRIES = ("blobs", "blobs/sha256", "parts", "parts/sha256")
 VOLUME_NUMBER = r"\.\d{3,}"   # STEM.000.tar ... (more digits past 999 volumes)
 SHA_FILE_CAP = 4096      # a .sha256 file is one line; a bigger one is not ours to parse

@@ -31,6 +31,7 @@ from mirrorkit.bundle.plain import check_stored_digest, member_info, write_plain
 from mirrorkit.bundle.volumes import (
     CHUNK,
     META_CAPS,
+    SIGNATURE_MEMBER,
     Piece,
     Progress,
     checksum_path,
@@ -47,7 +48,7 @@ from mirrorkit.progress import human
 def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None = None,
                  compress: str | None = None, progress: Progress | None = None,
                  on_commit: Callable[[str], None] | None = None, trusted: Collection[str] = (),
-                 consume: bool = False) -> list[Path]:
+                 consume: bool = False, lock_signature: str | None = None) -> list[Path]:
     """Write the lock and the layout's lock blobs as one or more tar volumes; return the volume paths.
 
     Only blobs in ``lock.blobs`` are written (a differential bundle leaves the
@@ -72,6 +73,9 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     (pull-bundle without --keep-work): the blob's space is handed to the bundle as it is
     written, so the filesystem holding both needs about one bundle, not two. A write
     that fails then leaves fewer blobs for the rerun to reuse.
+
+    ``lock_signature`` (mirrorkit.trust.bundlesig's base64 text over exactly the lock bytes
+    written here) travels in every volume as ``bundle.yaml.sig``, right after ``index.json``.
     """
     if compress not in (None, "zstd"):
         raise InputError(f"unknown compression {compress!r}: use 'zstd' or none")
@@ -82,7 +86,9 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
     layout = _read_layout_file(layout_dir, "oci-layout")
     index = _read_layout_file(layout_dir, "index.json")
     blobs = _layout_blobs(layout_dir, lock)
+    signature = [(SIGNATURE_MEMBER, lock_signature.encode())] if lock_signature is not None else []
     base = (_member_bytes(len(lock_bytes)) + _member_bytes(len(layout)) + _member_bytes(len(index))
+            + sum(_member_bytes(len(data)) for _, data in signature)
             + _member_bytes(len(volume_yaml(lock.id, 1 << 20, 1 << 20, [], split=split)) + 64)
             + 512 + 1024 + tarfile.RECORDSIZE)
     groups = _assign(blobs, split, base, lock.manifest_digests()) if split else [blobs]
@@ -110,7 +116,7 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
             parts = [p for p in group if p.part is not None]
             head = [("bundle.yaml", lock_bytes),
                     ("volume.yaml", volume_yaml(lock.id, number, len(groups), whole, parts, split)),
-                    ("oci-layout", layout), ("index.json", index)]
+                    ("oci-layout", layout), ("index.json", index), *signature]
             hexdigest = _write_volume(current, head, group, compress, mtime, progress, written,
                                       trusted, _consumer(layout_dir) if consume else None)
             current = checksums[-1][0]

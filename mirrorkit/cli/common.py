@@ -109,3 +109,23 @@ def apply_config(ctx: click.Context, loader: Callable[[str], dict[str, Any]],
         if source in (None, click.core.ParameterSource.DEFAULT):
             params[name] = value
     return params
+
+
+# --bundle-key: the lock signature (pull-bundle --sign-key) is checked before anything else of a bundle is read
+bundle_key_option = click.option(
+    "--bundle-key", "bundle_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
+    help="PEM public key the bundle's lock must be signed with (pull-bundle --sign-key); checked before "
+         "anything else is read: an unsigned bundle, another key or a lock changed after signing stops the "
+         "command (exit 1). Repeatable: any one of the keys will do.")
+
+
+def check_bundle_keys(paths: Any, keys: tuple[str, ...] | list[str]) -> Any:
+    """With --bundle-key: the bundle's lock signature, checked (mirrorkit.trust.bundlesig); else None."""
+    if not keys:
+        return None
+    from mirrorkit.trust.bundlesig import check_bundle
+
+    signed = check_bundle(paths, list(keys))
+    click.echo(f"lock signed by {signed.signer.fingerprint} ({signed.signer.key_type})"
+               + (f" at {signed.signed_at}" if signed.signed_at else "") + ": signature verified", err=True)
+    return signed

@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from mirrorkit.cli.common import (
+    bundle_key_option,
+    check_bundle_keys,
     credentials_from,
     destination_options,
     endpoints_from,
@@ -68,6 +70,7 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --sign-key site-bundle.pem   # sign the lock
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
@@ -87,12 +90,17 @@ Examples:
 @click.option("--chart", "charts", multiple=True, metavar="FILE.tgz", type=click.Path(dir_okay=False),
               help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
+@click.option("--sign-key", type=click.Path(dir_okay=False), metavar="KEY.pem",
+              help="Sign the lock with this PEM private key (ECDSA P-256/P-384, Ed25519, RSA) in cosign's "
+                   "blob-signature form: inside the bundle and as NAME.lock.yaml.sig beside it. An encrypted "
+                   "key's password comes from $MIRRORKIT_SIGN_KEY_PASSWORD.")
 @FORMAT
 @signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
                         since: str | None, have: str | None, keep_work: bool, work_dir: str | None,
-                        keep_going: bool, charts: tuple[str, ...], fmt: str, **p: Any) -> None:
+                        keep_going: bool, charts: tuple[str, ...], sign_key: str | None, fmt: str,
+                        **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
     from mirrorkit.plan import load_plan
@@ -102,6 +110,11 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
 
     the_plan = load_plan(plan)
     signatures = _signatures(p)  # keys are read (exit 2 if unreadable) before any work starts
+    signer = None
+    if sign_key:
+        from mirrorkit.trust.bundlesig import load_signing_key
+
+        signer = load_signing_key(sign_key)
     if output is not None and not output.strip():
         raise InputError("-o: empty bundle path")
     if output and output.endswith(".zst") and compress == "none":
@@ -124,7 +137,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
                        keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going,
-                       work_dir=Path(work_dir) if work_dir else None)
+                       work_dir=Path(work_dir) if work_dir else None, sign_key=signer)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
@@ -135,7 +148,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
             "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
-            "lock": str(report.lock_path), "charts": report.charts}
+            "lock": str(report.lock_path), "charts": report.charts,
+            "signing": report.signing.to_dict() if report.signing else None}
     carried = report.signatures
     if carried is not None:
         data["artifacts"] = len(carried.artifacts)
@@ -156,6 +170,10 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
                                                       " (signatures, attestations, SBOMs, referrers)"]
                             + _signature_lines(report_verifications(carried)))
+    if report.signing is not None:
+        text += (f"\n  lock signed by {report.signing.key_fingerprint} ({report.signing.key_type}) at "
+                 f"{report.signing.signed_at}" + (f"; signature {report.signature_path}" if report.signature_path
+                                                  else ""))
     _emit(fmt, data, text)
 
 
@@ -180,6 +198,7 @@ Examples:
   mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu
   mirrorkit push-bundle bundles/gpu.001.tar bundles/gpu.000.tar --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
   echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
+  mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu --bundle-key site-bundle.pub
 """)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")
@@ -190,9 +209,10 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
+@bundle_key_option
 @destination_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
-                        jobs: int, fmt: str, **p: Any) -> None:
+                        jobs: int, fmt: str, bundle_keys: tuple[str, ...], **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
@@ -200,10 +220,11 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
+    signed = check_bundle_keys([Path(b) for b in bundle], bundle_keys)   # before anything else is read
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
-                             signatures)
+                             signatures, signed.lock_sha256 if signed else None)
     data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
             "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
             "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
@@ -241,15 +262,17 @@ Examples:
 @JOBS
 @FORMAT
 @signature_options
+@bundle_key_option
 @destination_options
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
-                   **p: Any) -> None:
+                   bundle_keys: tuple[str, ...], **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_pairs
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.transfer.verify import verify_registry
 
+    check_bundle_keys(source, bundle_keys)          # before anything else of the bundle is read
     plan, lock = load_plan_or_lock(source)
     target = target_from({"registry": registry})
     signatures = _signatures(p)

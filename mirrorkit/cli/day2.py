@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from mirrorkit.cli.common import credentials_from, destination_options, endpoints_from, target_from
+from mirrorkit.cli.common import (
+    bundle_key_option,
+    check_bundle_keys,
+    credentials_from,
+    destination_options,
+    endpoints_from,
+    target_from,
+)
 from mirrorkit.mapping import STRATEGIES
 
 
@@ -24,12 +31,16 @@ Examples:
               help="json: {\"added\": [...], \"removed\": [...], \"changed\": [{component, from, to}]}.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when they differ (like git diff --exit-code).")
 @click.option("-o", "--output", help="Write here (default: stdout).")
-def diff_command(old: str, new: str, fmt: str, exit_code: bool, output: str | None) -> None:
+@bundle_key_option
+def diff_command(old: str, new: str, fmt: str, exit_code: bool, output: str | None,
+                 bundle_keys: tuple[str, ...]) -> None:
     """What was added, removed and changed between two plans, locks or bundles."""
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.cli.main import write_output
     from mirrorkit.diff import compare, render
 
+    for path in (old, new):          # with --bundle-key both must be signed bundles (or signed locks)
+        check_bundle_keys(path, bundle_keys)
     result = compare(load_plan_or_lock(old), load_plan_or_lock(new))
     write_output(render(result, fmt), output)
     if exit_code and result.differs:
@@ -79,23 +90,38 @@ def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], m
 @click.command("report", epilog="""
 \b
 Examples:
-  mirrorkit report bundles/gpu-v24.9.2.tar -o report.html
+  mirrorkit report bundles/gpu-v24.9.2.tar --bundle-key site.pub --verify-key nvidia.pub -o report.html
   mirrorkit report bundles/gpu-v24.9.2.tar --since bundles/gpu-v23.9.2.lock.yaml -o report.html
+  mirrorkit report bundles/gpu-v24.9.2.tar --format markdown -o report.md
   mirrorkit report plan.yaml --format json
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", help="Write here (default: stdout).")
-@click.option("--format", "fmt", type=click.Choice(("html", "json")), default="html", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(("html", "markdown", "json")), default="html",
+              show_default=True, help="json gives each image a signature field: verified (checked by this run), "
+                                      "present, absent or invalid.")
 @click.option("--since", type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",
               help="The previous bundle (or its lock): the report says what is new.")
-def report_command(source: str, output: str | None, fmt: str, since: str | None) -> None:
-    """The record of what crosses the gap, for whoever approves the media: one self-contained HTML file."""
+@click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
+              help="Check the carried cosign signatures offline under this PEM public key (repeatable); "
+                   "exit 1 when an image's signature is missing or invalid (the report is still written).")
+@bundle_key_option
+def report_command(source: str, output: str | None, fmt: str, since: str | None, verify_keys: tuple[str, ...],
+                   bundle_keys: tuple[str, ...]) -> None:
+    """The record of what crosses the gap, for whoever approves the media: it states only what it checked."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.errors import OperationError
     from mirrorkit.rewrite.report import make_report, render
+    from mirrorkit.trust.keys import load_keys
 
-    report = make_report(source, since)
+    keys = load_keys(verify_keys)
+    report = make_report(source, since, keys, list(bundle_keys))
     write_output(render(report, fmt), output)
     if report.damaged:
         raise OperationError(f"{source}: bundle damaged: {report.integrity_detail} (the report says so)")
-    click.echo(f"{len(report.images)} images; bundle {report.integrity}", err=True)
+    if keys and report.unverified_images:
+        bad = report.unverified_images
+        raise OperationError(f"{len(bad)} of {len(report.images)} images lack a valid signature: "
+                             + "; ".join(f"{i.source}: {i.signature}" for i in bad))
+    click.echo(f"{len(report.images)} images; bundle bytes {report.integrity}; lock signature "
+               f"{report.lock_signature.state}", err=True)

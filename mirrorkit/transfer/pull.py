@@ -23,7 +23,7 @@ from pathlib import Path
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import full_disk_reported, write_atomic, write_error
-from mirrorkit.lock import Lock, LockBlob, LockImage
+from mirrorkit.lock import Lock, LockBlob, LockImage, LockSigning
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
@@ -41,6 +41,7 @@ from mirrorkit.transfer.artifacts import (
 from mirrorkit.transfer.engine import Engine, Graph, Root
 from mirrorkit.transfer.sinks import StoreSink
 from mirrorkit.transfer.sources import LayoutSource, RegistrySource, Source
+from mirrorkit.trust.bundlesig import SigningKey, sign_lock, signature_beside
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PullOptions:
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
     work_dir: Path | None = None  # --work-dir: the folder that holds the work folder (default: beside the bundle)
+    sign_key: SigningKey | None = None   # --sign-key: the lock is signed (mirrorkit.trust.bundlesig)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class PullReport:
     blobs_fetched: int = 0
     bytes_fetched: int = 0
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
+    signing: LockSigning | None = None           # --sign-key: who signed the lock, and when
+    signature_path: Path | None = None           # NAME.lock.yaml.sig beside the bundle
 
     @property
     def saved_bytes(self) -> int:
@@ -223,7 +227,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     with RegistryClient(endpoints, credentials) as client:
         same = _pinned_as_before(previous, plan, opts) if previous is not None else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts) \
-                and previous.charts == lock_entries(charts, plan.registry):
+                and previous.charts == lock_entries(charts, plan.registry) and _signed_as_asked(previous, opts):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
             # (with --verify-key the full path runs: the keys may not be the ones the lock was checked with)
@@ -235,7 +239,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 shutil.rmtree(store.root, ignore_errors=True)
                 return PullReport(images=len(same), reused=len(same), up_to_date=True, lock_path=lock_file,
                                   charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
-                                  seconds=time.monotonic() - start)
+                                  seconds=time.monotonic() - start, signing=previous.signing)
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
         # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
@@ -251,11 +255,12 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
                 and _volumes_present(opts) and previous.charts == lock_entries(charts, plan.registry) \
-                and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
+                and {a.digest for a in previous.artifacts} == carried.digests() \
+                and _signed_as_asked(previous, opts):   # a re-sign (of an image, or of the lock) is a change
             shutil.rmtree(store.root, ignore_errors=True)
             return PullReport(images=len(graphs), reused=len(graphs), up_to_date=True, lock_path=lock_file,
                               charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
-                              seconds=time.monotonic() - start)
+                              seconds=time.monotonic() - start, signing=previous.signing)
         try:
             fetch = _check_space(store, graphs, opts, len(charts))
         except InputError:
@@ -285,16 +290,35 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     # the writer hashes only what an earlier run, an import or the signature phase left there
     trusted = set() if earlier is None else \
         {b.digest for b in lock.blobs if b.digest.removeprefix("sha256:") not in earlier}
+    signature = None
+    if opts.sign_key is not None:
+        # who and when go into the lock first, so the signature covers them too
+        lock.signing = opts.sign_key.record()
+        signature = sign_lock(lock.dumps().encode(), opts.sign_key)
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
                            progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted,
-                           consume=not opts.keep_work)
+                           consume=not opts.keep_work, lock_signature=signature)
     write_atomic(lock_file, lock.dumps())
+    sig_file = signature_beside(lock_file)
+    if signature is not None:
+        write_atomic(sig_file, signature)      # for cosign verify-blob: the same text as bundle.yaml.sig
+        report.signing, report.signature_path = lock.signing, sig_file
+    else:
+        sig_file.unlink(missing_ok=True)       # an older signature would not match the new lock
     report.volumes = volumes
     report.lock_path = lock_file
     report.seconds = time.monotonic() - start
     if not opts.keep_work:
         shutil.rmtree(store.root, ignore_errors=True)
     return report
+
+
+def _signed_as_asked(previous: Lock, opts: PullOptions) -> bool:
+    """With --sign-key the bundle on disk counts as up to date only if that key signed it already."""
+    if opts.sign_key is None:
+        return True
+    return (previous.signing is not None and previous.signing.key_fingerprint == opts.sign_key.fingerprint
+            and signature_beside(lock_path_for(opts.output)).is_file())
 
 
 def _stored(store: BlobStore) -> set[str] | None:

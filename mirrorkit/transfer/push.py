@@ -10,6 +10,7 @@ straight from the tar (or bundle folder): no scratch copy of the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -313,7 +314,7 @@ class _Unclosed:
 def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTarget | None = None,
                 mapping: str | None = None, jobs: int = 4,
                 progress: Callable[[str, int], None] | None = None, check_blobs: bool = False,
-                signatures: SignatureOptions | None = None) -> PushReport:
+                signatures: SignatureOptions | None = None, lock_sha256: str | None = None) -> PushReport:
     """Verify (unless the registry already holds every image), push, verify the registry.
 
     ``check_blobs``: an image counts as already there only if every blob of it can be read,
@@ -327,6 +328,9 @@ def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTar
         missing = reader.missing()
         if missing:
             raise InputError(missing)     # every missing volume named before the registry is asked anything
+        # --bundle-key checked the lock's signature first: push only the very lock that was checked
+        if lock_sha256 is not None and hashlib.sha256(reader.lock_bytes).hexdigest() != lock_sha256:
+            raise OperationError(f"{paths[0]}: the lock changed after its signature was checked")
         pusher = Pusher(reader, client, registry, mapping, jobs, progress, check_blobs)
         lock = reader.lock
 
