@@ -231,6 +231,8 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     charts = _listed(data, "charts", where)
     artifacts = [_artifact(a, f"{where}: artifacts[{n}]") for n, a in enumerate(_listed(data, "artifacts", where))]
     sources = {i.source for i in images}
+    # a chart fetched from a registry carries its signatures too, under its oci:// reference
+    sources |= {str(c["source"]) for c in charts if isinstance(c, dict) and c.get("kind") == "oci" and c.get("source")}
     for art in artifacts:
         if art.digest not in seen:
             raise InputError(f"{where}: artifact {art.digest} of {art.source} is not carried by the lock")
@@ -265,6 +267,9 @@ class LockChart:
     layer: str
     repository: str | None
     version: str = ""
+    kind: str = "file"                 # where it came from: file, oci (signatures may travel) or repo
+    source: str = ""                   # the file's name, the oci:// reference or the chart's URL
+    provenance: str | None = None      # the Helm provenance file's digest (a second layer), when carried
 
 
 def lock_charts(lock: Lock, where: str = "bundle lock") -> list[LockChart]:
@@ -290,10 +295,16 @@ def lock_charts(lock: Lock, where: str = "bundle lock") -> list[LockChart]:
             one_line(entry.get(key), at, key, optional=True)
         digest, config, layer = (check_digest(str(entry.get(k)), f"{k} of chart {name} in the lock")
                                  for k in ("digest", "config", "layer"))
-        for needed in (digest, config, layer):
+        kind = entry.get("kind", "file")     # optional fields, newer than the first chart bundles
+        if kind not in ("file", "oci", "repo"):
+            raise InputError(f"{at}: invalid chart kind {kind!r} (file, oci or repo)")
+        prov = entry.get("provenance")
+        provenance = check_digest(str(prov), f"provenance of chart {name} in the lock") if prov is not None else None
+        for needed in (digest, config, layer, *([provenance] if provenance else [])):
             if needed not in sizes:
                 raise InputError(f"{at}: chart {name}:{tag} needs {needed}, which the bundle does not carry")
-        out.append(LockChart(name, tag, digest, config, layer, repo, version or tag))
+        out.append(LockChart(name, tag, digest, config, layer, repo, version or tag, kind,
+                             str(entry.get("source") or ""), provenance))
     return out
 
 

@@ -66,6 +66,9 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --since bundles/gpu.lock.yaml
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --verify-key nvidia.pub \
+      --chart oci://nvcr.io/nvidia/cloud-native-charts/gpu-operator:v24.9.0
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --chart https://helm.ngc.nvidia.com/nvidia/gpu-operator:v24.9.0
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
@@ -79,8 +82,10 @@ Examples:
 @click.option("--keep-going", is_flag=True,
               help="Copy every image that can be copied, then list every failure (exit 1, no bundle written; "
                    "a rerun fetches only what is missing).")
-@click.option("--chart", "charts", multiple=True, metavar="FILE.tgz", type=click.Path(dir_okay=False),
-              help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
+@click.option("--chart", "charts", multiple=True, metavar="FILE.tgz|oci://REG/REPO/CHART:VER|URL/CHART:VER",
+              help="Also carry this Helm chart: a packaged file, a chart in an OCI registry (with its cosign "
+                   "signature, judged by --verify-key), or one of an HTTP Helm repository (digest checked against "
+                   "its index.yaml, .prov carried); push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
 @FORMAT
 @signature_options
@@ -118,7 +123,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going)
+                       keep_work=keep_work, charts=list(charts), keep_going=keep_going)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:

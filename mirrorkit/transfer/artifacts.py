@@ -76,6 +76,22 @@ def subjects_of_lock(lock: Lock, where: Callable[[str], Ref] | None = None) -> l
                        i.planned_digest, i.manifests) for i in lock.images]
 
 
+def chart_subjects(lock: Lock) -> list[Subject]:
+    """The bundle's charts fetched from a registry (``oci://``): their signatures travel, and are judged,
+    as an image's do. A chart file or a Helm-repository chart has no cosign signature to ask for."""
+    from mirrorkit.chartref import OCI, parse_chart_ref
+    from mirrorkit.lock import lock_charts
+
+    out = []
+    for chart in lock_charts(lock):
+        if chart.kind == OCI:
+            ref = parse_chart_ref(chart.source).ref
+            if ref is None:
+                continue
+            out.append(Subject(chart.source, chart.repository, ref, (chart.digest,), (chart.digest,)))
+    return out
+
+
 @dataclass
 class CarriedArtifacts:
     """What carry_into_store put in the store, ready to join the lock."""
@@ -198,8 +214,9 @@ def verify_artifacts(artifacts: list[LockArtifact], subjects: list[Subject], key
 
 
 def verify_lock(lock: Lock, keys: list[PublicKey], read: Callable[[str], bytes]) -> VerificationResult:
-    """Offline: every image of a bundle checked against its carried signatures; raises on any failure."""
-    result = verify_artifacts(lock.artifacts, subjects_of_lock(lock), keys, read)
+    """Offline: every image (and chart from a registry) of a bundle checked against its carried signatures;
+    raises on any failure."""
+    result = verify_artifacts(lock.artifacts, subjects_of_lock(lock) + chart_subjects(lock), keys, read)
     raise_on_failures(result)
     return result
 

@@ -52,7 +52,9 @@ class PullOptions:
     omit: set[str] = field(default_factory=set)
     depends_on: list[str] = field(default_factory=list)
     keep_work: bool = False
-    charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
+    # --chart: Helm chart .tgz files, oci://REGISTRY/REPO/CHART:VERSION or REPO_URL/CHART:VERSION (strings:
+    # a Path would fold the scheme's '//')
+    charts: list[str | Path] = field(default_factory=list)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
 
 
@@ -199,7 +201,8 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
 def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
           progress: Callable[[str, int], None] | None, signatures: SignatureOptions) -> PullReport:
     from mirrorkit.bundle.writer import write_bundle
-    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries
+    from mirrorkit.chartref import OCI, REPO, parse_chart_ref
+    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries, unique_charts
 
     if not plan.images:
         raise InputError("the plan has no images")
@@ -207,14 +210,22 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     check_collisions((i.source_ref, dest) for i in plan.images if (dest := i.destination_ref) is not None)
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
-    charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
+    specs = list({str(c): parse_chart_ref(str(c)) for c in opts.charts}.values())  # malformed: exit 2, at once
+    charts = load_charts([s.path for s in specs if not s.remote])  # --chart files: refused before anything is fetched
+    remote = [s for s in specs if s.remote]
     try:
         store = BlobStore(work_dir_for(opts.output))
     except OSError as exc:
         raise write_error(exc, str(work_dir_for(opts.output))) from None
     previous = _previous_lock(lock_file)
     with RegistryClient(endpoints, credentials) as client:
-        same = _pinned_as_before(previous, plan, opts) if previous is not None else None
+        if remote:
+            from mirrorkit.oci.httpfile import HttpFiles
+            from mirrorkit.transfer.remotecharts import fetch_repo_chart
+
+            with HttpFiles(endpoints, credentials, client.retry) as files:
+                charts += [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
+        same = _pinned_as_before(previous, plan, opts) if previous is not None and not remote else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
                 and previous.charts == lock_entries(charts, plan.registry):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
@@ -231,12 +242,19 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                                   seconds=time.monotonic() - start)
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
+        # oci:// charts: small, copied whole first (their bytes are what the signatures below are judged on)
+        oci_specs = [s for s in remote if s.kind == OCI]
+        from mirrorkit.transfer.remotecharts import chart_subject, copy_oci_charts
+
+        oci_charts, _ = copy_oci_charts(engine, client, store, oci_specs)
+        charts = unique_charts(charts + oci_charts)
         # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
         # with keys, verified) before any image bytes move; a local image has no upstream to ask
         carried = carry_into_store(engine, client, store, [
             Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
                        g.children)
-            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error],
+            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error]
+            + [chart_subject(c, s, plan.registry) for c, s in zip(oci_charts, oci_specs, strict=True)],
             signatures, opts.jobs)
         for img, g in zip(plan.images, graphs, strict=True):
             if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
