@@ -56,7 +56,7 @@ def _index_entry(index: Any, spec: ChartRef, where: str) -> dict[str, Any]:
     if not found:
         listed = [str(v.get("version")) for v in versions[:5] if isinstance(v, dict)]
         raise OperationError(f"{where}: chart {spec.name} has no version {spec.version} "
-                             f"(newest listed: {', '.join(listed)})")
+                             f"(listed first: {', '.join(listed)})")
     return (exact or found)[0]
 
 
@@ -125,7 +125,7 @@ def copy_oci_charts(engine: Engine, client: RegistryClient, store: BlobStore,
         if g.error:
             raise OperationError(f"{spec.text}: {g.error}")
         if len(g.nodes) != 1 or g.top.media_type not in (OCI_MANIFEST, ""):
-            raise InputError(f"{spec.text}: not a Helm chart (the registry holds a {g.top.media_type or 'manifest'} "
+            raise InputError(f"{spec.text}: not a Helm chart (the registry holds {g.top.media_type or 'a manifest'} "
                              f"{g.digest} there)")
         for digest, size in g.blobs:
             if size > MAX_CHART:
