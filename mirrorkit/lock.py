@@ -9,6 +9,7 @@ Reading a lock trusts nothing: every digest and size is validated here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,22 @@ class LockVerification:
                 "verified_at": self.verified_at}
 
 
+@dataclass(frozen=True)
+class LockInstaller:
+    """mirrorkit's offline installer, carried as one tar blob (``pull-bundle --with-installer``)."""
+
+    digest: str
+    size: int
+    version: str
+    platforms: list[str]
+    pythons: list[str]
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "digest": self.digest, "size": self.size, "version": self.version,
+                "platforms": self.platforms, "pythons": self.pythons}
+
+
 @dataclass
 class Lock:
     id: str
@@ -100,6 +117,7 @@ class Lock:
     charts: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[LockArtifact] = field(default_factory=list)
     verifications: list[LockVerification] = field(default_factory=list)
+    installer: LockInstaller | None = None     # optional, newer than the first bundles
 
     def blob_sizes(self) -> dict[str, int]:
         return {b.digest: b.size for b in self.blobs}
@@ -125,6 +143,8 @@ class Lock:
             out["artifacts"] = [a.to_dict() for a in self.artifacts]
         if self.verifications:
             out["verifications"] = [v.to_dict() for v in self.verifications]
+        if self.installer is not None:
+            out["installer"] = self.installer.to_dict()
         out["plan"] = self.plan.to_dict()
         return out
 
@@ -193,6 +213,31 @@ def _verification(data: Any, where: str) -> LockVerification:
         identity=_text(data, "identity", where) or "", verified_at=_text(data, "verified_at", where) or "")
 
 
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def _installer(data: Any, where: str, sizes: dict[str, int]) -> LockInstaller | None:
+    """The optional ``installer`` entry: a blob the bundle carries, and plain words a shell line may quote."""
+    if data is None:
+        return None
+    at = f"{where}: installer"
+    if not isinstance(data, dict):
+        raise InputError(f"{at}: must be a mapping")
+    digest = check_digest(str(data.get("digest") or ""), f"{at} digest")
+    if digest not in sizes or sizes[digest] != data.get("size"):
+        raise InputError(f"{at}: {digest} is not a blob the bundle carries, at the size the lock gives")
+    words = {k: data.get(k) for k in ("version", "file")}
+    lists = {k: data.get(k) for k in ("platforms", "pythons")}
+    for key, value in words.items():
+        if not isinstance(value, str) or not _WORD.match(value):
+            raise InputError(f"{at}: invalid {key} {value!r}")
+    for key, value in lists.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) and _WORD.match(v) for v in value):
+            raise InputError(f"{at}: invalid {key} {value!r}")
+    return LockInstaller(digest, sizes[digest], str(words["version"]), list(lists["platforms"] or []),
+                         list(lists["pythons"] or []), str(words["file"]))
+
+
 def _listed(data: dict[str, Any], key: str, where: str) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
@@ -247,7 +292,8 @@ def lock_from_dict(data: Any, where: str) -> Lock:
                 generator=_text(data, "generator", where, optional=True) or "",
                 plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
                 omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
-                verifications=verifications)
+                verifications=verifications,
+                installer=_installer(data.get("installer"), where, {b.digest: b.size for b in blobs}))
     lock_charts(lock, where)   # every chart entry checked now, before any of it is used
     return lock
 

@@ -87,12 +87,19 @@ Examples:
                    "signature, judged by --verify-key), or one of an HTTP Helm repository (digest checked against "
                    "its index.yaml, .prov carried); push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
+@click.option("--with-installer", is_flag=True,
+              help="Also carry mirrorkit's offline installer (its wheels for CPython 3.11-3.13 on x86_64 and "
+                   "aarch64, install.sh), so the far side needs no package index; see 'mirrorkit runbook'.")
+@click.option("--installer", "installer_dir", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Carry this installer, built before with 'mirrorkit offline-installer -o DIR' "
+                   "(implies --with-installer).")
 @FORMAT
 @signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
                         since: str | None, have: str | None, keep_work: bool, keep_going: bool,
-                        charts: tuple[str, ...], fmt: str, **p: Any) -> None:
+                        charts: tuple[str, ...], with_installer: bool, installer_dir: str | None, fmt: str,
+                        **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
     from mirrorkit.plan import load_plan
@@ -123,7 +130,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=list(charts), keep_going=keep_going)
+                       keep_work=keep_work, charts=list(charts), keep_going=keep_going,
+                       with_installer=with_installer, installer=Path(installer_dir) if installer_dir else None)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
@@ -132,7 +140,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             "unique_bytes": report.unique_bytes, "bytes_saved_by_sharing": report.saved_bytes,
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
             "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
-            "lock": str(report.lock_path), "charts": report.charts}
+            "lock": str(report.lock_path), "charts": report.charts,
+            "installer": report.installer.to_dict() if report.installer else None}
     carried = report.signatures
     if carried is not None:
         data["artifacts"] = len(carried.artifacts)
@@ -149,6 +158,10 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                 f"  unique bytes {human(report.unique_bytes)}, saved by sharing {human(report.saved_bytes)}"
                 + (f", left out (differential) {human(report.omitted_bytes)}" if report.omitted_bytes else "")
                 + f"\n  wrote {vols} (+ .sha256 beside each)\n  lock {report.lock_path}")
+        if report.installer:
+            kit = report.installer
+            text += (f"\n  carried mirrorkit's offline installer ({human(kit.size)}, {'/'.join(kit.platforms)}, "
+                     f"CPython {'/'.join(kit.pythons)}): see 'mirrorkit runbook'")
         if carried is not None:
             text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
                                                       " (signatures, attestations, SBOMs, referrers)"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import full_disk_reported, write_atomic, write_error
-from mirrorkit.lock import Lock, LockBlob, LockImage
+from mirrorkit.lock import Lock, LockBlob, LockImage, LockInstaller
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
@@ -56,6 +56,8 @@ class PullOptions:
     # a Path would fold the scheme's '//')
     charts: list[str | Path] = field(default_factory=list)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
+    with_installer: bool = False  # carry mirrorkit's offline installer (built now, every platform and Python)
+    installer: Path | None = None  # ... or this one, built before with `mirrorkit offline-installer -o DIR`
 
 
 @dataclass
@@ -74,6 +76,7 @@ class PullReport:
     blobs_fetched: int = 0
     bytes_fetched: int = 0
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
+    installer: LockInstaller | None = None   # the lock's installer entry, when one was carried
 
     @property
     def saved_bytes(self) -> int:
@@ -213,6 +216,12 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     specs = list({str(c): parse_chart_ref(str(c)) for c in opts.charts}.values())  # malformed: exit 2, at once
     charts = load_charts([s.path for s in specs if not s.remote])  # --chart files: refused before anything is fetched
     remote = [s for s in specs if s.remote]
+    prebuilt = None
+    if opts.installer is not None:
+        from mirrorkit.installer.carry import load
+
+        prebuilt = load(opts.installer)  # checked against its SHA256SUMS before anything is fetched
+    installing = prebuilt is not None or opts.with_installer
     try:
         store = BlobStore(work_dir_for(opts.output))
     except OSError as exc:
@@ -227,6 +236,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 charts += [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
         same = _pinned_as_before(previous, plan, opts) if previous is not None and not remote else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
+                and not installing and previous.installer is None \
                 and previous.charts == lock_entries(charts, plan.registry):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
@@ -261,6 +271,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
+                and not installing and previous.installer is None \
                 and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
             shutil.rmtree(store.root, ignore_errors=True)
@@ -283,6 +294,18 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     report.unique_bytes += chart_bytes
     report.total_bytes += chart_bytes
     report.charts = len(charts)
+    if installing:
+        from mirrorkit.installer.build import build_installer
+        from mirrorkit.installer.carry import pack
+
+        built = prebuilt or build_installer(store.root / "tmp" / "installer")
+        lock.installer = pack(built, store)
+        if all(b.digest != lock.installer.digest for b in lock.blobs):
+            lock.blobs = sorted([*lock.blobs, LockBlob(lock.installer.digest, lock.installer.size)],
+                                key=lambda b: b.digest)
+            report.unique_bytes += lock.installer.size
+            report.total_bytes += lock.installer.size
+        report.installer = lock.installer
     interrupt.check()
     # what entered the store from here on was hashed as it arrived (the store takes nothing else):
     # the writer hashes only what an earlier run, an import or the signature phase left there
