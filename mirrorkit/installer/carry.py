@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -56,12 +57,15 @@ def load(root: Path) -> Installer:
 
 
 def extract_commands(entry: LockInstaller, volumes: list[str]) -> list[str]:
-    """Shell lines that take the installer out of the bundle and install mirrorkit, with tar alone."""
+    """Shell lines that take the installer out of the bundle and install mirrorkit, with tar alone.
+
+    In a split bundle the blob is in one of the volumes: each is asked, the others say nothing.
+    """
     member = f"blobs/sha256/{entry.digest.removeprefix('sha256:')}"
-    source = volumes[0] if len(volumes) == 1 else None
-    take = (f"tar -xOf {source} {member} > {entry.file}" if source else
-            f"for v in {' '.join(volumes)}; do tar -xOf \"$v\" {member} 2>/dev/null; done > {entry.file}")
+    out = shlex.quote(entry.file)
+    take = (f"tar -xOf {shlex.quote(volumes[0])} {member} > {out}" if len(volumes) == 1 else
+            f"for v in {' '.join(map(shlex.quote, volumes))}; do tar -xOf \"$v\" {member} 2>/dev/null; done > {out}")
     return [take,
             f"echo '{entry.digest.removeprefix('sha256:')}  {entry.file}' | sha256sum -c",
-            f"tar -xf {entry.file}",
-            f"sh {TOP}/{SCRIPT} --prefix /opt/mirrorkit      # then: /opt/mirrorkit/bin/mirrorkit --help"]
+            f"tar -xf {out}",
+            f"sh {TOP}/{SCRIPT} --prefix /opt/mirrorkit  # then: /opt/mirrorkit/bin/mirrorkit --help"]

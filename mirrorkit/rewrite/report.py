@@ -67,6 +67,7 @@ class Report:
     since: str | None = None
     since_diff: dict[str, Any] | None = None
     component_bytes: dict[str, int] = field(default_factory=dict)
+    installer: dict[str, Any] | None = None   # mirrorkit's offline installer, when the bundle carries one
 
     @property
     def damaged(self) -> bool:
@@ -171,7 +172,8 @@ def make_report(source: str, since: str | None = None) -> Report:
                   nodes=list(plan.nodes), images=images, volumes=vols, integrity=integrity,
                   integrity_detail=detail, bundle_id=bundle_id, since=since,
                   since_diff=diff.to_dict() if diff else None,
-                  component_bytes=dict(sorted(per_component.items(), key=lambda kv: -kv[1])))
+                  component_bytes=dict(sorted(per_component.items(), key=lambda kv: -kv[1])),
+                  installer=lock.installer.to_dict() if lock and lock.installer else None)
 
 
 def _lock_beside(path: Path) -> Path | None:
@@ -294,6 +296,11 @@ def render_html(r: Report) -> str:
     for node in r.nodes:
         out.append(f"<tr><th>GPU node</th><td>{_e(node.get('name') or 'node')}: {_e(node.get('os'))}, kernel "
                    f"{_e(node.get('kernel') or '?')}, {_e(node.get('arch'))}</td></tr>")
+    if r.installer:
+        kit = r.installer
+        out.append(f"<tr><th>mirrorkit installer</th><td>mirrorkit {_e(kit['version'])} for CPython "
+                   f"{_e(', '.join(kit['pythons']))} on {_e(', '.join(kit['platforms']))} "
+                   f"({_e(human(kit['size']))}, <span class='mono'>{_e(kit['digest'])}</span>)</td></tr>")
     out.append("</table>")
     if r.volumes:
         out.append("<h2>Bundle volumes</h2><table><tr><th>volume</th><th>size</th><th>sha256</th></tr>")
