@@ -270,10 +270,10 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         items = [(i.source, i.destination, i.digest, []) for i in plan.images]
     dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
-    if lock is not None and lock.charts:
-        from mirrorkit.lock import lock_charts
-        from mirrorkit.transfer.charts import destination
+    from mirrorkit.lock import lock_charts
+    from mirrorkit.transfer.charts import destination
 
+    if lock is not None and lock.charts:
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
@@ -285,7 +285,9 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
             from mirrorkit.destinations import first_by_source
             from mirrorkit.transfer.artifacts import signed_at_destination
 
-            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+            signed_charts = [(destination(c, target), c.digest) for c in lock_charts(lock) if c.kind == "oci"] \
+                if lock is not None and lock.charts else []
+            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys, signed_charts)
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]

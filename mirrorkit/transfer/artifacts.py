@@ -269,11 +269,12 @@ class PushedArtifacts:
 
 
 def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None, dest: dict[str, Ref],
-                          keys: list[PublicKey]) -> VerificationResult:
-    """``verify --verify-key``: each image's signature read from the mirror itself, as a cluster would."""
-    pairs: list[tuple[Ref, str]] = []
+                          keys: list[PublicKey], charts: list[tuple[Ref, str]] | None = None) -> VerificationResult:
+    """``verify --verify-key``: each image's signature read from the mirror itself, as a cluster would;
+    ``charts``: (destination, digest) of charts fetched from a registry, judged the same way."""
+    pairs: list[tuple[Ref, str]] = list(charts or [])
     if lock is not None:
-        pairs = [(s.ref, d) for s in subjects_of_lock(lock, lambda src: dest[src]) for d in s.signed]
+        pairs += [(s.ref, d) for s in subjects_of_lock(lock, lambda src: dest[src]) for d in s.signed]
     else:
         for img in plan.images:
             digest = img.digest or client.manifest_digest(dest[img.source])
