@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from mirrorkit import interrupt
-from mirrorkit.errors import NotFoundError, OperationError, RegistryError
+from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
 from mirrorkit.files import disk_full, is_disk_full, write_error
 from mirrorkit.oci import retry
 from mirrorkit.oci.credentials import CredentialStore
@@ -94,7 +94,7 @@ class HttpFiles:
         One attempt: 5xx, 429 and network faults raise TransientError (the caller is the
         operation under the policy), 404 NotFoundError, anything else RegistryError.
         """
-        if "@" in httpx.URL(url).netloc.decode():
+        if httpx.URL(url).userinfo:
             raise RegistryError(f"{redact(url)}: credentials do not belong in the URL (use an auth file)")
         origin = httpx.URL(url)
         current = origin
@@ -125,6 +125,8 @@ class HttpFiles:
                                      parse_retry_after(resp.headers.get("Retry-After")))
             if resp.status_code == 404:
                 raise NotFoundError(f"not found (HTTP 404): {what}")
+            if resp.status_code in (401, 403):
+                raise AuthError(f"access denied (HTTP {resp.status_code}): {what}")
             raise RegistryError(f"HTTP {resp.status_code}: {what}")
         raise RegistryError(f"more than {MAX_REDIRECTS} redirects from {redact(url)}")
 

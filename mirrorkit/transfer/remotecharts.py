@@ -25,7 +25,7 @@ import yaml
 from mirrorkit.chartfile import MAX_CHART, oci_tag
 from mirrorkit.chartref import OCI, REPO, ChartRef
 from mirrorkit.destinations import chart_repository
-from mirrorkit.errors import InputError, NotFoundError, OperationError
+from mirrorkit.errors import AuthError, InputError, NotFoundError, OperationError
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.httpfile import HttpFiles, redact
 from mirrorkit.oci.layout import BlobStore
@@ -94,7 +94,7 @@ def fetch_repo_chart(files: HttpFiles, spec: ChartRef, work: Path) -> HelmChart:
     archive = dest.read_bytes()
     try:
         provenance: bytes | None = files.fetch_bytes(url + ".prov", MAX_PROV)
-    except NotFoundError:
+    except (NotFoundError, AuthError):   # no .prov (object stores answer 403 for a missing object)
         provenance = None
     chart = build_chart(archive, redact(url), provenance, kind=REPO)
     if chart.name != spec.name or chart.version.removeprefix("v") != spec.version.removeprefix("v"):
@@ -111,7 +111,10 @@ def oci_roots(client: RegistryClient, store: BlobStore, specs: list[ChartRef]) -
     roots = []
     for spec in specs:
         assert spec.ref is not None
-        roots.append(Root(RegistrySource(client, spec.ref), sink, spec.ref.reference, label=spec.text))
+        # artifact=True: a chart is always carried whole (never left out of a differential bundle), and not
+        # counted as an image
+        roots.append(Root(RegistrySource(client, spec.ref), sink, spec.ref.reference, label=spec.text,
+                          artifact=True))
     return roots
 
 
