@@ -9,6 +9,7 @@ Reading a lock trusts nothing: every digest and size is validated here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,22 @@ class LockVerification:
                 "verified_at": self.verified_at}
 
 
+@dataclass(frozen=True)
+class LockInstaller:
+    """mirrorkit's offline installer, carried as one tar blob (``pull-bundle --with-installer``)."""
+
+    digest: str
+    size: int
+    version: str
+    platforms: list[str]
+    pythons: list[str]
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "digest": self.digest, "size": self.size, "version": self.version,
+                "platforms": self.platforms, "pythons": self.pythons}
+
+
 @dataclass
 class LockSigning:
     """Who signed the lock and when (``pull-bundle --sign-key``), written into the lock before it is signed.
@@ -117,6 +134,7 @@ class Lock:
     artifacts: list[LockArtifact] = field(default_factory=list)
     verifications: list[LockVerification] = field(default_factory=list)
     signing: LockSigning | None = None
+    installer: LockInstaller | None = None     # optional, newer than the first bundles
 
     def blob_sizes(self) -> dict[str, int]:
         return {b.digest: b.size for b in self.blobs}
@@ -143,6 +161,8 @@ class Lock:
             out["artifacts"] = [a.to_dict() for a in self.artifacts]
         if self.verifications:
             out["verifications"] = [v.to_dict() for v in self.verifications]
+        if self.installer is not None:
+            out["installer"] = self.installer.to_dict()
         out["plan"] = self.plan.to_dict()
         return out
 
@@ -222,6 +242,31 @@ def _signing(data: Any, where: str) -> LockSigning | None:
                        signed_at=_text(data, "signed_at", where) or "")
 
 
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def _installer(data: Any, where: str, sizes: dict[str, int]) -> LockInstaller | None:
+    """The optional ``installer`` entry: a blob the bundle carries, and plain words a shell line may quote."""
+    if data is None:
+        return None
+    at = f"{where}: installer"
+    if not isinstance(data, dict):
+        raise InputError(f"{at}: must be a mapping")
+    digest = check_digest(str(data.get("digest") or ""), f"{at} digest")
+    if digest not in sizes or sizes[digest] != data.get("size"):
+        raise InputError(f"{at}: {digest} is not a blob the bundle carries, at the size the lock gives")
+    words = {k: data.get(k) for k in ("version", "file")}
+    lists = {k: data.get(k) for k in ("platforms", "pythons")}
+    for key, value in words.items():
+        if not isinstance(value, str) or not _WORD.match(value):
+            raise InputError(f"{at}: invalid {key} {value!r}")
+    for key, value in lists.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) and _WORD.match(v) for v in value):
+            raise InputError(f"{at}: invalid {key} {value!r}")
+    return LockInstaller(digest, sizes[digest], str(words["version"]), list(lists["platforms"] or []),
+                         list(lists["pythons"] or []), str(words["file"]))
+
+
 def _listed(data: dict[str, Any], key: str, where: str) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
@@ -260,6 +305,8 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     charts = _listed(data, "charts", where)
     artifacts = [_artifact(a, f"{where}: artifacts[{n}]") for n, a in enumerate(_listed(data, "artifacts", where))]
     sources = {i.source for i in images}
+    # a chart fetched from a registry carries its signatures too, under its oci:// reference
+    sources |= {str(c["source"]) for c in charts if isinstance(c, dict) and c.get("kind") == "oci" and c.get("source")}
     for art in artifacts:
         if art.digest not in seen:
             raise InputError(f"{where}: artifact {art.digest} of {art.source} is not carried by the lock")
@@ -274,7 +321,8 @@ def lock_from_dict(data: Any, where: str) -> Lock:
                 generator=_text(data, "generator", where, optional=True) or "",
                 plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
                 omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
-                verifications=verifications, signing=_signing(data.get("signing"), where))
+                verifications=verifications, signing=_signing(data.get("signing"), where),
+                installer=_installer(data.get("installer"), where, {b.digest: b.size for b in blobs}))
     lock_charts(lock, where)   # every chart entry checked now, before any of it is used
     return lock
 
@@ -294,6 +342,9 @@ class LockChart:
     layer: str
     repository: str | None
     version: str = ""
+    kind: str = "file"                 # where it came from: file, oci (signatures may travel) or repo
+    source: str = ""                   # the file's name, the oci:// reference or the chart's URL
+    provenance: str | None = None      # the Helm provenance file's digest (a second layer), when carried
 
 
 def lock_charts(lock: Lock, where: str = "bundle lock") -> list[LockChart]:
@@ -319,10 +370,16 @@ def lock_charts(lock: Lock, where: str = "bundle lock") -> list[LockChart]:
             one_line(entry.get(key), at, key, optional=True)
         digest, config, layer = (check_digest(str(entry.get(k)), f"{k} of chart {name} in the lock")
                                  for k in ("digest", "config", "layer"))
-        for needed in (digest, config, layer):
+        kind = entry.get("kind", "file")     # optional fields, newer than the first chart bundles
+        if kind not in ("file", "oci", "repo"):
+            raise InputError(f"{at}: invalid chart kind {kind!r} (file, oci or repo)")
+        prov = entry.get("provenance")
+        provenance = check_digest(str(prov), f"provenance of chart {name} in the lock") if prov is not None else None
+        for needed in (digest, config, layer, *([provenance] if provenance else [])):
             if needed not in sizes:
                 raise InputError(f"{at}: chart {name}:{tag} needs {needed}, which the bundle does not carry")
-        out.append(LockChart(name, tag, digest, config, layer, repo, version or tag))
+        out.append(LockChart(name, tag, digest, config, layer, repo, version or tag, kind,
+                             str(entry.get("source") or ""), provenance))
     return out
 
 

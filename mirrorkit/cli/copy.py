@@ -71,6 +71,9 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --sign-key site-bundle.pem   # sign the lock
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --verify-key nvidia.pub \
+      --chart oci://nvcr.io/nvidia/cloud-native-charts/gpu-operator:v24.9.0
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --chart https://helm.ngc.nvidia.com/nvidia/gpu-operator:v24.9.0
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Bundle file (default: bundles/PLAN.tar).")
@@ -87,19 +90,28 @@ Examples:
 @click.option("--keep-going", is_flag=True,
               help="Copy every image that can be copied, then list every failure (exit 1, no bundle written; "
                    "a rerun fetches only what is missing).")
-@click.option("--chart", "charts", multiple=True, metavar="FILE.tgz", type=click.Path(dir_okay=False),
-              help="Also carry this packaged Helm chart; push-bundle puts it at REGISTRY/charts/NAME:VERSION "
+@click.option("--chart", "charts", multiple=True, metavar="FILE.tgz|oci://REG/REPO/CHART:VER|URL/CHART:VER",
+              help="Also carry this Helm chart: a packaged file, a chart in an OCI registry (with its cosign "
+                   "signature, judged by --verify-key), or one of an HTTP Helm repository (digest checked against "
+                   "its index.yaml, .prov carried); push-bundle puts it at REGISTRY/charts/NAME:VERSION "
                    "(repeatable).")
 @click.option("--sign-key", type=click.Path(dir_okay=False), metavar="KEY.pem",
               help="Sign the lock with this PEM private key (ECDSA P-256/P-384, Ed25519, RSA) in cosign's "
                    "blob-signature form: inside the bundle and as NAME.lock.yaml.sig beside it. An encrypted "
                    "key's password comes from $MIRRORKIT_SIGN_KEY_PASSWORD.")
+@click.option("--with-installer", is_flag=True,
+              help="Also carry mirrorkit's offline installer (its wheels for CPython 3.11-3.13 on x86_64 and "
+                   "aarch64, install.sh), so the far side needs no package index; see 'mirrorkit runbook'.")
+@click.option("--installer", "installer_dir", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Carry this installer, built before with 'mirrorkit offline-installer -o DIR' "
+                   "(implies --with-installer).")
 @FORMAT
 @signature_options
 @registry_options
 def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | None, compress: str,
                         since: str | None, have: str | None, keep_work: bool, work_dir: str | None,
-                        keep_going: bool, charts: tuple[str, ...], sign_key: str | None, fmt: str,
+                        keep_going: bool, charts: tuple[str, ...], sign_key: str | None, with_installer: bool,
+                        installer_dir: str | None, fmt: str,
                         **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
@@ -136,8 +148,9 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going,
-                       work_dir=Path(work_dir) if work_dir else None, sign_key=signer)
+                       keep_work=keep_work, charts=list(charts), keep_going=keep_going,
+                       work_dir=Path(work_dir) if work_dir else None, sign_key=signer,
+                       with_installer=with_installer, installer=Path(installer_dir) if installer_dir else None)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
@@ -149,7 +162,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             "omitted_bytes": report.omitted_bytes, "seconds": round(report.seconds, 2),
             "up_to_date": report.up_to_date, "volumes": [str(v) for v in report.volumes],
             "lock": str(report.lock_path), "charts": report.charts,
-            "signing": report.signing.to_dict() if report.signing else None}
+            "signing": report.signing.to_dict() if report.signing else None,
+            "installer": report.installer.to_dict() if report.installer else None}
     carried = report.signatures
     if carried is not None:
         data["artifacts"] = len(carried.artifacts)
@@ -166,6 +180,10 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                 f"  unique bytes {human(report.unique_bytes)}, saved by sharing {human(report.saved_bytes)}"
                 + (f", left out (differential) {human(report.omitted_bytes)}" if report.omitted_bytes else "")
                 + f"\n  wrote {vols} (+ .sha256 beside each)\n  lock {report.lock_path}")
+        if report.installer:
+            kit = report.installer
+            text += (f"\n  carried mirrorkit's offline installer ({human(kit.size)}, {'/'.join(kit.platforms)}, "
+                     f"CPython {'/'.join(kit.pythons)}): see 'mirrorkit runbook'")
         if carried is not None:
             text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
                                                       " (signatures, attestations, SBOMs, referrers)"]
@@ -283,10 +301,10 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         items = [(i.source, i.destination, i.digest, []) for i in plan.images]
     dest = destination_pairs(plan, [(s, d) for s, d, _, _ in items], target, mapping)
     expected = [(dest[(s, d)], digest, kids) for s, d, digest, kids in items]
-    if lock is not None and lock.charts:
-        from mirrorkit.lock import lock_charts
-        from mirrorkit.transfer.charts import destination
+    from mirrorkit.lock import lock_charts
+    from mirrorkit.transfer.charts import destination
 
+    if lock is not None and lock.charts:
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
@@ -299,7 +317,10 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
                 from mirrorkit.destinations import first_by_source
                 from mirrorkit.transfer.artifacts import signed_at_destination
 
-                signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+                signed_charts = [(destination(c, target), c.digest) for c in lock_charts(lock) if c.kind == "oci"] \
+                    if lock is not None and lock.charts else []
+                signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys,
+                                               signed_charts)
     except MirrorkitError as exc:
         if fmt == "json":       # a script reading stdout still gets a verdict, and why
             click.echo(json.dumps({"passed": False, "ok": [], "missing": [], "different": [], "error": str(exc)},

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("mirrorkit.cli.day2", "prune_command"),
     "report": ("mirrorkit.cli.day2", "report_command"),
     "login": ("mirrorkit.cli.login", "login_command"),
+    # mirrorkit itself across the gap
+    "offline-installer": ("mirrorkit.cli.installer", "offline_installer_command"),
 }
 
 

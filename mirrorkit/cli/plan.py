@@ -77,7 +77,9 @@ def _summary(plan: Plan) -> str:
 @click.option("--version", "version", help="GPU Operator release, e.g. v23.9.2 (see 'mirrorkit releases').")
 @click.option("--flavor", type=click.Choice(FLAVORS), default="helm", show_default=True,
               help="helm: the nvidia/gpu-operator chart; kubesphere: the KubeSphere Marketplace extension.")
-@click.option("--chart", type=click.Path(), help="Take the release's images from this chart (.tgz or directory).")
+@click.option("--chart", type=click.Path(),
+              help="Take the release's images from this chart: .tgz, directory, oci://REG/REPO/CHART:VERSION or "
+                   "HELM_REPO_URL/CHART:VERSION.")
 @click.option("--node", multiple=True, metavar="OS/KERNEL[/ARCH]", help="A GPU node, e.g. ubuntu22.04/5.15.0-131-generic (repeatable).")
 @click.option("--nodes-json", type=click.Path(dir_okay=False), help="Output of 'kubectl get nodes -o json'; only GPU nodes count.")
 @click.option("--nvidiadriver", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
@@ -114,6 +116,8 @@ def command(ctx: click.Context, **params: Any) -> None:
 
     p = apply_config(ctx, load_plan_config, params)
     endpoints = endpoints_from(p)
+    if p.get("chart"):
+        p["chart_archive"] = _remote_chart(str(p["chart"]), endpoints)
     plan = build_plan(p)
     if p["resolve"]:
         from mirrorkit.cli.common import warn_unused_endpoints
@@ -123,6 +127,25 @@ def command(ctx: click.Context, **params: Any) -> None:
         resolve_plan(plan, endpoints)
     write_output(render(plan, p["fmt"]), p["output"])
     click.echo(_summary(plan), err=True)
+
+
+def _remote_chart(text: str, endpoints: Any) -> bytes | None:
+    """``--chart oci://…`` or ``--chart URL/CHART:VERSION``: the archive, digest checked; None for a local chart."""
+    from mirrorkit.chartref import parse_chart_ref
+
+    spec = parse_chart_ref(text)
+    if not spec.remote:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from mirrorkit.oci.client import RegistryClient
+    from mirrorkit.oci.httpfile import HttpFiles
+    from mirrorkit.transfer.remotecharts import fetch_chart_archive
+
+    with RegistryClient(endpoints) as client, HttpFiles(endpoints, client.credentials, client.retry) as files, \
+            tempfile.TemporaryDirectory(prefix="mirrorkit-chart-") as work:
+        return fetch_chart_archive(spec, client, files, Path(work))
 
 
 def build_plan(p: dict[str, Any]) -> Plan:
@@ -139,7 +162,8 @@ def build_plan(p: dict[str, Any]) -> Plan:
     image_list = None
     warnings: list[str] = []
     if p.get("chart"):
-        image_list, warnings = image_list_from_chart(p["chart"], p["flavor"], p.get("version"))
+        image_list, warnings = image_list_from_chart(p["chart"], p["flavor"], p.get("version"),
+                                                     archive=p.get("chart_archive"))
     elif p.get("version"):
         image_list = catalog.load_release(p["version"], p["flavor"])
     elif p["flavor"] != "helm":

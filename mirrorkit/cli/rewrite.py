@@ -247,7 +247,8 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert,
-                       volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [])
+                       volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [],
+                       installer=lock.installer if lock else None)
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input

@@ -115,7 +115,13 @@ def _from_dir(root: Path) -> dict[str, bytes]:
     return files
 
 
-def read_chart(path: str | Path) -> ChartFiles:
+def read_chart(path: str | Path, archive: bytes | None = None) -> ChartFiles:
+    """A chart folder or archive on disk; or ``archive``, already fetched (``path`` then only names it)."""
+    if archive is not None:
+        files = _from_tar(archive, str(path))
+        if "values.yaml" not in files or "Chart.yaml" not in files:
+            raise InputError(f"{path}: not a Helm chart (no Chart.yaml and values.yaml at its root)")
+        return ChartFiles(files, str(path))
     p = Path(path)
     if p.is_dir():
         files = _from_dir(p)
@@ -205,7 +211,7 @@ def _is_placeholder_version(text: str) -> bool:
 
 
 def image_list_from_chart(
-    path: str | Path, flavor: str = "helm", release: str | None = None
+    path: str | Path, flavor: str = "helm", release: str | None = None, archive: bytes | None = None
 ) -> tuple[ImageList, list[str]]:
     """The chart's images as an ImageList, plus warnings about components the tables do not know.
 
@@ -213,7 +219,7 @@ def image_list_from_chart(
     may carry a development placeholder (``v1.0.0-devel``), which ``release``
     replaces, as the release pipeline does when it packages the chart.
     """
-    chart = read_chart(path)
+    chart = read_chart(path, archive)
     meta = chart.yaml("Chart.yaml") or {}
     values = chart.yaml("values.yaml") or {}
     if not isinstance(meta, dict) or not isinstance(values, dict):

@@ -93,6 +93,7 @@ class Report:
     differential: dict[str, Any] | None = None
     keys: list[str] = field(default_factory=list)       # --verify-key fingerprints this run checked with
     # the driver packages (issue 17, with the packages work) join the facts here
+    installer: dict[str, Any] | None = None   # mirrorkit's offline installer, when the bundle carries one
 
     @property
     def damaged(self) -> bool:
@@ -272,7 +273,8 @@ def make_report(source: str, since: str | None = None, verify_keys: list[PublicK
                   component_bytes=dict(sorted(per_component.items(), key=lambda kv: -kv[1])),
                   lock_signature=_lock_signature(lock, carried, signed),
                   created=lock.created or None if lock else None, generator=lock.generator or None if lock else None,
-                  charts=_charts(lock), differential=_differential(lock), keys=[k.fingerprint for k in keys])
+                  charts=_charts(lock), differential=_differential(lock), keys=[k.fingerprint for k in keys],
+                  installer=lock.installer.to_dict() if lock and lock.installer else None)
 
 
 def _lock_beside(path: Path) -> Path | None:

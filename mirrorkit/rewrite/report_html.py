@@ -200,6 +200,11 @@ def render_html(r: Report) -> str:
     for node in r.nodes:
         out.append(f"<tr><th>GPU node</th><td>{_e(node.get('name') or 'node')}: {_e(node.get('os'))}, kernel "
                    f"{_e(node.get('kernel') or '?')}, {_e(node.get('arch'))}</td></tr>")
+    if r.installer:
+        kit = r.installer
+        out.append(f"<tr><th>mirrorkit installer</th><td>mirrorkit {_e(kit['version'])} for CPython "
+                   f"{_e(', '.join(kit['pythons']))} on {_e(', '.join(kit['platforms']))} "
+                   f"({_e(human(kit['size']))}, <span class='mono'>{_e(kit['digest'])}</span>)</td></tr>")
     out.append("</table>")
     if r.volumes:
         out.append("<h2>Bundle volumes</h2><table><tr><th>volume</th><th>size</th><th>sha256</th></tr>")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mirrorkit.bundle.volumes import read_checksum
 from mirrorkit.destinations import operator_chart
-from mirrorkit.lock import LockChart
+from mirrorkit.lock import LockChart, LockInstaller
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
 from mirrorkit.rewrite.comments import inert
@@ -44,6 +44,16 @@ class RunbookInput:
     namespace: str = "gpu-operator"
     insecure: tuple[str, ...] = ()
     ca_cert: str | None = None
+    installer: LockInstaller | None = None     # mirrorkit's offline installer, carried in the bundle
+
+
+def _installer_lines(inp: RunbookInput) -> list[str]:
+    """How to take mirrorkit's installer out of the bundle with tar alone, and install it (none: nothing)."""
+    if inp.installer is None:
+        return []
+    from mirrorkit.installer.carry import extract_commands
+
+    return extract_commands(inp.installer, [n for n, _ in inp.volumes] or ["bundles/gpu.tar"])
 
 
 def _q(value: object) -> str:
@@ -120,6 +130,15 @@ def markdown(inp: RunbookInput) -> str:
     else:
         lines += [f"Pull the bundle on the connected side: `mirrorkit pull-bundle {src} -o bundles/gpu.tar`,",
                   "then carry `bundles/gpu.tar`, `bundles/gpu.tar.sha256` and `bundles/gpu.lock.yaml`.", ""]
+    if inp.installer is not None:
+        kit = inp.installer
+        lines += ["### Install mirrorkit on the air-gapped host (no package index needed)", "",
+                  f"The bundle carries mirrorkit {kit.version}'s offline installer (CPython "
+                  f"{', '.join(kit.pythons)} on {', '.join(kit.platforms)}); `tar` and `sha256sum` take it out:",
+                  "", "```sh", *_installer_lines(inp), "export PATH=/opt/mirrorkit/bin:$PATH", "```", "",
+                  "`install.sh` checks every file against `SHA256SUMS`; when the system Python is older than 3.11",
+                  "it names the package to install (RHEL 8/9: `dnf install python3.11`; Ubuntu 22.04:",
+                  "`apt install python3.11 python3.11-venv`).", ""]
     bundle_args = " ".join(shlex.quote(n) for n, _ in inp.volumes) or "bundles/gpu.tar"
     lines += ["## 2. Load the private registry", "", "```sh",
               f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}",
@@ -242,6 +261,10 @@ def shell(inp: RunbookInput) -> str:
     for name, _ in inp.volumes:
         lines.append(_checksum(name))
     first = shlex.quote(inp.volumes[0][0]) if inp.volumes else shlex.quote(inp.source_name)
+    if inp.installer is not None:
+        lines += ["if ! command -v mirrorkit >/dev/null; then   # mirrorkit from the bundle's offline installer",
+                  *(f"  {line.split('  #')[0].rstrip()}" for line in _installer_lines(inp)),
+                  "  export PATH=/opt/mirrorkit/bin:$PATH", "fi"]
     lines += [f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}",
               f"mirrorkit verify {first} --registry \"$REGISTRY\"{_flags(inp)}",
               f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\" "

@@ -76,6 +76,22 @@ def subjects_of_lock(lock: Lock, where: Callable[[str], Ref] | None = None) -> l
                        i.planned_digest, i.manifests) for i in lock.images]
 
 
+def chart_subjects(lock: Lock) -> list[Subject]:
+    """The bundle's charts fetched from a registry (``oci://``): their signatures travel, and are judged,
+    as an image's do. A chart file or a Helm-repository chart has no cosign signature to ask for."""
+    from mirrorkit.chartref import OCI, parse_chart_ref
+    from mirrorkit.lock import lock_charts
+
+    out = []
+    for chart in lock_charts(lock):
+        if chart.kind == OCI:
+            ref = parse_chart_ref(chart.source).ref
+            if ref is None:
+                continue
+            out.append(Subject(chart.source, chart.repository, ref, (chart.digest,), (chart.digest,)))
+    return out
+
+
 @dataclass
 class CarriedArtifacts:
     """What carry_into_store put in the store, ready to join the lock."""
@@ -198,8 +214,9 @@ def verify_artifacts(artifacts: list[LockArtifact], subjects: list[Subject], key
 
 
 def verify_lock(lock: Lock, keys: list[PublicKey], read: Callable[[str], bytes]) -> VerificationResult:
-    """Offline: every image of a bundle checked against its carried signatures; raises on any failure."""
-    result = verify_artifacts(lock.artifacts, subjects_of_lock(lock), keys, read)
+    """Offline: every image (and chart from a registry) of a bundle checked against its carried signatures;
+    raises on any failure."""
+    result = verify_artifacts(lock.artifacts, subjects_of_lock(lock) + chart_subjects(lock), keys, read)
     raise_on_failures(result)
     return result
 
@@ -252,11 +269,12 @@ class PushedArtifacts:
 
 
 def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None, dest: dict[str, Ref],
-                          keys: list[PublicKey]) -> VerificationResult:
-    """``verify --verify-key``: each image's signature read from the mirror itself, as a cluster would."""
-    pairs: list[tuple[Ref, str]] = []
+                          keys: list[PublicKey], charts: list[tuple[Ref, str]] | None = None) -> VerificationResult:
+    """``verify --verify-key``: each image's signature read from the mirror itself, as a cluster would;
+    ``charts``: (destination, digest) of charts fetched from a registry, judged the same way."""
+    pairs: list[tuple[Ref, str]] = list(charts or [])
     if lock is not None:
-        pairs = [(s.ref, d) for s in subjects_of_lock(lock, lambda src: dest[src]) for d in s.signed]
+        pairs += [(s.ref, d) for s in subjects_of_lock(lock, lambda src: dest[src]) for d in s.signed]
     else:
         for img in plan.images:
             digest = img.digest or client.manifest_digest(dest[img.source])

@@ -29,6 +29,7 @@ from mirrorkit.chartfile import CHART_NAME as _NAME
 from mirrorkit.chartfile import CHART_SEMVER as _SEMVER
 from mirrorkit.chartfile import CHART_TAG as _TAG
 from mirrorkit.chartfile import MAX_CHART, oci_tag, read_chart_yaml
+from mirrorkit.chartref import FILE, OCI
 from mirrorkit.destinations import CHARTS_DIR, chart_repository
 from mirrorkit.errors import InputError, NotFoundError
 from mirrorkit.lock import Lock, LockBlob, LockChart, lock_charts  # noqa: F401 - transfer.push reads lock_charts here
@@ -40,6 +41,8 @@ from mirrorkit.refs import Ref, RegistryTarget
 MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
 CHART_MEDIA_TYPE = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+PROV_MEDIA_TYPE = "application/vnd.cncf.helm.chart.provenance.v1.prov"   # what `helm push` adds for a .prov
+MAX_PROV = 1 << 20
 TITLE = "org.opencontainers.image.title"
 MAX_MANIFEST = 64 * 1024
 
@@ -60,10 +63,16 @@ class HelmChart:
     name: str
     version: str
     app_version: str
-    source: str       # the file it came from, for messages and the lock
-    archive: bytes    # the .tgz, unchanged: the artifact's only layer
+    source: str       # the file (or oci:// reference, or chart URL) it came from, for messages and the lock
+    archive: bytes    # the .tgz, unchanged: the artifact's chart layer
     config: bytes
     manifest: bytes
+    provenance: bytes | None = None   # the Helm provenance file (.prov), as a second layer, when there is one
+    kind: str = FILE                   # chartref.FILE, OCI or REPO: where it came from
+
+    @property
+    def provenance_digest(self) -> str | None:
+        return sha256_digest(self.provenance) if self.provenance is not None else None
 
     @property
     def tag(self) -> str:
@@ -82,7 +91,10 @@ class HelmChart:
         return sha256_digest(self.archive)
 
     def blobs(self) -> list[tuple[str, bytes]]:
-        return [(self.digest, self.manifest), (self.config_digest, self.config), (self.layer_digest, self.archive)]
+        out = [(self.digest, self.manifest), (self.config_digest, self.config), (self.layer_digest, self.archive)]
+        if self.provenance is not None:
+            out.append((sha256_digest(self.provenance), self.provenance))
+        return out
 
 
 # --------------------------------------------------------------------------- reading a chart
@@ -114,8 +126,12 @@ def chart_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def build_chart(archive: bytes, source: str) -> HelmChart:
-    """The Helm OCI artifact of a chart archive; the same bytes always give the same manifest digest."""
+def build_chart(archive: bytes, source: str, provenance: bytes | None = None, kind: str = FILE) -> HelmChart:
+    """The Helm OCI artifact of a chart archive; the same bytes always give the same manifest digest.
+
+    A provenance file becomes a second layer, as ``helm push`` makes it, so ``helm pull --verify``
+    finds it at the mirror.
+    """
     meta = chart_metadata(read_chart_yaml(archive, source), source)
     config = _json(meta)
     annotations = {"org.opencontainers.image.title": meta["name"],
@@ -127,18 +143,77 @@ def build_chart(archive: bytes, source: str) -> HelmChart:
     sources = meta.get("sources")
     if isinstance(sources, list) and sources and isinstance(sources[0], str):
         annotations["org.opencontainers.image.source"] = sources[0]
+    layers = [{"mediaType": CHART_MEDIA_TYPE, "digest": sha256_digest(archive), "size": len(archive),
+               "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz"}}]
+    if provenance is not None:
+        layers.append({"mediaType": PROV_MEDIA_TYPE, "digest": sha256_digest(provenance), "size": len(provenance),
+                       "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz.prov"}})
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256_digest(config), "size": len(config)},
-        "layers": [{"mediaType": CHART_MEDIA_TYPE, "digest": sha256_digest(archive), "size": len(archive),
-                    "annotations": {TITLE: f"{meta['name']}-{meta['version']}.tgz"}}],
+        "layers": layers,
         "annotations": dict(sorted(annotations.items())),
     }
     app_version = meta.get("appVersion")
     return HelmChart(name=meta["name"], version=meta["version"],
                      app_version=app_version if isinstance(app_version, str) else "",
-                     source=source, archive=archive, config=config, manifest=_json(manifest))
+                     source=source, archive=archive, config=config, manifest=_json(manifest),
+                     provenance=provenance, kind=kind)
+
+
+def _layers(doc: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A Helm chart manifest's chart layer and its provenance layer (if any); anything else is refused."""
+    layers = doc.get("layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= 2 or not all(isinstance(x, dict) for x in layers):
+        raise InputError(f"{where}: a Helm chart has one chart layer (and at most a provenance layer)")
+    chart = [x for x in layers if x.get("mediaType") == CHART_MEDIA_TYPE]
+    prov = [x for x in layers if x.get("mediaType") == PROV_MEDIA_TYPE]
+    if len(chart) != 1 or len(chart) + len(prov) != len(layers):
+        raise InputError(f"{where}: not a Helm chart: expected one {CHART_MEDIA_TYPE} layer "
+                         f"(and at most one {PROV_MEDIA_TYPE})")
+    return chart[0], prov[0] if prov else None
+
+
+def chart_from_oci(manifest: bytes, read: Any, source: str, name: str, tag: str) -> HelmChart:
+    """A chart fetched from a registry, kept byte for byte (its signatures cover these exact bytes).
+
+    ``read(digest, limit)`` returns a blob's verified bytes. The manifest must be a Helm
+    chart, its config must name the chart and tag asked for, and its archive must pass
+    the guarded reader, as a chart file would.
+    """
+    where = f"{source} ({sha256_digest(manifest)})"
+    try:
+        doc = json.loads(manifest)
+    except (ValueError, RecursionError):
+        raise InputError(f"{where}: manifest is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2 \
+            or doc.get("mediaType", MANIFEST_MEDIA_TYPE) != MANIFEST_MEDIA_TYPE:
+        raise InputError(f"{where}: not a Helm chart (expected an OCI image manifest, got {doc.get('mediaType')!r})"
+                         if isinstance(doc, dict) else f"{where}: not a Helm chart")
+    config_desc = doc.get("config")
+    if not isinstance(config_desc, dict) or config_desc.get("mediaType") != CONFIG_MEDIA_TYPE:
+        raise InputError(f"{where}: not a Helm chart (its config is not {CONFIG_MEDIA_TYPE})")
+    chart_desc, prov_desc = _layers(doc, where)
+    config = read(str(config_desc.get("digest")), MAX_MANIFEST)
+    archive = read(str(chart_desc.get("digest")), MAX_CHART)
+    provenance = read(str(prov_desc.get("digest")), MAX_PROV) if prov_desc else None
+    try:
+        meta = json.loads(config)
+    except (ValueError, RecursionError):
+        raise InputError(f"{where}: chart config is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("name") != name or not isinstance(meta.get("version"), str) \
+            or oci_tag(meta["version"]) != tag:
+        raise InputError(f"{where}: the registry holds chart {meta.get('name') if isinstance(meta, dict) else '?'!r} "
+                         f"version {meta.get('version') if isinstance(meta, dict) else '?'!r}, not {name}:{tag}")
+    archived = chart_metadata(read_chart_yaml(archive, where), where)
+    if archived["name"] != name or archived["version"] != meta["version"]:
+        raise InputError(f"{where}: the archive's Chart.yaml is {archived['name']} {archived['version']}, "
+                         f"the config says {name} {meta['version']}")
+    app_version = meta.get("appVersion")
+    return HelmChart(name=name, version=meta["version"], app_version=app_version if isinstance(app_version, str)
+                     else "", source=source, archive=archive, config=config, manifest=manifest,
+                     provenance=provenance, kind=OCI)
 
 
 def load_chart(path: str | Path) -> HelmChart:
@@ -159,14 +234,18 @@ def load_chart(path: str | Path) -> HelmChart:
 
 
 def load_charts(paths: list[Path]) -> list[HelmChart]:
-    """Every ``--chart``; the same chart twice is kept once, two charts for one name:tag are refused."""
+    """Every ``--chart`` file; the same chart twice is kept once, two charts for one name:tag are refused."""
+    return unique_charts([load_chart(path) for path in paths])
+
+
+def unique_charts(found: list[HelmChart]) -> list[HelmChart]:
+    """The same chart twice is kept once; two different charts for one name:tag are refused."""
     out: dict[tuple[str, str], HelmChart] = {}
-    for path in paths:
-        chart = load_chart(path)
+    for chart in found:
         other = out.get((chart.name, chart.tag))
         if other is not None and other.digest != chart.digest:
-            raise InputError(f"{path} and {other.source} are both chart {chart.name}:{chart.tag} with different "
-                             "content")
+            raise InputError(f"{chart.source} and {other.source} are both chart {chart.name}:{chart.tag} with "
+                             "different content")
         out.setdefault((chart.name, chart.tag), chart)
     return list(out.values())
 
@@ -177,12 +256,23 @@ def load_charts(paths: list[Path]) -> list[HelmChart]:
 def lock_entries(charts: list[HelmChart], registry: str | None) -> list[dict[str, Any]]:
     """The lock's ``charts`` list: what each chart is, digest for digest, and where it goes."""
     target = RegistryTarget.parse(registry) if registry else None
-    return [{"name": c.name, "version": c.version, "app_version": c.app_version, "tag": c.tag,
-             "source": Path(c.source).name,
-             "repository": chart_repository(target, c.name) if target else None,
-             "digest": c.digest, "media_type": MANIFEST_MEDIA_TYPE,
-             "config": c.config_digest, "layer": c.layer_digest,
-             "blobs": [c.config_digest, c.layer_digest]} for c in charts]
+    out = []
+    for c in charts:
+        entry: dict[str, Any] = {
+            "name": c.name, "version": c.version, "app_version": c.app_version, "tag": c.tag,
+            "source": Path(c.source).name if c.kind == FILE else c.source,
+            "repository": chart_repository(target, c.name) if target else None,
+            "digest": c.digest, "media_type": MANIFEST_MEDIA_TYPE,
+            "config": c.config_digest, "layer": c.layer_digest,
+            "blobs": [c.config_digest, c.layer_digest]}
+        # newer, optional fields: absent for a chart file, so older locks and readers stay as they were
+        if c.kind != FILE:
+            entry["kind"] = c.kind
+        if c.provenance_digest:
+            entry["provenance"] = c.provenance_digest
+            entry["blobs"].append(c.provenance_digest)
+        out.append(entry)
+    return out
 
 
 def add_to_bundle(store: BlobStore, lock: Lock, charts: list[HelmChart], registry: str | None) -> int:
@@ -258,11 +348,14 @@ def check_manifest(chart: LockChart, data: bytes, sizes: dict[str, int]) -> None
         raise InputError(f"{where}: not an OCI image manifest")
     if doc.get("mediaType", MANIFEST_MEDIA_TYPE) != MANIFEST_MEDIA_TYPE:
         raise InputError(f"{where}: media type {doc.get('mediaType')!r} is not {MANIFEST_MEDIA_TYPE}")
-    config, layers = doc.get("config"), doc.get("layers")
-    if not isinstance(layers, list) or len(layers) != 1:
-        raise InputError(f"{where}: a Helm chart has exactly one layer")
-    for desc, media, digest in ((config, CONFIG_MEDIA_TYPE, chart.config), (layers[0], CHART_MEDIA_TYPE,
-                                                                              chart.layer)):
+    config = doc.get("config")
+    chart_desc, prov_desc = _layers(doc, where)
+    if (prov_desc is None) != (chart.provenance is None):
+        raise InputError(f"{where}: its provenance layer is not what the lock says")
+    checks = [(config, CONFIG_MEDIA_TYPE, chart.config), (chart_desc, CHART_MEDIA_TYPE, chart.layer)]
+    if prov_desc is not None and chart.provenance is not None:
+        checks.append((prov_desc, PROV_MEDIA_TYPE, chart.provenance))
+    for desc, media, digest in checks:
         if not isinstance(desc, dict) or desc.get("mediaType") != media:
             raise InputError(f"{where}: expected a {media} descriptor")
         if desc.get("digest") != digest or desc.get("size") != sizes[digest]:
@@ -275,7 +368,7 @@ def read_checked(reader: Any, charts: list[LockChart]) -> dict[str, bytes]:
     sizes = reader.lock.blob_sizes()
     blobs: dict[str, bytes] = {}
     for chart in charts:
-        for digest in (chart.digest, chart.config, chart.layer):
+        for digest in (chart.digest, chart.config, chart.layer, *([chart.provenance] if chart.provenance else [])):
             if digest not in blobs:
                 limit = MAX_MANIFEST if digest == chart.digest else MAX_CHART
                 blobs[digest] = reader.read_small(digest, limit=limit)
@@ -336,3 +429,35 @@ def verify_charts(client: RegistryClient, charts: list[LockChart], registry: Reg
             result.problems.append(f"{dest}: registry has {got.digest}, expected {chart.digest}")
         else:
             result.verified.append(f"{dest}@{got.digest}")
+
+
+def push_chart_artifacts(client: RegistryClient, source: Any, charts: list[LockChart], carried: list[Any],
+                         registry: RegistryTarget | None) -> tuple[int, int]:
+    """The signatures and referrers of charts fetched from a registry, into each chart's destination
+    repository (where ``cosign verify`` looks), through the engine; returns (manifests, blobs) written."""
+    import tempfile
+
+    from mirrorkit.transfer.artifacts import artifact_root, check_graphs
+    from mirrorkit.transfer.engine import Engine
+    from mirrorkit.transfer.sinks import Holders, RegistrySink
+
+    where = {c.source: destination(c, registry) for c in charts if c.kind == OCI}
+    if not carried:
+        return 0, 0
+    holders = Holders()
+    with tempfile.TemporaryDirectory(prefix="mirrorkit-charts-") as scratch:
+        sinks: dict[str, RegistrySink] = {}
+        roots = []
+        for art in carried:
+            dest = where.get(art.source)
+            if dest is None:
+                raise InputError(f"artifact {art.digest} belongs to {art.source}, which the lock does not list")
+            sink = sinks.setdefault(dest.name, RegistrySink(client, dest, holders, Path(scratch)))
+            roots.append(artifact_root(source, sink, art, art.source))
+        engine = Engine(jobs=2, policy=client.retry)
+        graphs = engine.walk(roots)
+        check_graphs(graphs)
+        engine.copy_blobs(graphs)
+        engine.put_manifests(graphs)
+        check_graphs(graphs)
+    return len(graphs), engine.report.blobs_copied

@@ -23,7 +23,7 @@ from pathlib import Path
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import full_disk_reported, write_atomic, write_error
-from mirrorkit.lock import Lock, LockBlob, LockImage, LockSigning
+from mirrorkit.lock import Lock, LockBlob, LockImage, LockInstaller, LockSigning
 from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
@@ -53,10 +53,14 @@ class PullOptions:
     omit: set[str] = field(default_factory=set)
     depends_on: list[str] = field(default_factory=list)
     keep_work: bool = False
-    charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
+    # --chart: Helm chart .tgz files, oci://REGISTRY/REPO/CHART:VERSION or REPO_URL/CHART:VERSION (strings:
+    # a Path would fold the scheme's '//')
+    charts: list[str | Path] = field(default_factory=list)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
     work_dir: Path | None = None  # --work-dir: the folder that holds the work folder (default: beside the bundle)
     sign_key: SigningKey | None = None   # --sign-key: the lock is signed (mirrorkit.trust.bundlesig)
+    with_installer: bool = False  # carry mirrorkit's offline installer (built now, every platform and Python)
+    installer: Path | None = None  # ... or this one, built before with `mirrorkit offline-installer -o DIR`
 
 
 @dataclass
@@ -77,6 +81,7 @@ class PullReport:
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
     signing: LockSigning | None = None           # --sign-key: who signed the lock, and when
     signature_path: Path | None = None           # NAME.lock.yaml.sig beside the bundle
+    installer: LockInstaller | None = None   # the lock's installer entry, when one was carried
 
     @property
     def saved_bytes(self) -> int:
@@ -208,7 +213,8 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
 def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
           progress: Callable[[str, int], None] | None, signatures: SignatureOptions) -> PullReport:
     from mirrorkit.bundle.writer import write_bundle
-    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries
+    from mirrorkit.chartref import OCI, REPO, parse_chart_ref
+    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries, unique_charts
 
     if not plan.images:
         raise InputError("the plan has no images")
@@ -216,7 +222,15 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     check_collisions((i.source_ref, dest) for i in plan.images if (dest := i.destination_ref) is not None)
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
-    charts = load_charts(opts.charts)  # --chart: refused before anything is fetched
+    specs = list({str(c): parse_chart_ref(str(c)) for c in opts.charts}.values())  # malformed: exit 2, at once
+    charts = load_charts([s.path for s in specs if not s.remote])  # --chart files: refused before anything is fetched
+    remote = [s for s in specs if s.remote]
+    prebuilt = None
+    if opts.installer is not None:
+        from mirrorkit.installer.carry import load
+
+        prebuilt = load(opts.installer)  # checked against its SHA256SUMS before anything is fetched
+    installing = prebuilt is not None or opts.with_installer
     work = work_dir_for(opts.output, opts.work_dir)
     new_work = not work.exists()
     try:
@@ -225,8 +239,15 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         raise write_error(exc, str(work)) from None
     previous = _previous_lock(lock_file)
     with RegistryClient(endpoints, credentials) as client:
-        same = _pinned_as_before(previous, plan, opts) if previous is not None else None
+        if remote:
+            from mirrorkit.oci.httpfile import HttpFiles
+            from mirrorkit.transfer.remotecharts import fetch_repo_chart
+
+            with HttpFiles(endpoints, credentials, client.retry) as files:
+                charts += [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
+        same = _pinned_as_before(previous, plan, opts) if previous is not None and not remote else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts) \
+                and not installing and previous.installer is None \
                 and previous.charts == lock_entries(charts, plan.registry) and _signed_as_asked(previous, opts):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
@@ -242,18 +263,26 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                                   seconds=time.monotonic() - start, signing=previous.signing)
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
+        # oci:// charts: small, copied whole first (their bytes are what the signatures below are judged on)
+        oci_specs = [s for s in remote if s.kind == OCI]
+        from mirrorkit.transfer.remotecharts import chart_subject, copy_oci_charts
+
+        oci_charts, _ = copy_oci_charts(engine, client, store, oci_specs)
+        charts = unique_charts(charts + oci_charts)
         # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
         # with keys, verified) before any image bytes move; a local image has no upstream to ask
         carried = carry_into_store(engine, client, store, [
             Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
                        g.children)
-            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error],
+            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error]
+            + [chart_subject(c, s, plan.registry) for c, s in zip(oci_charts, oci_specs, strict=True)],
             signatures, opts.jobs)
         for img, g in zip(plan.images, graphs, strict=True):
             if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
+                and not installing and previous.installer is None \
                 and _volumes_present(opts) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests() \
                 and _signed_as_asked(previous, opts):   # a re-sign (of an image, or of the lock) is a change
@@ -285,6 +314,18 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     report.unique_bytes += chart_bytes
     report.total_bytes += chart_bytes
     report.charts = len(charts)
+    if installing:
+        from mirrorkit.installer.build import build_installer
+        from mirrorkit.installer.carry import pack
+
+        built = prebuilt or build_installer(store.root / "tmp" / "installer")
+        lock.installer = pack(built, store)
+        if all(b.digest != lock.installer.digest for b in lock.blobs):
+            lock.blobs = sorted([*lock.blobs, LockBlob(lock.installer.digest, lock.installer.size)],
+                                key=lambda b: b.digest)
+            report.unique_bytes += lock.installer.size
+            report.total_bytes += lock.installer.size
+        report.installer = lock.installer
     interrupt.check()
     # what entered the store from here on was hashed as it arrived (the store takes nothing else):
     # the writer hashes only what an earlier run, an import or the signature phase left there

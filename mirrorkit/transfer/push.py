@@ -76,6 +76,7 @@ class Pusher:
         self._sinks: dict[str, RegistrySink] = {}
         self._spool = Path(tempfile.gettempdir())   # set to this run's scratch folder by run()
         self.artifacts: list[LockArtifact] = []     # carried signatures, SBOMs, referrers: pushed beside the images
+        self.chart_artifacts: list[LockArtifact] = []   # those of charts fetched from a registry (oci://)
 
     def target(self, img: LockImage) -> Ref:
         return self.dest[(img.source, img.destination)]
@@ -247,6 +248,13 @@ class Pusher:
         all_charts = charts.lock_charts(self.lock)
         pushed = charts.push_charts(self.client, todo, blobs, self.registry)
         charts.verify_charts(self.client, all_charts, self.registry, pushed)
+        if self.chart_artifacts:
+            manifests, blob_count = charts.push_chart_artifacts(self.client, BundleSource(self.reader, self.lock),
+                                                                all_charts, self.chart_artifacts, self.registry)
+            done = self.report.signatures or artifacts.PushedArtifacts()
+            done.manifests += manifests
+            done.blobs += blob_count
+            self.report.signatures = done
         self.report.charts_pushed = pushed.pushed
         self.report.charts_skipped = len(all_charts) - len(todo)
         self.report.blobs_uploaded += pushed.blobs_uploaded
@@ -338,7 +346,11 @@ def push_bundle(paths: list[Path], client: RegistryClient, registry: RegistryTar
             return reader.read_small(digest, limit=artifacts.MAX_ARTIFACT_BLOB)
         checked = artifacts.verify_lock(lock, opts.keys, read) if opts.keys else None
         if opts.carry:
-            pusher.artifacts = list(lock.artifacts)
+            from mirrorkit.lock import lock_charts
+
+            from_registry = {c.source for c in lock_charts(lock) if c.kind == "oci"}
+            pusher.artifacts = [a for a in lock.artifacts if a.source not in from_registry]
+            pusher.chart_artifacts = [a for a in lock.artifacts if a.source in from_registry]
         report = pusher.run()
         report.verifications = artifacts.lock_verifications(checked)
         return report
