@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("mirrorkit.cli.day2", "prune_command"),
     "report": ("mirrorkit.cli.day2", "report_command"),
     "login": ("mirrorkit.cli.login", "login_command"),
+    "serve": ("mirrorkit.cli.serve", "serve_command"),
 }
 
 
