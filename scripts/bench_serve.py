@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -84,27 +85,79 @@ def curl(url: str, *extra: str) -> tuple[int, float, float]:
     return int(size), float(total), float(first)
 
 
-def throughput(work: Path, size: int) -> dict:
+def evict(path: Path) -> None:
+    """Drop this one file's pages from the page cache (a cold read) without touching anyone else's."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def bare_sendfile(path: Path, offset: int, size: int, rounds: int) -> float:
+    """The loopback ceiling: a blocking ``os.sendfile`` loop (no HTTP server at all), received by curl."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def run() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        for _ in range(rounds):
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+            done = 0
+            while done < size:
+                done += os.sendfile(conn.fileno(), fd, offset + done, size - done)
+            conn.close()
+        os.close(fd)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    seconds = best([curl(f"http://127.0.0.1:{port}/")[1] for _ in range(rounds)])
+    thread.join()
+    server.close()
+    return size / seconds
+
+
+def throughput(work: Path, size: int, rounds: int = 3) -> dict:
     layer = big_layer(work / "big-work", "big", size)
     image = make_image("big", [layer])
     built = make_bundle(work / "big-work", work / "big.tar", images={"docker.io/library/big:1": image},
                         extras=False, bundle_id="bench-big")
-    volume = built.volumes[0]
-    cat_best = best([cat_seconds(volume) for _ in range(3)])
-    cat_rate = volume.stat().st_size / cat_best
-    url_path = f"/v2/kse/library/big/blobs/{layer.digest}"
-    result: dict = {"layer_bytes": layer.size, "cat_MBps": round(cat_rate / 1e6)}
-    ca = make_ca(work / "pki")
-    for label, extra_args, curl_args in (("http", [], []),
-                                         ("https", ["--tls-cert", str(ca.cert), "--tls-key", str(ca.key)],
-                                          ["--cacert", str(ca.ca_cert)])):
-        with ServeProcess([str(volume), "--trust-checksums", *extra_args], work / f"big-{label}.log") as server:
-            runs = [curl(server.url + url_path, *curl_args) for _ in range(3)]
-        assert all(r[0] == layer.size for r in runs), runs
-        rate = layer.size / best([r[1] for r in runs])
-        result[f"{label}_MBps"] = round(rate / 1e6)
-        result[f"{label}_vs_cat"] = round(rate / cat_rate, 2)
     shutil.rmtree(work / "big-work", ignore_errors=True)
+    volume = built.volumes[0]
+    url_path = f"/v2/kse/library/big/blobs/{layer.digest}"
+    result: dict = {"layer_bytes": layer.size, "loadavg_before": os.getloadavg()[0]}
+    ca = make_ca(work / "pki")
+    with ServeProcess([str(volume), "--trust-checksums"], work / "big-http.log") as plain, \
+            ServeProcess([str(volume), "--trust-checksums", "--tls-cert", str(ca.cert), "--tls-key", str(ca.key)],
+                         work / "big-https.log") as tls:
+        # warm: the volume's pages in the page cache for both
+        cat_warm = volume.stat().st_size / best([cat_seconds(volume) for _ in range(rounds)])
+        runs = [curl(plain.url + url_path) for _ in range(rounds)]
+        assert all(r[0] == layer.size for r in runs), runs
+        http_warm = layer.size / best([r[1] for r in runs])
+        https_warm = layer.size / best([curl(tls.url + url_path, "--cacert", str(ca.ca_cert))[1]
+                                        for _ in range(rounds)])
+        # cold: this file evicted before each read, cat and the server alternating
+        cat_cold, http_cold = [], []
+        for _ in range(rounds):
+            evict(volume)
+            cat_cold.append(cat_seconds(volume))
+            evict(volume)
+            http_cold.append(curl(plain.url + url_path)[1])
+    ceiling = bare_sendfile(volume, 0, layer.size, rounds)   # the volume's first bytes, as many as the layer
+    result.update({
+        "cat_warm_MBps": round(cat_warm / 1e6), "http_warm_MBps": round(http_warm / 1e6),
+        "http_warm_vs_cat": round(http_warm / cat_warm, 2), "https_warm_MBps": round(https_warm / 1e6),
+        "https_warm_vs_cat": round(https_warm / cat_warm, 2),
+        "cat_cold_MBps": round(volume.stat().st_size / best(cat_cold) / 1e6),
+        "http_cold_MBps": round(layer.size / best(http_cold) / 1e6),
+        "http_cold_vs_cat": round((layer.size / best(http_cold)) / (volume.stat().st_size / best(cat_cold)), 2),
+        "bare_sendfile_loopback_MBps": round(ceiling / 1e6),
+        "http_warm_vs_bare_sendfile": round(http_warm / ceiling, 2),
+        "loadavg_after": os.getloadavg()[0],
+    })
     volume.unlink()
     return result
 

@@ -28,7 +28,7 @@ import yaml
 from click.testing import CliRunner
 from kit.bundles import SBOM_TYPE, SIGNATURE_TYPE, Built, chart_archive, make_bundle
 from kit.containerd import Containerd
-from kit.images import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Image, Index
+from kit.images import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Image, Index, make_image, make_layer
 from kit.registryd import RegistryServer
 from kit.serveproc import ServeProcess, ServeStartError
 from kit.tls import make_ca
@@ -459,3 +459,21 @@ def test_bad_options_are_usage_errors(built: Built, tmp_path: Path) -> None:
                           ([str(built.volumes[0]), "--tls-cert", str(built.volumes[0])], "go together")):
         res = CliRunner().invoke(main, ["serve", *args])
         assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_sigterm_stops_within_five_seconds_with_a_download_in_flight(tmp_path: Path) -> None:
+    """A client that stopped reading half-way through a 24 MiB layer (more than loopback buffers hold) does not
+    keep the server up."""
+    image = make_image("sv/stall", [make_layer("sv/stall", 24 << 20, compress=False)])
+    bundle = make_bundle(tmp_path / "work", tmp_path / "stall.tar", images={BUSYBOX: image}, extras=False)
+    server = ServeProcess([str(bundle.volumes[0])], tmp_path / "serve.log").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http, \
+                http.stream("GET", f"/v2/{repo_of(BUSYBOX)}/blobs/{image.layers[0].digest}") as response:
+            assert response.status_code == 200
+            next(response.iter_raw(65536))          # then stop reading: the server's sendfile blocks
+            code, seconds = server.stop(signal.SIGTERM)
+    finally:
+        server.stop()
+    assert code == 0 and seconds < 5, (code, seconds, server.output())
+    assert "stopped" in server.output()
