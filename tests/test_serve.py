@@ -477,3 +477,66 @@ def test_sigterm_stops_within_five_seconds_with_a_download_in_flight(tmp_path: P
         server.stop()
     assert code == 0 and seconds < 5, (code, seconds, server.output())
     assert "stopped" in server.output()
+
+
+def signed_apt_repo(tmp: Path) -> tuple[dict[str, bytes], Path]:
+    """A one-package apt repository, signed with a throw-away key: files by path, and the public keyring."""
+    pkg = tmp / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/share/probe").mkdir(parents=True)
+    (pkg / "usr/share/probe/hello").write_text("served from the bundle\n")
+    (pkg / "DEBIAN/control").write_text("Package: mirrorkit-probe\nVersion: 1.0+air\nArchitecture: amd64\n"
+                                        "Maintainer: test <t@example.com>\nDescription: probe\n")
+    subprocess.run(["dpkg-deb", "--build", "-Zgzip", str(pkg), str(tmp / "probe.deb")], check=True,
+                   capture_output=True)
+    deb = (tmp / "probe.deb").read_bytes()
+    pool = "pool/main/m/mirrorkit-probe/mirrorkit-probe_1.0+air_amd64.deb"
+    packages = (f"Package: mirrorkit-probe\nVersion: 1.0+air\nArchitecture: amd64\nMaintainer: test <t@example.com>\n"
+                f"Filename: {pool}\nSize: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\n"
+                "Description: probe\n\n").encode()
+    date = subprocess.run(["date", "-uR"], capture_output=True, text=True, check=True).stdout.strip()
+    release = (f"Origin: mirrorkit-test\nSuite: bookworm\nCodename: bookworm\nDate: {date}\nArchitectures: amd64\n"
+               f"Components: main\nSHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} "
+               "main/binary-amd64/Packages\n").encode()
+    home = tmp / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "mirrorkit test <t@example.com>", "ed25519", "sign", "never"],
+                   check=True, capture_output=True)
+    (tmp / "Release").write_bytes(release)
+    subprocess.run([*gpg, "--clearsign", "-o", str(tmp / "InRelease"), str(tmp / "Release")], check=True,
+                   capture_output=True)
+    keyring = tmp / "archive-key.gpg"
+    keyring.write_bytes(subprocess.run([*gpg, "--export"], check=True, capture_output=True).stdout)
+    return {"dists/bookworm/InRelease": (tmp / "InRelease").read_bytes(), "dists/bookworm/Release": release,
+            "dists/bookworm/main/binary-amd64/Packages": packages, pool: deb}, keyring
+
+
+def test_apt_get_fetches_packages_from_the_server(tmp_path: Path) -> None:
+    """Real apt-get (its own root, the repository's own signature checked) updates and downloads through
+    /packages/<os>/<name>/: the InRelease, the Packages index, and a .deb whose name apt percent-encodes."""
+    files, keyring = signed_apt_repo(tmp_path / "repo")
+    bundle = make_bundle(tmp_path / "work", tmp_path / "apt.tar", images={BUSYBOX: make_image(
+        "sv/apt", [make_layer("sv/apt", 1024)])}, apt=files)
+    root = tmp_path / "root"
+    for folder in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
+                   "var/cache/apt/archives/partial", "var/lib/dpkg"):
+        (root / folder).mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("")
+    apt = ["apt-get", "-q", "-o", f"Dir={root}", "-o", f"Dir::State::status={root}/var/lib/dpkg/status",
+           "-o", "APT::Architecture=amd64", "-o", "APT::Architectures=amd64", "-o", "Acquire::Languages=none",
+           "-o", "APT::Sandbox::User=root", "-o", "Debug::NoLocking=1", "-o", "Acquire::Retries=0"]
+    with ServeProcess([str(bundle.volumes[0])], tmp_path / "serve.log") as server:
+        (root / "etc/apt/sources.list").write_text(
+            f"deb [signed-by={keyring}] {server.url}/packages/debian12/bookworm bookworm main\n")
+        update = subprocess.run([*apt, "update"], capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert update.returncode == 0 and "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
+        download = subprocess.run([*apt, "download", "mirrorkit-probe"], capture_output=True, text=True, timeout=60,
+                                  cwd=tmp_path, stdin=subprocess.DEVNULL)
+        assert download.returncode == 0, download.stdout + download.stderr
+        log = server.output()
+    got = next(tmp_path.glob("mirrorkit-probe_1.0*_amd64.deb"))
+    assert got.read_bytes() == files["pool/main/m/mirrorkit-probe/mirrorkit-probe_1.0+air_amd64.deb"]
+    assert "/packages/debian12/bookworm/dists/bookworm/InRelease HTTP/1.1\" 200" in log
+    assert "/pool/main/m/mirrorkit-probe/mirrorkit-probe_1.0%2bair_amd64.deb HTTP/1.1\" 200" in log

@@ -104,8 +104,10 @@ def chart_archive() -> bytes:
 
 def make_bundle(work: Path, output: Path, *, images: dict[str, Image | Index] | None = None,
                 split: int | None = None, registry: str | None = REGISTRY, extras: bool = True,
-                bundle_id: str = "serve-test") -> Built:
-    """Write a bundle at ``output`` (``split``: volumes of at most that many bytes); returns what it holds."""
+                bundle_id: str = "serve-test", apt: dict[str, bytes] | None = None) -> Built:
+    """Write a bundle at ``output`` (``split``: volumes of at most that many bytes); returns what it holds.
+
+    ``apt``: the carried apt repository's files (path -> bytes) instead of ``apt_files()``."""
     images = images if images is not None else default_images()
     store = BlobStore(work)
     built = Built([], images)
@@ -143,8 +145,8 @@ def make_bundle(work: Path, output: Path, *, images: dict[str, Image | Index] | 
                                      blobs=[b.digest for b in content.blobs()]))
     artifacts: list[LockArtifact] = []
     lock_repos: list[LockPackageRepo] = []
-    if extras:
-        operator_source = "nvcr.io/nvidia/gpu-operator:v23.9.2"
+    operator_source = "nvcr.io/nvidia/gpu-operator:v23.9.2"
+    if extras and operator_source in images:     # its referrers and cosign-style signature
         subject = images[operator_source]
         for artifact_type, payload in ((SIGNATURE_TYPE, b"signature"), (SBOM_TYPE, b'{"spdxVersion":"SPDX-2.3"}')):
             manifest, parts = _artifact(subject, artifact_type, payload, {"org.example.kind": artifact_type})
@@ -163,8 +165,9 @@ def make_bundle(work: Path, output: Path, *, images: dict[str, Image | Index] | 
         built.fallback_tag = (tag, digest)
         artifacts.append(LockArtifact(subject.digest, digest, OCI_MANIFEST, SIGNATURE_TYPE, tag, operator_source,
                                       None))
+    if extras:
         files = []
-        for path, data in apt_files().items():
+        for path, data in (apt if apt is not None else apt_files()).items():
             digest = keep(data)
             files.append(LockPackageFile(path, digest.removeprefix("sha256:"), len(data),
                                          "package" if path.endswith(".deb") else "metadata"))
