@@ -445,6 +445,13 @@ def test_damaged_bundle_is_not_served(built: Built, tmp_path: Path) -> None:
         assert "exit 1" in text and "not served" in text and "Traceback" not in text
 
 
+def test_compressed_bundle_is_refused_in_one_line(tmp_path: Path) -> None:
+    packed = make_bundle(tmp_path / "work", tmp_path / "gpu.tar.zst", compress="zstd", extras=False)
+    res = CliRunner().invoke(main, ["serve", str(packed.volumes[0]), "--addr", "127.0.0.1:0"])
+    assert res.exit_code == 1 and "not served: compressed (zstd) volumes" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
 def test_print_systemd_unit(built: Built, tmp_path: Path) -> None:
     unit = cli("serve", str(built.volumes[0]), "--addr", "0.0.0.0:5000", "--prefix", "mirror",
                "--print-systemd-unit")

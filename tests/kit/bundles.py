@@ -104,7 +104,8 @@ def chart_archive() -> bytes:
 
 def make_bundle(work: Path, output: Path, *, images: dict[str, Image | Index] | None = None,
                 split: int | None = None, registry: str | None = REGISTRY, extras: bool = True,
-                bundle_id: str = "serve-test", apt: dict[str, bytes] | None = None) -> Built:
+                bundle_id: str = "serve-test", apt: dict[str, bytes] | None = None,
+                compress: str | None = None) -> Built:
     """Write a bundle at ``output`` (``split``: volumes of at most that many bytes); returns what it holds.
 
     ``apt``: the carried apt repository's files (path -> bytes) instead of ``apt_files()``."""
@@ -187,5 +188,5 @@ def make_bundle(work: Path, output: Path, *, images: dict[str, Image | Index] | 
         built.chart = chart
         blobs.update(dict(chart.blobs()))
     built.blobs = blobs
-    built.volumes = write_bundle(work, lock, output, split=split)
+    built.volumes = write_bundle(work, lock, output, split=split, compress=compress)
     return built
