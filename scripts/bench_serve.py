@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -231,6 +232,8 @@ def first_byte(work: Path, volumes: int, layer: int) -> dict:
                     http.stream("GET", f"/v2/kse/library/split{volumes - 1}/blobs/{last}") as response:
                 next(response.iter_raw(1024))
                 out[f"{label}_start_to_first_byte_s"] = round(time.monotonic() - start, 3)
+            checked = re.search(r"verified bundle \S+: .*\((\d+\.\d+) s\)", server.output())
+            out[f"{label}_verify_s"] = float(checked.group(1)) if checked else None
             requests = [curl(f"{server.url}/v2/kse/library/split{n}/blobs/{layers[n].digest}", "-r", "0-1023")[2]
                         for n in range(volumes)]
             out[f"{label}_request_ttfb_ms_max"] = round(max(requests) * 1000, 2)

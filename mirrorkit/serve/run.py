@@ -108,17 +108,22 @@ def display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _n(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def announce(index: ServeIndex, opts: ServeOptions, port: int, say: Say) -> None:
     scheme = "https" if opts.tls_cert else "http"
     host = f"{display_host(opts.host)}:{port}"
     registry = f"{host}/{index.prefix}" if index.prefix else host
     files = len(index.packages)
-    say(f"serving bundle {index.bundle_id} at {scheme}://{host}: {index.images} images in "
-        f"{len(index.repositories)} repositories, {index.charts} charts, {files} package files (read-only)")
+    say(f"serving bundle {index.bundle_id} at {scheme}://{host}: {_n(index.images, 'image')} in "
+        f"{_n(len(index.repositories), 'repository', 'repositories')}, {_n(index.charts, 'chart')}, "
+        f"{_n(files, 'package file')} (read-only)")
     say(f"  images under {registry}/...; health at {scheme}://{host}/healthz"
         + (f"; packages at {scheme}://{host}/packages/" if files else ""))
     bundle = " ".join(str(p) for p in opts.bundle[:1])
-    tls = f"--ca-file /etc/pki/{host.split(':')[0]}-ca.crt" if opts.tls_cert else f"--insecure {host}"
+    tls = "--ca-file /PATH/ON/NODES/ca.crt" if opts.tls_cert else f"--insecure {host}"
     say(f"next: mirrorkit rewrite-config {bundle} --registry {registry} {tls} --format containerd -o certs.d")
 
 
