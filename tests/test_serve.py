@@ -466,6 +466,16 @@ def test_bad_options_are_usage_errors(built: Built, tmp_path: Path) -> None:
                           ([str(built.volumes[0]), "--tls-cert", str(built.volumes[0])], "go together")):
         res = CliRunner().invoke(main, ["serve", *args])
         assert res.exit_code == 2 and message in res.output, res.output
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("# users\nrobot:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    res = CliRunner().invoke(main, ["serve", str(built.volumes[0]), "--htpasswd", str(htpasswd)])
+    assert res.exit_code == 2 and f"{htpasswd}:2: user 'robot' has no bcrypt hash" in res.output
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    with tarfile.open(built.volumes[0]) as tar:
+        tar.extractall(folder, filter="data")
+    res = CliRunner().invoke(main, ["serve", str(folder), "--trust-checksums"])
+    assert res.exit_code == 1 and "not served" in res.output and "has no .sha256 file" in res.output
 
 
 def test_sigterm_stops_within_five_seconds_with_a_download_in_flight(tmp_path: Path) -> None:
