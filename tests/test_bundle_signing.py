@@ -271,9 +271,13 @@ def test_push_bundle_accepts_a_signed_bundle_and_refuses_every_other(world, tmp_
         assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert catalog(mirror) == [], "nothing pushed"
     for command in (["verify", str(unsigned), "--insecure", mirror.host],
-                    ["report", str(foreign)], ["diff", str(unsigned), str(volumes[0])]):
+                    ["report", str(foreign)], ["diff", str(unsigned), str(volumes[0])],
+                    # serve refuses before it listens: nothing of an unchecked bundle is ever served
+                    ["serve", str(unsigned), "--addr", "127.0.0.1:0"], ["serve", str(foreign), "--addr", "127.0.0.1:0"],
+                    ["serve", *map(str, sorted(tampered.glob("gpu.*.tar"))), "--addr", "127.0.0.1:0"]):
         res = cli(*command, "--bundle-key", str(pub))
         assert res.exit_code == 1 and "Traceback" not in res.output, (command, res.output)
+        assert "listening" not in res.output.lower(), res.output
 
     res = cli("push-bundle", *map(str, volumes), "--insecure", mirror.host, "--bundle-key", str(pub))
     assert res.exit_code == 0, res.output

@@ -12,6 +12,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,19 @@ class VerifyReport:
     blobs: int
     bytes: int
     complete: bool        # every volume and every lock blob present
+
+
+@dataclass(frozen=True)
+class BlobPiece:
+    """Where (part of) a blob's bytes lie on disk: ``size`` bytes of ``path`` from ``offset``.
+
+    A blob is a list of pieces read in order: one (a tar member or a file of an unpacked bundle), or
+    one per part when ``--split`` cut it across volumes.
+    """
+
+    path: Path
+    offset: int
+    size: int
 
 
 @dataclass
@@ -461,6 +475,54 @@ class BundleReader:
             f = open(vol.path, "rb")  # noqa: SIM115 - owned by the returned stream
             f.seek(vol.offsets[digest])
         return BlobStream(f, digest, size, str(vol.path), owned=True)
+
+    def locate(self, digest: str) -> list[BlobPiece]:
+        """Where a blob's bytes are, for a server that hands byte ranges to the kernel (``sendfile``).
+
+        Only plain tar volumes and unpacked folders have blobs at fixed offsets. The pieces were
+        found by the header scan when the reader opened; call ``verify`` before trusting their bytes.
+        """
+        if not self.random_access:
+            raise OperationError("this bundle has compressed volumes: its blobs have no fixed offsets")
+        parts = self._split.get(digest)
+        if parts and digest in self.blobs:      # a blob cut across volumes (--split below its size): its parts
+            return [BlobPiece(v.path, v.part_offsets[digest], part.length) for v, part in parts]
+        vol = self._home.get(digest)
+        if vol is None:
+            raise InputError(f"blob {digest} is not in this bundle (or not all of its parts were given)")
+        size = vol.blobs[digest]
+        if vol.kind == "dir":
+            if digest in vol.joined:
+                return [BlobPiece(path, offset, length) for path, offset, length in vol.joined[digest]]
+            return [BlobPiece(vol.path / "blobs" / "sha256" / digest.removeprefix("sha256:"), 0, size)]
+        return [BlobPiece(vol.path, vol.offsets[digest], size)]
+
+    def verify_checksums(self, require_complete: bool = True) -> VerifyReport:
+        """The quick check: every volume hashed against its ``.sha256`` file, nothing else.
+
+        The headers were checked when the reader opened; the blobs are not hashed one by one,
+        so this trusts whoever wrote the ``.sha256`` files (``serve --trust-checksums``).
+        An unpacked folder has no ``.sha256``: it is refused here.
+        """
+        missing = self.missing()
+        if missing and require_complete:
+            raise InputError(missing)
+        for vol in self._volumes:
+            if vol.checksum is None:
+                raise InputError(f"{vol.path}: has no .sha256 file to check it against")
+
+        def check(vol: _Volume) -> None:
+            with VolumeHash(vol.path, str(vol.path), wanted=True) as volume_hash, reading(str(vol.path)):
+                actual = volume_hash.result()
+            if actual != vol.checksum:
+                raise InputError(f"{vol.path}: content does not match {vol.path.name}.sha256 "
+                                 "(corrupt or tampered volume)")
+        # hashlib releases the GIL: volumes are hashed side by side, one per core
+        with ThreadPoolExecutor(max_workers=max(1, min(len(self._volumes), os.cpu_count() or 1))) as pool:
+            for done in [pool.submit(check, vol) for vol in self._volumes]:
+                done.result()
+        return VerifyReport(self.lock.id, len(self._volumes), self.volume_count, len(self.blobs),
+                            sum(self.blobs.values()), missing is None)
 
     def read_small(self, digest: str, limit: int = SMALL_LIMIT) -> bytes:
         """A small blob (a manifest) whole, hash checked; on zstd volumes this scans its volume up to it."""

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login": ("mirrorkit.cli.login", "login_command"),
     # mirrorkit itself across the gap
     "offline-installer": ("mirrorkit.cli.installer", "offline_installer_command"),
+    "serve": ("mirrorkit.cli.serve", "serve_command"),
 }
 
 
