@@ -60,15 +60,16 @@ def volumes_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tar"))
 
 
+@pytest.mark.parametrize("compress", ["none", "zstd"])
 def test_split_below_the_largest_blob_pushes_and_reads_back_byte_identical(
-        tmp_path: Path, registry_factory, driver: Image) -> None:
+        tmp_path: Path, registry_factory, driver: Image, compress: str) -> None:
     upstream, private = registry_factory(), registry_factory()
     plan = make_plan(tmp_path, upstream, private, driver)
     out = tmp_path / "usb"
     out.mkdir()
-    res = pull(plan, out / "gpu.tar", upstream, "--split", "128KiB")
+    res = pull(plan, out / "gpu.tar", upstream, "--split", "128KiB", "--compress", compress)
     assert res.exit_code == 0, res.output
-    volumes = [Path(v) for v in json.loads(res.stdout)["volumes"]]
+    volumes = [Path(v) for v in json.loads(res.stdout)["volumes"]]     # zstd: read in order, parts streamed on
     assert len(volumes) >= 6
     big = driver.layers[1]
     for volume in volumes:
@@ -123,18 +124,18 @@ def test_a_rerun_with_another_split_rewrites_the_volumes(tmp_path: Path, registr
 def test_free_space_is_checked_before_anything_is_written_and_work_dir_moves_the_work_folder(
         tmp_path: Path, registry_factory) -> None:
     upstream, private = registry_factory(), registry_factory()
-    image = make_image("media/fat", [make_layer(f"media/fat{i}", MiB) for i in range(3)], ("linux", "amd64"))
+    image = make_image("media/fat", [make_layer(f"media/fat{i}", MiB) for i in range(4)], ("linux", "amd64"))
     plan = make_plan(tmp_path, upstream, private, image)
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
         res = pull(plan, disk / "gpu.tar", upstream)
         line = one_error_line(res, 2)
         assert line.startswith(f"error: not enough free space for {disk / '.gpu.work'} and {disk}: "), line
         needed, available = _numbers(line)
-        assert needed > 3 * MiB > 2 * MiB >= available
+        assert needed > 4 * MiB > 2 * MiB >= available
         assert list(disk.iterdir()) == []                     # nothing written: no work folder, no lock file
 
         # the work folder elsewhere: the small disk needs room for the bundle only
-        subprocess.run(["mount", "-o", "remount,size=5m", str(disk)], check=True)
+        subprocess.run(["mount", "-o", "remount,size=7m", str(disk)], check=True)
         work = tmp_path / "work"
         res = pull(plan, disk / "gpu.tar", upstream, "--work-dir", str(work), "--keep-work")
         assert res.exit_code == 0, res.output
@@ -145,7 +146,7 @@ def test_free_space_is_checked_before_anything_is_written_and_work_dir_moves_the
         for p in disk.iterdir():
             p.unlink()
         needed, available = _numbers(one_error_line(pull(plan, disk / "gpu.tar", upstream, "--keep-work"), 2))
-        assert needed > 6 * MiB > available     # kept, the work folder would need a second bundle beside it
+        assert needed > 8 * MiB > 7 * MiB > available   # kept, the work folder would need a second bundle beside it
         res = pull(plan, disk / "gpu.tar", upstream)
         assert res.exit_code == 0, res.output
         with BundleReader([disk / "gpu.tar"]) as reader:
@@ -190,3 +191,17 @@ def test_a_second_pull_bundle_to_the_same_output_stops_in_one_line_and_spoils_no
     with BundleReader([out]) as reader:
         assert reader.verify().complete
     assert not (tmp_path / ".gpu.pull.lock").exists() and not (tmp_path / ".gpu.work").exists()
+
+
+def test_two_outputs_sharing_one_work_dir_are_kept_apart(tmp_path: Path) -> None:
+    from mirrorkit.bundle.media import holding
+    from mirrorkit.errors import InputError
+
+    work = tmp_path / "scratch" / ".gpu.work"
+    with holding(tmp_path / "a" / "gpu.tar", work):
+        with pytest.raises(InputError, match=rf"^{work}: another pull-bundle is using this work folder \(pid \d+\); "
+                                             "wait for it to finish, or give another --work-dir"), \
+                holding(tmp_path / "b" / "gpu.tar", work):
+            pass
+        assert not (tmp_path / "b" / ".gpu.pull.lock").exists()     # the second run let go of its own lock
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == []

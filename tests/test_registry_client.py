@@ -601,8 +601,8 @@ def test_tag_listing_follows_links_and_is_bounded() -> None:
                               headers={"Link": f'</v2/a/b/tags/list?n=1&last={page + 1}>; rel="next"'})
 
     client, _ = make_client(endless)
-    with pytest.raises(RegistryError, match="more than 5 pages"):
-        client._paged("reg.example", "/v2/a/b/tags/list", "repository:a/b:pull", "tags", max_pages=5)
+    with pytest.raises(RegistryError, match="more than 1000 pages"):
+        client.list_tags("reg.example", "a/b")
 
     def three(request: httpx.Request) -> httpx.Response:
         page = int(request.url.params.get("last", "0"))

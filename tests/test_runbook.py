@@ -101,17 +101,23 @@ def test_runbook_installs_the_bundled_chart_from_the_registry(tmp_path: Path) ->
 def test_checksum_step_works_from_anywhere(tmp_path: Path) -> None:
     import hashlib
 
-    from mirrorkit.rewrite.runbook import _checksum
+    from mirrorkit.destinations import destination_map
+    from mirrorkit.plan import load_plan
+    from mirrorkit.rewrite.runbook import RunbookInput, markdown
 
     folder = tmp_path / "usb"
     folder.mkdir()
     vol = folder / "gpu.tar"
     vol.write_bytes(b"bundle bytes")
     (folder / "gpu.tar.sha256").write_text(f"{hashlib.sha256(b'bundle bytes').hexdigest()}  gpu.tar\n")
-    ok = subprocess.run(["bash", "-c", _checksum(str(vol))], cwd="/", capture_output=True, text=True, check=False)
+    plan = load_plan(str(write_plan(tmp_path)))
+    dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], None, None)
+    text = markdown(RunbookInput(plan=plan, dest=dest, source_name="plan.yaml", volumes=[(str(vol), None)]))
+    [step] = [line for line in text.splitlines() if "sha256sum -c" in line]     # the runbook's own line
+    ok = subprocess.run(["bash", "-c", step], cwd="/", capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     vol.write_bytes(b"tampered")
-    bad = subprocess.run(["bash", "-c", _checksum(str(vol))], cwd="/", capture_output=True, text=True, check=False)
+    bad = subprocess.run(["bash", "-c", step], cwd="/", capture_output=True, text=True, check=False)
     assert bad.returncode != 0
 
 

@@ -347,15 +347,16 @@ def test_a_token_expiring_before_an_upload_body_restarts_that_upload(front) -> N
     from mirrorkit.oci.transport import Endpoints
     from mirrorkit.refs import Ref
 
-    proxy = front(expires_in=300, lifetime=0.5)
+    now = [1000.0]
+    proxy = front(expires_in=300, lifetime=0.5, clock=lambda: now[0])   # the token service's clock, injected
     data = b"layer bytes " * 40_000
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     opened: list[float] = []
 
     def opener() -> io.BytesIO:
         if not opened:
-            time.sleep(0.8)           # the first upload's token expires before its PUT arrives
-        opened.append(time.monotonic())
+            now[0] += 0.8             # the first upload's token expires before its PUT arrives
+        opened.append(now[0])
         return io.BytesIO(data)
 
     creds = CredentialStore({proxy.host: Credentials(USER, PASSWORD)}, files=[])

@@ -26,7 +26,7 @@ from mirrorkit.errors import InputError, OperationError
 from mirrorkit.progress import human
 
 
-def _existing(path: Path) -> Path:
+def existing_folder(path: Path) -> Path:
     """The nearest folder of ``path`` that exists (where its bytes would land)."""
     for candidate in [path, *path.parents]:
         if candidate.is_dir():
@@ -35,7 +35,7 @@ def _existing(path: Path) -> Path:
 
 
 def free_bytes(path: Path) -> int:
-    st = os.statvfs(_existing(path))
+    st = os.statvfs(existing_folder(path))
     return st.f_bavail * st.f_frsize
 
 
@@ -47,7 +47,7 @@ def check_space(needs: Sequence[tuple[Path, int]]) -> None:
     """
     per_device: dict[int, tuple[list[Path], int]] = {}
     for folder, amount in needs:
-        device = os.stat(_existing(folder)).st_dev
+        device = os.stat(existing_folder(folder)).st_dev
         folders, total = per_device.get(device, ([], 0))
         per_device[device] = ([*folders, folder], total + amount)
     for folders, total in per_device.values():
@@ -70,17 +70,33 @@ def lock_path(output: Path) -> Path:
 
 
 @contextlib.contextmanager
-def holding(output: Path) -> Iterator[None]:
+def holding(output: Path, work: Path | None = None) -> Iterator[None]:
     """Hold the output's lock for the whole run; a second run for the same output stops in one line.
+
+    ``work`` (a --work-dir work folder, which runs for other outputs could name too) is
+    locked as well, by a ``WORK.lock`` file beside it.
+    """
+    with _locked(lock_path(output), f"{output}: another pull-bundle is writing this bundle",
+                 "wait for it to finish, or write elsewhere with -o"):
+        if work is None:
+            yield
+            return
+        with _locked(work.with_name(work.name + ".lock"), f"{work}: another pull-bundle is using this work folder",
+                     "wait for it to finish, or give another --work-dir"):
+            yield
+
+
+@contextlib.contextmanager
+def _locked(path: Path, busy: str, advice: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the block, or one line naming the holder.
 
     ``fcntl.flock`` is released by the kernel when the process ends, however it ends, so a
     killed run never leaves a stale lock behind (only an empty hidden file). A run that
     ends normally removes the file; one that locked a file removed meanwhile tries again.
     """
-    path = lock_path(output)
     while True:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)      # the bundle's folder, made as the writer would
+            path.parent.mkdir(parents=True, exist_ok=True)      # the folder, made as the writer would
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
             raise InputError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
@@ -91,9 +107,8 @@ def holding(output: Path) -> Iterator[None]:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise InputError(f"cannot lock {path}: {exc.strerror or exc}") from None
-            raise InputError(f"{output}: another pull-bundle is writing this bundle"
-                             + (f" (pid {holder})" if holder.isdigit() else "")
-                             + f"; wait for it to finish, or write elsewhere with -o (lock {path})") from None
+            raise InputError(busy + (f" (pid {holder})" if holder.isdigit() else "")
+                             + f"; {advice} (lock {path})") from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

@@ -62,6 +62,8 @@ class _VolumeHasher:
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue[bytes | tuple[int, str, int, bool, Path, int] | None] = queue.SimpleQueue()
         self._cancelled = False
+        self._pending = 0                       # blob bytes queued but not hashed yet
+        self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="volume-hash", daemon=True)
         self._thread.start()
 
@@ -69,7 +71,16 @@ class _VolumeHasher:
         self._queue.put(data)
 
     def blob(self, fd: int, digest: str, size: int, verify: bool, path: Path, start: int = 0) -> None:
+        with self._done:
+            self._pending += size
         self._queue.put((os.dup(fd), digest, size, verify, path, start))
+
+    def wait_pending(self, limit: int) -> None:
+        """Wait until at most ``limit`` queued blob bytes are left to hash (their files' space is held
+        until then: a writer that removes each file as it goes bounds the disk it holds this way)."""
+        with self._done:
+            self._done.wait_for(lambda: self._pending <= limit or self.error is not None
+                                or not self._thread.is_alive())
 
     def _run(self) -> None:
         buf = bytearray(HASH_CHUNK)
@@ -85,6 +96,9 @@ class _VolumeHasher:
                 self.error = exc
             finally:
                 os.close(fd)
+                with self._done:
+                    self._pending -= item[2]
+                    self._done.notify_all()
 
     def _blob(self, buf: bytearray, fd: int, digest: str, size: int, verify: bool, path: Path,
               start: int = 0) -> None:
@@ -179,7 +193,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
                  mtime: int, progress: Progress | None, written: list[int], trusted: frozenset[str],
-                 on_written: Callable[[Piece], None] | None = None) -> str:
+                 on_written: Callable[[Piece], None] | None = None, max_lag: int | None = None) -> str:
     """The same bytes ``tarfile.open(mode="w|", format=PAX_FORMAT)`` writes, without passing blob data
     through Python: headers and padding are written, data ranges copied by the kernel."""
     hasher = _VolumeHasher()
@@ -226,6 +240,8 @@ def write_plain(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece]
                 put(bytes(-size % tarfile.BLOCKSIZE))
                 if on_written:
                     on_written(piece)
+                if max_lag is not None:
+                    hasher.wait_pending(max_lag)
             end = tarfile.BLOCKSIZE * 2
             put(bytes(end + -(offset + end) % tarfile.RECORDSIZE))
             os.fsync(out)

@@ -61,9 +61,6 @@ class BlobStream(io.RawIOBase):
             self._on_bytes(len(data))
         return data
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data

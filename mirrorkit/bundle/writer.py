@@ -71,8 +71,10 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
 
     ``consume`` removes each work-folder blob as soon as its last byte is in a volume
     (pull-bundle without --keep-work): the blob's space is handed to the bundle as it is
-    written, so the filesystem holding both needs about one bundle, not two. A write
-    that fails then leaves fewer blobs for the rerun to reuse.
+    written, so the filesystem holding both needs about one bundle, not two. The volume
+    hash may run behind the copy by at most the largest blob (a removed file's space
+    comes back once it is hashed), so the bundle needs twice that on top at most. A
+    write that fails then leaves fewer blobs for the rerun to reuse.
 
     ``lock_signature`` (mirrorkit.trust.bundlesig's base64 text over exactly the lock bytes
     written here) travels in every volume as ``bundle.yaml.sig``, right after ``index.json``.
@@ -118,7 +120,8 @@ def write_bundle(layout_dir: Path, lock: Lock, output: Path, split: int | None =
                     ("volume.yaml", volume_yaml(lock.id, number, len(groups), whole, parts, split)),
                     ("oci-layout", layout), ("index.json", index), *signature]
             hexdigest = _write_volume(current, head, group, compress, mtime, progress, written,
-                                      trusted, _consumer(layout_dir) if consume else None)
+                                      trusted, _consumer(layout_dir) if consume else None,
+                                      max((p.size for p in blobs), default=0) if consume else None)
             current = checksums[-1][0]
             _write_synced(current, f"{hexdigest}  {path.name}\n".encode())
         interrupt.check()              # Ctrl-C while writing: not one volume is presented as complete
@@ -366,9 +369,10 @@ def _consumer(layout_dir: Path) -> Callable[[Piece], None]:
 
 def _write_volume(partial: Path, head: list[tuple[str, bytes]], blobs: list[Piece],
                   compress: str | None, mtime: int, progress: Progress | None, written: list[int],
-                  trusted: frozenset[str] = frozenset(), on_written: Callable[[Piece], None] | None = None) -> str:
+                  trusted: frozenset[str] = frozenset(), on_written: Callable[[Piece], None] | None = None,
+                  max_lag: int | None = None) -> str:
     if compress is None:
-        return write_plain(partial, head, blobs, mtime, progress, written, trusted, on_written)
+        return write_plain(partial, head, blobs, mtime, progress, written, trusted, on_written, max_lag)
     with open(partial, "wb") as raw:
         out = _HashingWriter(raw, written)
         zstd = zstandard.ZstdCompressor(level=3).stream_writer(cast(IO[bytes], out), closefd=False)

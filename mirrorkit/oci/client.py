@@ -311,15 +311,6 @@ class RegistryClient:
         except NotFoundError:
             return None
 
-    def blob_size(self, ref: Ref, digest: str) -> int:
-        """The blob's size from a HEAD (its Content-Length)."""
-        resp = self.request(ref.registry, "HEAD", f"/v2/{ref.repository}/blobs/{digest}",
-                            scope=f"repository:{ref.repository}:pull")
-        try:
-            return int(resp.headers["Content-Length"])
-        except (KeyError, ValueError):
-            raise RegistryError(f"{ref.name}@{digest}: the registry gave no size for the blob") from None
-
     def blob_exists(self, ref: Ref, digest: str) -> bool:
         resp = self.request(ref.registry, "HEAD", f"/v2/{ref.repository}/blobs/{digest}",
                             scope=f"repository:{ref.repository}:pull", ok=(200, 404))

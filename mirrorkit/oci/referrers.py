@@ -7,27 +7,20 @@ whose ``manifests`` are read with :func:`descriptors` too.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from mirrorkit.errors import RegistryError
 from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
 from mirrorkit.oci.manifests import OCI_INDEX
-from mirrorkit.refs import Ref, is_digest
+from mirrorkit.oci.model import Descriptor, parse_index
+from mirrorkit.refs import Ref
 
 
-def descriptors(data: bytes) -> list[dict[str, Any]]:
-    """The well-formed descriptors of an index's ``manifests`` (anything else is left out)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return []
-    entries = doc.get("manifests") if isinstance(doc, dict) else None
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)
-            and is_digest(e["digest"])] if isinstance(entries, list) else []
+def descriptors(data: bytes, what: str = "referrers index") -> list[Descriptor]:
+    """The descriptors of an index's ``manifests``; a malformed one is refused (the model's one rule),
+    never silently left out: a dropped descriptor would be a signature silently not carried."""
+    return list(parse_index(data, what).manifests)
 
 
-def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, Any]] | None:
+def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[Descriptor] | None:
     """The referrers of ``digest`` in ``ref``'s repository, or None when the registry has no such API."""
     try:
         resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/referrers/{digest}",
@@ -37,4 +30,4 @@ def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, A
         return None
     if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
         return None
-    return descriptors(resp.content[:MAX_SMALL_BLOB])
+    return descriptors(resp.content[:MAX_SMALL_BLOB], f"{ref.name}: referrers of {digest}")

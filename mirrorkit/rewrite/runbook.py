@@ -105,10 +105,18 @@ def _chart_ref(inp: RunbookInput) -> tuple[str, str]:
 
 
 def markdown(inp: RunbookInput) -> str:
+    """The install runbook: its sections in order, each filled in from this plan."""
+    sections = (_header, _carry, _load, _point, _signatures, _driver, _mig, _check, _uninstall)
+    return "\n".join(line for section in sections for line in section(inp))
+
+
+def _bundle_args(inp: RunbookInput) -> str:
+    return " ".join(shlex.quote(n) for n, _ in inp.volumes) or "bundles/gpu.tar"
+
+
+def _header(inp: RunbookInput) -> list[str]:
+    """Title, and the site's values at a glance."""
     plan, reg = inp.plan, _registry(inp)
-    comps = _components(plan)
-    kubesphere = plan.flavor == "kubesphere"
-    src = inp.source_name
     lines = [f"# Offline install: NVIDIA GPU Operator {plan.release or ''} ({plan.flavor or 'images'})", ""]
     lines += ["Written by `mirrorkit runbook` from this plan; every value below is this site's.", "",
               f"- private registry: `{reg}`", f"- images: {len(plan.images)}"]
@@ -118,7 +126,13 @@ def markdown(inp: RunbookInput) -> str:
     if plan.driver:
         kind = "precompiled" if plan.driver.get("precompiled") else "compiled on the node at start-up"
         lines.append(f"- driver: `{plan.driver.get('version')}` ({kind})")
-    lines += ["", "## 1. Carry the bundle across the air gap", ""]
+    return lines
+
+
+def _carry(inp: RunbookInput) -> list[str]:
+    """1. Carry the bundle across the air gap: the volumes and how to check each."""
+    src = inp.source_name
+    lines = ["", "## 1. Carry the bundle across the air gap", ""]
     if inp.volumes:
         lines.append("Copy these files, each with its `.sha256` beside it:")
         lines.append("")
@@ -139,15 +153,27 @@ def markdown(inp: RunbookInput) -> str:
                   "`install.sh` checks every file against `SHA256SUMS`; when the system Python is older than 3.11",
                   "it names the package to install (RHEL 8/9: `dnf install python3.11`; Ubuntu 22.04:",
                   "`apt install python3.11 python3.11-venv`).", ""]
-    bundle_args = " ".join(shlex.quote(n) for n, _ in inp.volumes) or "bundles/gpu.tar"
-    lines += ["## 2. Load the private registry", "", "```sh",
+    return lines
+
+
+def _load(inp: RunbookInput) -> list[str]:
+    """2. Load the private registry: push-bundle, then verify."""
+    reg, src, bundle_args = _registry(inp), inp.source_name, _bundle_args(inp)
+    lines = ["## 2. Load the private registry", "", "```sh",
               f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}",
               f"mirrorkit verify {shlex.quote(inp.volumes[0][0]) if inp.volumes else shlex.quote(src)} "
               f"--registry {shlex.quote(reg)}{_flags(inp)}",
               "```", "",
               "`push-bundle` refuses a damaged bundle before pushing anything and verifies every image afterwards;",
               "`verify` must print every image present with the expected digest (exit 0) before you go on.", ""]
-    lines += ["## 3. Point the cluster at the mirror", ""]
+    return lines
+
+
+def _point(inp: RunbookInput) -> list[str]:
+    """3. Point the cluster at the mirror: KubeSphere, Helm, or the runtime's own redirection."""
+    plan, src = inp.plan, inp.source_name
+    kubesphere = plan.flavor == "kubesphere"
+    lines = ["## 3. Point the cluster at the mirror", ""]
     if kubesphere:
         lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format kubesphere -o extension-config.yaml",
                   "```", "",
@@ -181,8 +207,13 @@ def markdown(inp: RunbookInput) -> str:
                   "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
     lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
               "```", ""]
-    # signatures are checked offline before the push, and enforced in the cluster afterwards
-    lines += ["### Signatures: verified on this side, enforced in the cluster", "",
+    return lines
+
+
+def _signatures(inp: RunbookInput) -> list[str]:
+    """Signatures: verified on this side, enforced in the cluster."""
+    reg, src, bundle_args = _registry(inp), inp.source_name, _bundle_args(inp)
+    lines = ["### Signatures: verified on this side, enforced in the cluster", "",
               "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
               "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
               "cluster refuse anything unsigned:", "", "```sh",
@@ -195,7 +226,13 @@ def markdown(inp: RunbookInput) -> str:
               "-o containers-policy",
               "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
-    lines += ["## 4. Driver", ""]
+    return lines
+
+
+def _driver(inp: RunbookInput) -> list[str]:
+    """4. Driver: NVIDIADriver resources, precompiled, compiled on the node, or none."""
+    plan, src, comps = inp.plan, inp.source_name, _components(inp.plan)
+    lines = ["## 4. Driver", ""]
     if plan.nvidiadrivers:
         names = ", ".join(str((cr.get("metadata") or {}).get("name")) for cr in plan.nvidiadrivers)
         lines += [f"Each node pool runs its own driver, from the NVIDIADriver resources ({names}). The Helm",
@@ -216,6 +253,13 @@ def markdown(inp: RunbookInput) -> str:
     else:
         lines += ["The plan carries no driver image (`driver.enabled: false`): the nodes must have the NVIDIA",
                   "driver installed already.", ""]
+    return lines
+
+
+def _mig(inp: RunbookInput) -> list[str]:
+    """5. MIG, when the plan carries the MIG manager."""
+    comps = _components(inp.plan)
+    lines: list[str] = []
     if "migManager" in comps:
         lines += ["## 5. MIG (A100, A30, H100 ...)", "",
                   "Choose the strategy at install time (`mig.strategy=single` exposes one kind of slice as",
@@ -224,7 +268,13 @@ def markdown(inp: RunbookInput) -> str:
                   "kubectl label node <node> nvidia.com/mig.config=all-1g.5gb --overwrite", "```", "",
                   "The MIG manager applies the layout and the node reports `nvidia.com/mig.config.state=success`.",
                   ""]
-    lines += ["## 6. Check the installation", "", "```sh", f"kubectl get pods -n {inp.namespace}", "```", "",
+    return lines
+
+
+def _check(inp: RunbookInput) -> list[str]:
+    """6. Check the installation: the pods to expect and a validation workload."""
+    comps = _components(inp.plan)
+    lines = ["## 6. Check the installation", "", "```sh", f"kubectl get pods -n {inp.namespace}", "```", "",
               "A healthy cluster shows (one per GPU node for daemonsets):", "", "```"]
     for comp, prefix, state in POD_PREFIXES:
         if comp in comps:
@@ -238,14 +288,20 @@ def markdown(inp: RunbookInput) -> str:
                   "  - name: cuda-vectoradd", f"    image: \"{sample}\"", "    resources:", "      limits:",
                   "        nvidia.com/gpu: 1", "EOF", "kubectl logs pod/cuda-vectoradd   # ends with: Test PASSED",
                   "```", ""]
-    lines += ["## 7. Uninstall", ""]
+    return lines
+
+
+def _uninstall(inp: RunbookInput) -> list[str]:
+    """7. Uninstall."""
+    kubesphere = inp.plan.flavor == "kubesphere"
+    lines = ["## 7. Uninstall", ""]
     if kubesphere:
         lines += ["KubeSphere Marketplace → the installed **NVIDIA GPU Operator** → **Uninstall**.", ""]
     else:
         lines += ["```sh", f"helm uninstall gpu-operator -n {inp.namespace}",
                   "kubectl delete crd clusterpolicies.nvidia.com nvidiadrivers.nvidia.com --ignore-not-found", "```",
                   ""]
-    return "\n".join(lines)
+    return lines
 
 
 def shell(inp: RunbookInput) -> str:

@@ -205,7 +205,7 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
     from mirrorkit.bundle.media import holding
 
     work = work_dir_for(opts.output, opts.work_dir)
-    with holding(opts.output), \
+    with holding(opts.output, work if opts.work_dir is not None else None), \
             full_disk_reported(work, f"pulling {opts.output.name}", scratch=[work / "tmp", work / "partial"]):
         return _pull(plan, opts, endpoints, credentials, progress, signatures or SignatureOptions())
 
@@ -434,7 +434,7 @@ def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, chart
     writer then hands each blob's space over as it goes, so only the volumes' repeated
     heads and the largest blob (hashed after it is copied) come on top. Returns the bytes to fetch.
     """
-    from mirrorkit.bundle.media import check_space
+    from mirrorkit.bundle.media import check_space, existing_folder
 
     sizes = {d: s for g in graphs for d, s in g.blobs if d not in opts.omit}
     fetch = sum(s for d, s in sizes.items() if not store.has(d))
@@ -442,14 +442,9 @@ def _check_space(store: BlobStore, graphs: list[Graph], opts: PullOptions, chart
     volumes = -(-carried // opts.split) if opts.split else 1
     heads = volumes * (VOLUME_HEAD + PER_IMAGE * (len(graphs) + charts))
     out_dir = opts.output.parent
-    same = os.stat(_existing_folder(out_dir)).st_dev == os.stat(store.root).st_dev
-    out_need = heads + (max(sizes.values(), default=0) if same and not opts.keep_work else carried)
+    same = os.stat(existing_folder(out_dir)).st_dev == os.stat(store.root).st_dev
+    # consumed: the copy of one blob plus at most one more the volume hash is still reading
+    out_need = heads + (2 * max(sizes.values(), default=0) if same and not opts.keep_work else carried)
     check_space([(store.root, fetch), (out_dir, out_need)])
     return fetch
 
-
-def _existing_folder(path: Path) -> Path:
-    for candidate in [path, *path.parents]:
-        if candidate.is_dir():
-            return candidate
-    return Path(".")

@@ -173,12 +173,6 @@ class RegistrySink:
         # one attempt: the engine runs each image's manifests as one operation under the retry policy
         self.client.put_manifest(self.ref.registry, self.ref.repository, reference, data, media_type, retry=False)
 
-    def manifest_digest(self, reference: str) -> str | None:
-        try:
-            return self.client.get_manifest(self.ref, reference).digest
-        except NotFoundError:
-            return None
-
 
 def _opened(source: Source, digest: str, size: int) -> object:
     stream = source.open_blob(digest, size)

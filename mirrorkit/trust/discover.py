@@ -8,11 +8,11 @@ and, where the registry has none (a 404: distribution 2.8 has none), the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.oci import model
 from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
 from mirrorkit.oci.manifests import OCI_INDEX
 from mirrorkit.oci.referrers import descriptors, referrers
@@ -35,20 +35,17 @@ class Artifact:
     tag: str | None
 
 
-def artifact_type_of(data: bytes, fallback: str) -> str:
+def artifact_type_of(data: bytes, fallback: str, what: str = "artifact") -> str:
     """``artifactType`` if set, else a non-image config type, else what the tag schema says."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return fallback
-    if not isinstance(doc, dict):
-        return fallback
-    if isinstance(doc.get("artifactType"), str):
-        return str(doc["artifactType"])
-    config = doc.get("config")
-    ctype = config.get("mediaType") if isinstance(config, dict) else None
-    if isinstance(ctype, str) and ctype != IMAGE_CONFIG and "docker" not in ctype:
-        return ctype
+    doc = model.parse(data, what)
+    if isinstance(doc, model.Manifest):
+        if doc.artifact_type:
+            return doc.artifact_type
+        ctype = doc.config.media_type if doc.config is not None else ""
+        if ctype and ctype != IMAGE_CONFIG and "docker" not in ctype:
+            return ctype
+    elif isinstance(doc.fields.get("artifactType"), str) and doc.fields["artifactType"]:
+        return str(doc.fields["artifactType"])
     return fallback
 
 
@@ -86,7 +83,7 @@ class Discovery:
         except NotFoundError:
             return None     # deleted since the tag list was read, or never there
 
-    def _referrers(self, digest: str) -> list[dict[str, Any]] | None:
+    def _referrers(self, digest: str) -> list[model.Descriptor] | None:
         """The referrers API's answer, or None when the registry has no such API (asked once)."""
         if self._referrers_api is False:
             return None
@@ -100,21 +97,21 @@ class Discovery:
             tag = sig_tag(digest, suffix)
             m = self._manifest(tag)
             if m is not None:
-                out.append(Artifact(digest, m.digest, m.media_type, artifact_type_of(m.data, fallback), tag))
+                out.append(Artifact(digest, m.digest, m.media_type,
+                                    artifact_type_of(m.data, fallback, f"{self.ref.name}:{tag}"), tag))
         listed = self._referrers(digest)
         if listed is None:
             fallback_tag = sig_tag(digest, "")
             index = self._manifest(fallback_tag)
             if index is not None:
-                listed = descriptors(index.data)
+                listed = descriptors(index.data, f"{self.ref.name}:{fallback_tag}")
                 out.append(Artifact(digest, index.digest, index.media_type, OCI_INDEX, fallback_tag))
         known = {a.digest for a in out}
         for entry in listed or []:
-            if entry["digest"] in known:
+            if entry.digest in known:
                 continue
-            known.add(entry["digest"])
-            out.append(Artifact(digest, entry["digest"], str(entry.get("mediaType") or ""),
-                                str(entry.get("artifactType") or ""), None))
+            known.add(entry.digest)
+            out.append(Artifact(digest, entry.digest, entry.media_type, entry.artifact_type, None))
         return out
 
 

@@ -45,6 +45,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -292,8 +293,9 @@ class TokenAuthProxy(ReverseProxy):
                  service: str = "test-registry", token_field: str = "token", expires_in: int = 300,
                  lifetime: float | None = None, anonymous_pull: bool = False, tls: ssl.SSLContext | None = None,
                  upload_origin: str | None = None, stall: float = 0.0, stall_after: int = 0,
-                 refresh_token: str | None = None) -> None:
+                 refresh_token: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(upstream, tls=tls, upload_origin=upload_origin)
+        self.clock = clock      # when tokens expire: a test moves it forward instead of sleeping
         if token_field not in ("token", "access_token", "both"):
             raise ValueError("token_field: token, access_token or both")
         self.username, self._password = username, password
@@ -377,7 +379,7 @@ class TokenAuthProxy(ReverseProxy):
             return 401
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens[token] = (time.monotonic() + self.lifetime, granted)
+            self._tokens[token] = (self.clock() + self.lifetime, granted)
             self.tokens_issued[" ".join(scopes)] += 1
         doc: dict[str, Any] = {"expires_in": self.expires_in,
                                "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -398,7 +400,7 @@ class TokenAuthProxy(ReverseProxy):
             entry = self._tokens.get(header[7:].strip())
         if entry is None:
             return False
-        if entry[0] < time.monotonic():
+        if entry[0] < self.clock():
             return None
         return scope is None or _grants([scope]) <= entry[1]
 
