@@ -221,7 +221,11 @@ def test_download_resumes_with_range_after_a_cut(tmp_path: Path, helm_repo: Helm
     rel = "/repo/charts/gpu-operator-v23.9.2.tgz"
     data = chart_bytes()
     helm_repo.served.cut_once.add(rel)
+    helm_repo.served.busy_once.add("/repo/index.yaml")
     with HttpFiles() as files:
+        index = yaml.safe_load(files.fetch_bytes(helm_repo.url + "/index.yaml"))     # a 503, then the file
+        assert [p for p, _ in helm_repo.served.requests] == ["/repo/index.yaml"] * 2
+        assert index["entries"]["gpu-operator"][1]["version"] == "v23.9.2"
         got = files.download(helm_repo.url + rel.removeprefix("/repo"), tmp_path / "c.tgz",
                              sha256=hashlib.sha256(data).hexdigest())
     assert got == hashlib.sha256(data).hexdigest() and (tmp_path / "c.tgz").read_bytes() == data

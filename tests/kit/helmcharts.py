@@ -57,6 +57,7 @@ def push_oci_chart(base_url: str, repo: str, meta: dict[str, Any], archive: byte
 class Served:
     requests: list[tuple[str, str | None]] = field(default_factory=list)   # (path, Range header)
     cut_once: set[str] = field(default_factory=set)                         # paths to cut short on first GET
+    busy_once: set[str] = field(default_factory=set)                        # paths answered 503 on first GET
 
 
 class HelmRepository:
@@ -117,6 +118,13 @@ class HelmRepository:
                     return
                 path = root / self.path.lstrip("/")
                 rng = self.headers.get("Range")
+                if self.path in served.busy_once:
+                    served.busy_once.discard(self.path)
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path in served.cut_once and path.is_file():
                     served.cut_once.discard(self.path)
                     data = path.read_bytes()
