@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -175,3 +176,16 @@ def test_lock_without_installer_reads_and_bad_installer_entry_is_refused() -> No
         loads_lock(yaml.safe_dump({**doc, "installer": {**entry, "platforms": ["x86_64; rm -rf /"]}}), "bad")
     with pytest.raises(InputError, match="not a blob the bundle carries"):
         loads_lock(yaml.safe_dump({**doc, "installer": {**entry, "digest": "sha256:" + "b" * 64}}), "bad")
+
+
+def test_the_installer_blob_is_the_same_for_the_same_folder(tmp_path: Path, installer: Path) -> None:
+    from mirrorkit.installer.carry import load, pack
+    from mirrorkit.oci.layout import BlobStore
+
+    first, second = (pack(load(installer), BlobStore(tmp_path / name)) for name in ("a", "b"))
+    assert first == second and first.size == (tmp_path / "a" / "blobs" / "sha256" / first.digest[7:]).stat().st_size
+    with tarfile.open(tmp_path / "a" / "blobs" / "sha256" / first.digest[7:]) as tar:
+        members = tar.getmembers()
+    assert all(m.mtime == 0 and m.uid == 0 and not m.uname for m in members)
+    assert [m.name for m in members][:2] == ["mirrorkit-installer", "mirrorkit-installer/SHA256SUMS"]
+    assert next(m for m in members if m.name.endswith("/install.sh")).mode == 0o755

@@ -8,6 +8,7 @@ private one. The chart is read back from it with oras-py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 from kit.cosign import make_key, sbom_referrer, sign, sign_recursive, tag_for, write_public_key
 from kit.helmcharts import HELM_CHART, HELM_CONFIG, HelmRepository, push_oci_chart
 from kit.push import push_image
+from kit.tls import make_ca
 from test_charts_bundle import CHART_YAML, chart_bytes, images
 
 from mirrorkit.cli.main import main
@@ -219,10 +221,36 @@ def test_download_resumes_with_range_after_a_cut(tmp_path: Path, helm_repo: Helm
     rel = "/repo/charts/gpu-operator-v23.9.2.tgz"
     data = chart_bytes()
     helm_repo.served.cut_once.add(rel)
+    helm_repo.served.busy_once.add("/repo/index.yaml")
     with HttpFiles() as files:
+        index = yaml.safe_load(files.fetch_bytes(helm_repo.url + "/index.yaml"))     # a 503, then the file
+        assert [p for p, _ in helm_repo.served.requests] == ["/repo/index.yaml"] * 2
+        assert index["entries"]["gpu-operator"][1]["version"] == "v23.9.2"
         got = files.download(helm_repo.url + rel.removeprefix("/repo"), tmp_path / "c.tgz",
                              sha256=hashlib.sha256(data).hexdigest())
     assert got == hashlib.sha256(data).hexdigest() and (tmp_path / "c.tgz").read_bytes() == data
     ranges = [r for p, r in helm_repo.served.requests if p == rel]
     assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
     assert not (tmp_path / "c.tgz.partial").exists()
+
+
+def test_helm_repository_over_tls_with_credentials_from_the_auth_file(tmp_path: Path) -> None:
+    """The registries' rules apply: TLS verified (--ca-cert), credentials from the auth file, only to that host."""
+    ca = make_ca(tmp_path / "pki")
+    with HelmRepository(tmp_path / "site", tls=ca.server_context(), user=("robot", "s3cret-pw")) as repo:
+        repo.add("gpu-operator", "v23.9.2", chart_bytes())
+        host = repo.url.split("/")[2]
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(b"robot:s3cret-pw").decode()}}}))
+        ref = f"{repo.url}/gpu-operator:v23.9.2"
+        env = {"REGISTRY_AUTH_FILE": str(auth)}
+        res = CliRunner(env=env).invoke(main, ["plan", "--chart", ref, "--ca-cert", str(ca.ca_cert),
+                                               "--format", "json"])
+        assert res.exit_code == 0, res.output
+        assert "nvcr.io/nvidia/gpu-operator:v23.9.2" in [i["source"] for i in json.loads(res.stdout)["images"]]
+        res = CliRunner(env=env).invoke(main, ["plan", "--chart", ref])            # the CA not trusted
+        assert res.exit_code == 1 and "TLS verification failed" in res.stderr and "--ca-cert" in res.stderr
+        res = CliRunner(env={"REGISTRY_AUTH_FILE": str(tmp_path / "none.json")}).invoke(
+            main, ["plan", "--chart", ref, "--ca-cert", str(ca.ca_cert)])
+        assert res.exit_code == 1 and "access denied (HTTP 401)" in res.stderr, res.output
+        assert "s3cret" not in res.output

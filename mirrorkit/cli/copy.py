@@ -71,8 +71,8 @@ Examples:
   mirrorkit pull-bundle plan.yaml -o bundles/gpu-next.tar --have inventory.json
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --keep-going     # fetch all it can, list what failed
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --sign-key site-bundle.pem   # sign the lock
-  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --verify-key nvidia.pub \
-      --chart oci://nvcr.io/nvidia/cloud-native-charts/gpu-operator:v24.9.0
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --chart oci://nvcr.io/nvidia/cloud-native-charts/gpu-operator:v24.9.0 --verify-key nvidia.pub
+  mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --installer mirrorkit-installer/   # mirrorkit too
   mirrorkit pull-bundle plan.yaml -o bundles/gpu.tar --chart https://helm.ngc.nvidia.com/nvidia/gpu-operator:v24.9.0
 """)
 @click.argument("plan", type=click.Path(dir_okay=False))

@@ -42,9 +42,12 @@ def _netloc(url: httpx.URL) -> str:
 
 
 def redact(url: str) -> str:
-    """A URL as messages show it: never with a user or password in it."""
+    """A URL as messages, logs and locks show it: no user or password, no query or fragment (a signed
+    CDN URL carries its token there)."""
     parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+    if not (parsed.userinfo or parsed.query or parsed.fragment):
+        return url
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 class HttpFiles:

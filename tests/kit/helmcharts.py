@@ -12,8 +12,10 @@ downloads can be tested. Independent of mirrorkit's own code, on purpose.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +57,17 @@ def push_oci_chart(base_url: str, repo: str, meta: dict[str, Any], archive: byte
 class Served:
     requests: list[tuple[str, str | None]] = field(default_factory=list)   # (path, Range header)
     cut_once: set[str] = field(default_factory=set)                         # paths to cut short on first GET
+    busy_once: set[str] = field(default_factory=set)                        # paths answered 503 on first GET
 
 
 class HelmRepository:
     """A static Helm repository in ``root``, served on 127.0.0.1 under ``/repo``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: ssl.SSLContext | None = None, user: tuple[str, str] | None = None) -> None:
+        """``tls``: serve HTTPS with this server context; ``user``: require this basic-auth user and password."""
         self.root = root
+        self.tls = tls
+        self.user = user
         (root / "repo" / "charts").mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, list[dict[str, Any]]] = {}
         self.served = Served()
@@ -88,10 +94,12 @@ class HelmRepository:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/repo"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/repo"
 
     def __enter__(self) -> HelmRepository:
         served, root = self.served, self.root
+        wanted = "Basic " + base64.b64encode(f"{self.user[0]}:{self.user[1]}".encode()).decode() if self.user else None
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,8 +110,21 @@ class HelmRepository:
 
             def do_GET(self) -> None:
                 served.requests.append((self.path, self.headers.get("Range")))
+                if wanted is not None and self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 path = root / self.path.lstrip("/")
                 rng = self.headers.get("Range")
+                if self.path in served.busy_once:
+                    served.busy_once.discard(self.path)
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path in served.cut_once and path.is_file():
                     served.cut_once.discard(self.path)
                     data = path.read_bytes()
@@ -126,6 +147,8 @@ class HelmRepository:
                 super().do_GET()
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
