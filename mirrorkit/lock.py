@@ -37,6 +37,11 @@ class LockImage:
     planned_digest: str | None = None
     note: str = ""
 
+    @property
+    def rewritten_index(self) -> bool:
+        """An index --platform rewrote (several platforms kept): a new digest no publisher signed."""
+        return bool(self.planned_digest and self.planned_digest != self.digest and self.manifests)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source, "destination": self.destination,
                              "digest": self.digest, "media_type": self.media_type,

@@ -264,10 +264,9 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         # every image's signature checked where cosign would look for it, at the mirror
         signed = None
         if signatures.keys:
-            from mirrorkit.destinations import first_by_source
             from mirrorkit.transfer.artifacts import signed_at_destination
 
-            signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys)
+            signed = signed_at_destination(client, plan, lock, dest, signatures.keys)
     data = {"passed": result.passed, "ok": result.ok, "missing": result.missing, "different": result.different}
     what = "images and charts" if lock is not None and lock.charts else "images"
     lines = [f"{len(result.ok)} of {len(items)} {what} present with the expected digest"]

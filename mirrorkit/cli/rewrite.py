@@ -144,6 +144,11 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     if not verify_keys:
         raise InputError(f"--format {fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
     keys = load_keys(verify_keys)
+    from mirrorkit.rewrite.admission import refusal, unsignable
+
+    blocked = unsignable(plan, lock)
+    if blocked:
+        raise InputError(refusal(fmt, blocked))
     if fmt == "kyverno":
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
 
