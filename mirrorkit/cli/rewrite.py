@@ -61,17 +61,19 @@ Examples:
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
 @click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
+@click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
+              help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str, verify_keys: tuple[str, ...]) -> None:
+                           fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11") -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
-        _signature_policy(fmt, plan, lock, dest, verify_keys, output)
+        _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version)
         return
     if fmt == "containerd":
         from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
@@ -136,7 +138,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None) -> None:
+                      output: str | None, kyverno_version: str = "1.11") -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.refs import Ref
     from mirrorkit.trust.keys import load_keys
@@ -152,7 +154,7 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     if fmt == "kyverno":
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
 
-        write_output(kyverno_policy(plan, dest, keys), output)
+        write_output(kyverno_policy(plan, dest, keys, kyverno_version), output)
         click.echo(f"ClusterPolicy verifies {len(repositories(dest))} mirrored repositories under "
                    f"{len(keys)} key(s)", err=True)
         return
