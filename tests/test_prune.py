@@ -97,17 +97,19 @@ def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tm
     old_sig = f"sha256-{old_idx.digest[7:]}.sig"
     assert plan["applied"] is False
     assert {(t["repository"].split("/", 2)[2], t["tag"]) for t in plan["tags"]} == {
-        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1"),
-        ("nvidia/toolkit", "alias")}
+        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1")}
     assert {m["digest"] for m in plan["manifests"]} == {
         old_idx.digest, old_idx.images[1].digest, content[f"nvidia/driver:{old_sig}"].digest,
         content["nvidia/gpu-operator:v1"].digest}
     # the shared amd64 manifest, and the manifest the alias tag shares with the kept toolkit:v1
-    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest}
+    # and the alias tag itself: distribution 2.x deletes a tag only with its manifest, which stays, so the
+    # dry run lists it as kept rather than promise what --apply cannot do
+    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest,
+                                                   "alias"}
     assert plan["also_kept"] == [f"{target}/nvidia/toolkit:v1"]
     assert raw(reg, "nvidia/driver", "old").status_code == 200, "a dry run deletes nothing"
     text = cli(*args)
-    assert "would delete 4 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
+    assert "would delete 3 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
 
     before = reg.storage_bytes()
     kept = {name: raw(reg, *name.split(":")).content for name in content
@@ -115,10 +117,10 @@ def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tm
     kept_children = {i.digest: i.manifest for i in new_idx.images}
     applied = cli(*args, "--apply")
     assert applied.exit_code == 0, applied.output
-    # distribution 2.8 deletes no tag by itself (DELETE by tag: 400): the alias must stay, and says so
+    # what the dry run listed is what --apply deleted: the alias stays (distribution 2.8 deletes no tag by
+    # itself), and both runs said so
     assert "deleted 3 tags and 4 manifests" in applied.stdout
-    assert "these point at manifests a kept image needs, so they stay" in applied.stdout
-    assert f"{target}/nvidia/toolkit:alias" in applied.stdout
+    assert f"{target}/nvidia/toolkit:alias" in applied.stdout and "points at a manifest a kept image" in applied.stdout
     assert "docker-registry garbage-collect" in applied.stdout
     reg.garbage_collect()
     assert reg.storage_bytes() < before - (200 << 10), "garbage collection freed the dropped layers"

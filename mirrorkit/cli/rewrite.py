@@ -183,9 +183,14 @@ Examples:
 @click.option("--ca-cert", help="CA file the steps should trust for the mirror.")
 @click.option("--upgrade-from", type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",
               help="Write the upgrade procedure from this installed release instead of a fresh install.")
+@click.option("--verify-key", "verify_key", default="nvidia.pub", show_default=True, metavar="KEY.pub",
+              help="The publisher's cosign public key the printed signature steps use.")
+@click.option("--pull-secret", metavar="NAME",
+              help="The mirror needs a login: the steps create this imagePullSecret and the values use it.")
 def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                     namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
-                    upgrade_from: str | None = None) -> None:
+                    upgrade_from: str | None = None, verify_key: str = "nvidia.pub",
+                    pull_secret: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
     from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
@@ -196,7 +201,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     if registry:
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
-                       ca_cert=ca_cert,
+                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret,
                        volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
