@@ -1,0 +1,144 @@
+"""Runbooks and configs that work as printed (issue 17): signature steps kept, NVIDIADriver changes carried,
+CRs exported from a cluster cleaned, and every mirrorkit line the upgrade prints accepted by the CLI."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner, Result
+from kit import cosign
+
+from mirrorkit.cli.main import main
+
+DATA = Path(__file__).parent / "data" / "clusters"
+NODES = str(DATA / "nodes.json")
+REG = "harbor.site.local/gpu"
+
+
+def cli(*args: str) -> Result:
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def crs(path: Path, version: str, manager: str = "v0.6.10", extra: str = "") -> Path:
+    """One RHEL pool (NVIDIADriver ``inference``) at ``version``, as the issue's example."""
+    path.write_text(f"""apiVersion: nvidia.com/v1alpha1
+kind: NVIDIADriver
+metadata:
+  name: inference
+spec:
+  driverType: gpu
+  image: nvcr.io/nvidia/driver
+  version: {version}
+  nodeSelector:
+    pool: inference
+  manager:
+    repository: nvcr.io/nvidia/cloud-native
+    image: k8s-driver-manager
+    version: {manager}
+{extra}""")
+    return path
+
+
+def pool_plans(tmp: Path) -> tuple[Path, Path]:
+    old, new = tmp / "old.yaml", tmp / "new.yaml"
+    cli("plan", "--version", "v24.9.2", "--nodes-json", NODES, "--nvidiadriver",
+        str(crs(tmp / "old-crs.yaml", "550.127.08")), "--registry", REG, "-o", str(old))
+    cli("plan", "--version", "v24.9.2", "--nodes-json", NODES, "--nvidiadriver",
+        str(crs(tmp / "new-crs.yaml", "550.144.03")), "--registry", REG, "-o", str(new))
+    return old, new
+
+
+def test_upgrade_runbook_carries_the_nvidiadriver_change(tmp_path: Path) -> None:
+    old, new = pool_plans(tmp_path)
+    md = cli("runbook", str(new), "--upgrade-from", str(old)).stdout
+    assert "driver:550.127.08-rhel9.4" in md or "550.127.08" in md          # §1 shows the change
+    assert "no driver pod restarts" not in md
+    assert "NVIDIADriver inference: version 550.127.08 → 550.144.03" in md
+    assert f"mirrorkit rewrite-config {new} --format nvidiadriver -o nvidiadrivers.yaml" in md
+    assert "kubectl apply -f nvidiadrivers.yaml" in md
+    assert md.index("helm upgrade --wait") < md.index("kubectl apply -f nvidiadrivers.yaml")
+    assert "`inference` (pool=inference)" in md and "cordon" in md
+    # prune is told what the cluster runs, and keeps it
+    assert "--in-use in-use.yaml" in md and "nvidiadrivers.nvidia.com" in md
+    sh = cli("runbook", str(new), "--upgrade-from", str(old), "--format", "shell").stdout
+    assert "kubectl apply -f nvidiadrivers.yaml" in sh and "--format nvidiadriver" in sh
+    assert "gpu-driver-upgrade-state" in sh
+
+
+def test_a_removed_pool_is_deleted_and_said(tmp_path: Path) -> None:
+    old, _ = pool_plans(tmp_path)
+    plain = tmp_path / "plain.yaml"
+    cli("plan", "--version", "v24.9.2", "--nodes-json", NODES, "--registry", REG, "-o", str(plain))
+    md = cli("runbook", str(plain), "--upgrade-from", str(old)).stdout
+    assert "kubectl delete nvidiadrivers.nvidia.com inference" in md and "no longer planned" in md
+
+
+def test_precompiled_upgrade_says_driver_pods_restart_when_the_manager_changes(tmp_path: Path) -> None:
+    plans = []
+    for name, manager in (("old", "v0.6.10"), ("new", "v0.7.0")):
+        path, values = tmp_path / f"{name}.yaml", tmp_path / f"{name}-values.yaml"
+        values.write_text(f"driver:\n  manager:\n    version: {manager}\n")
+        cli("plan", "--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic", "--precompiled",
+            "--driver-branch", "550", "--values", str(values), "--registry", REG, "-o", str(path))
+        plans.append(path)
+    md = cli("runbook", str(plans[1]), "--upgrade-from", str(plans[0])).stdout
+    assert "no driver pod restarts" not in md and "Neither the driver image" not in md
+    assert "driver.manager v0.6.10 → v0.7.0" in md and "cordon" in md
+
+
+def test_install_script_keeps_the_signature_steps_and_uses_registry(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    cli("plan", "--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic", "--registry", REG,
+        "-o", str(plan))
+    lock = tmp_path / "gpu.lock.yaml"
+    data = yaml.safe_load(plan.read_text())
+    d = "sha256:" + "1" * 64
+    lock.write_text(yaml.safe_dump({
+        "apiVersion": "mirrorkit.dev/v1alpha1", "kind": "BundleLock", "id": "x", "created": "2026-01-01T00:00:00Z",
+        "generator": "test", "plan": data, "blobs": [{"digest": d, "size": 1}],
+        "images": [{"source": i["source"], "destination": i["destination"], "digest": d,
+                    "media_type": "application/vnd.oci.image.manifest.v1+json"} for i in data["images"]],
+        "charts": [{"name": "gpu-operator", "version": "v24.9.2", "tag": "v24.9.2", "digest": d, "config": d,
+                    "layer": d, "repository": f"{REG}/charts/gpu-operator"}]}))
+    sh = cli("runbook", str(lock), "--format", "shell").stdout
+    assert 'helm install --wait gpu-operator "oci://$REGISTRY/charts/gpu-operator"' in sh
+    assert REG not in sh.split("REGISTRY=", 1)[1].split("\n", 1)[1]          # only the variable names it
+    pushes = [line for line in sh.splitlines() if line.startswith(("mirrorkit push-bundle", "mirrorkit verify"))]
+    assert pushes and all('--verify-key "$VERIFY_KEY"' in line for line in pushes)
+    assert "--format kyverno" in sh and "kubectl apply -f verify-images.yaml" in sh
+    assert sh.index("verify-images.yaml") < sh.index("helm install")
+    # every mirrorkit line parses, and the ones that need no registry run
+    (tmp_path / "nvidia.pub").write_bytes(cosign.public_pem(cosign.make_key("p256")))
+    for line in sh.splitlines():
+        if line.startswith("mirrorkit rewrite-config"):
+            args = shlex.split(line.replace('"$REGISTRY"', REG).replace('"$VERIFY_KEY"', str(tmp_path / "nvidia.pub")))
+            args[args.index("-o") + 1] = str(tmp_path / args[args.index("-o") + 1])
+            cli(*args[1:])
+
+
+def test_nvidiadriver_crs_exported_from_a_cluster_lose_server_set_fields(tmp_path: Path) -> None:
+    exported = crs(tmp_path / "exported.yaml", "550.144.03", extra="""status:
+  state: ready
+""")
+    text = exported.read_text().replace("  name: inference\n", """  name: inference
+  resourceVersion: "48213"
+  uid: 0b9c7a52-1f3e-4c1e-9a59-2a8b7f0e6c11
+  creationTimestamp: "2026-03-01T10:00:00Z"
+  generation: 3
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"spec":{"image":"nvcr.io/nvidia/driver"}}'
+    team: gpu
+""")
+    exported.write_text(text)
+    plan = tmp_path / "plan.yaml"
+    cli("plan", "--version", "v24.9.2", "--nodes-json", NODES, "--nvidiadriver", str(exported), "--registry", REG,
+        "-o", str(plan))
+    out = cli("rewrite-config", str(plan), "--format", "nvidiadriver").stdout
+    [doc] = [d for d in yaml.safe_load_all(out) if d]
+    assert "status" not in doc and "nvcr.io" not in out
+    assert doc["metadata"] == {"name": "inference", "annotations": {"team": "gpu"}}
+    assert doc["spec"]["version"] == "550.144.03" and doc["spec"]["image"] == "driver"
