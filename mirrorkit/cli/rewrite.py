@@ -12,7 +12,7 @@ from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
 FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
-           "kyverno", "containers-policy")
+           "kyverno", "containers-policy", "pull-secret")
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
@@ -55,7 +55,9 @@ Examples:
               help="Chart for set-flags (default: the chart the bundle carried, if any).")
 @click.option("--namespace", default="gpu-operator", show_default=True)
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="Mirror reached over plain HTTP.")
-@click.option("--ca-file", help="containerd: CA file path on the nodes for the mirror.")
+@click.option("--ca-file", help="containerd: the mirror's CA; a file here is copied into the output (nodes get "
+              "it at /etc/containerd/certs.d/HOST/ca.crt), else an absolute path on the nodes. registries-conf: "
+              "says where CRI-O/podman nodes need it.")
 @click.option("--skip-verify", is_flag=True, help="containerd: skip TLS verification of the mirror.")
 @click.option("--fallback", type=click.Choice(("mirror", "upstream")), default="mirror", show_default=True,
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
@@ -63,10 +65,14 @@ Examples:
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
 @click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
               help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
+@click.option("--pull-secret", "pull_secret", metavar="NAME",
+              help="An authenticated mirror: helm/kubesphere/set-flags/nvidiadriver values name this imagePullSecret; "
+                   "--format pull-secret writes the Secret from your stored credentials (mirrorkit login).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11") -> None:
+                           fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
+                           pull_secret: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
@@ -75,24 +81,45 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
         _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version)
         return
+    if fmt == "pull-secret":
+        from mirrorkit.files import write_atomic
+        from mirrorkit.oci.credentials import CredentialStore
+        from mirrorkit.rewrite.pullsecret import pull_secret as secret_text
+
+        if not pull_secret:
+            raise InputError("--format pull-secret needs --pull-secret NAME (the Secret's name)")
+        text = secret_text(pull_secret, namespace, sorted({d.registry for d in dest.values()}), CredentialStore())
+        if output is None or output == "-":
+            click.echo(text, nl=False)
+        else:
+            write_atomic(Path(output), text, "pull secret", mode=0o600)
+        return
     if fmt == "containerd":
-        from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
+        from mirrorkit.rewrite.containerd import CERTS_D, containerd_hosts, node_ca, write_containerd_dir
 
         hosts = {d.registry for d in dest.values()}
         scheme = "http" if hosts & set(insecure) and not skip_verify else "https"
-        files = containerd_hosts(plan, dest, scheme=scheme, ca=ca_file, skip_verify=skip_verify, fallback=fallback)
-        written = write_containerd_dir(Path(output or "certs.d"), files)
+        ca_path, ca_files = node_ca(ca_file, sorted(hosts)) if ca_file else (None, {})
+        files = containerd_hosts(plan, dest, scheme=scheme, ca=ca_path, skip_verify=skip_verify, fallback=fallback)
+        written = write_containerd_dir(Path(output or "certs.d"), {**files, **ca_files})
         click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+        redirected = sorted(f.split("/")[0] for f in files)
+        click.echo(f"note: every pull from {', '.join(redirected)} goes to the mirror, not only the planned "
+                   f"images; copy these folders into {CERTS_D}/ without overwriting a site's own hosts.toml",
+                   err=True)
         return
     if fmt == "registries-conf":
-        from mirrorkit.rewrite.registries_conf import registries_conf
+        from mirrorkit.rewrite.registries_conf import ca_note, registries_conf
 
-        write_output(registries_conf(plan, dest, insecure=set(insecure)), output)
+        ca_lines = ca_note(ca_file, sorted({d.registry for d in dest.values()})) if ca_file else []
+        write_output(registries_conf(plan, dest, insecure=set(insecure), notes=ca_lines), output)
+        for line in ca_lines:
+            click.echo(f"note: {line}", err=True)
         return
     if fmt == "nvidiadriver":
         from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
 
-        text, notes = nvidiadriver_crs(plan, dest)
+        text, notes = nvidiadriver_crs(plan, dest, pull_secret)
         write_output(text, output)
         for note in notes:
             click.echo(f"note: {note}", err=True)
@@ -110,6 +137,10 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                          "(containerd and registries-conf work for any image set)")
     digests = {i.source: i.digest for i in lock.images} if lock else None
     overlay = helm.image_overlay(plan, dest, digests, pin_digests, service_monitor)
+    if pull_secret:
+        from mirrorkit.rewrite.pullsecret import secret_values
+
+        secret_values(overlay.values, pull_secret)
     if fmt == "set-flags":
         chart, version = chart_ref, plan.release
         if chart_ref == DEFAULT_CHART and lock is not None:

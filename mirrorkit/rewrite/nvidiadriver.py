@@ -44,7 +44,7 @@ def strip_server_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def nvidiadriver_crs(plan: Plan, dest: dict[str, Ref]) -> tuple[str, list[str]]:
+def nvidiadriver_crs(plan: Plan, dest: dict[str, Ref], pull_secret: str | None = None) -> tuple[str, list[str]]:
     """The CRs as multi-document YAML, and notes about CRs that had no image planned."""
     if not plan.nvidiadrivers:
         raise InputError("this plan has no NVIDIADriver resources: plan with --nvidiadriver FILE")
@@ -59,6 +59,8 @@ def nvidiadriver_crs(plan: Plan, dest: dict[str, Ref]) -> tuple[str, list[str]]:
         doc = strip_server_fields(copy.deepcopy(original))
         name = str((doc.get("metadata") or {}).get("name") or "")
         spec = doc.setdefault("spec", {})
+        if pull_secret and pull_secret not in (spec.get("imagePullSecrets") or []):
+            spec["imagePullSecrets"] = [*(spec.get("imagePullSecrets") or []), pull_secret]
         base = f"nvidiadriver/{name}"
         if base not in where:
             notes.append(f"NVIDIADriver {name}: no image planned (it selects no GPU node); written unchanged")
