@@ -44,13 +44,14 @@ def cli(*args: str) -> Result:
 
 
 def signed_release(tmp: Path, up: RegistryServer, private: RegistryServer, platforms: list[str],
-                   arches: tuple[str, ...] = ("amd64", "arm64")) -> tuple[Path, Path, dict[str, Index]]:
+                   arches: tuple[str, ...] = ("amd64", "arm64"),
+                   key: cosign.PrivateKey | None = None) -> tuple[Path, Path, dict[str, Index]]:
     """A v23.9.2 plan restricted to ``platforms``; every image upstream an index signed recursively."""
     plan = resolve(PlanRequest(image_list=load_release("v23.9.2", "helm"),
                                nodes=[parse_node_spec("ubuntu22.04/5.15.0-131-generic")], precompiled=False,
                                registry=RegistryTarget.parse(f"{private.host}/{PREFIX}")))
     plan.platforms = platforms
-    key = cosign.make_key("p256")
+    key = key or cosign.make_key("p256")
     images: dict[str, Index] = {}
     for img in plan.images:
         ref = Ref.parse(img.source)

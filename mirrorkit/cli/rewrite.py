@@ -65,6 +65,9 @@ Examples:
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
 @click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
               help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
+@click.option("--node-certs-dir", default="/etc/containerd/certs.d", show_default=True, metavar="DIR",
+              help="containerd: where these folders go on the nodes (containerd's config_path); the CA path "
+                   "hosts.toml names is under it.")
 @click.option("--pull-secret", "pull_secret", metavar="NAME",
               help="An authenticated mirror: helm/kubesphere/set-flags/nvidiadriver values name this imagePullSecret; "
                    "--format pull-secret writes the Secret from your stored credentials (mirrorkit login).")
@@ -72,7 +75,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
-                           pull_secret: str | None = None) -> None:
+                           pull_secret: str | None = None, node_certs_dir: str = "/etc/containerd/certs.d") -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
@@ -95,17 +98,19 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
             write_atomic(Path(output), text, "pull secret", mode=0o600)
         return
     if fmt == "containerd":
-        from mirrorkit.rewrite.containerd import CERTS_D, containerd_hosts, node_ca, write_containerd_dir
+        from mirrorkit.rewrite.containerd import containerd_hosts, node_ca, write_containerd_dir
 
         hosts = {d.registry for d in dest.values()}
         scheme = "http" if hosts & set(insecure) and not skip_verify else "https"
-        ca_path, ca_files = node_ca(ca_file, sorted(hosts)) if ca_file else (None, {})
+        if not Path(node_certs_dir).is_absolute():
+            raise InputError(f"--node-certs-dir {node_certs_dir}: must be an absolute path on the nodes")
+        ca_path, ca_files = node_ca(ca_file, sorted(hosts), node_certs_dir) if ca_file else (None, {})
         files = containerd_hosts(plan, dest, scheme=scheme, ca=ca_path, skip_verify=skip_verify, fallback=fallback)
         written = write_containerd_dir(Path(output or "certs.d"), {**files, **ca_files})
         click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
         redirected = sorted(f.split("/")[0] for f in files)
         click.echo(f"note: every pull from {', '.join(redirected)} goes to the mirror, not only the planned "
-                   f"images; copy these folders into {CERTS_D}/ without overwriting a site's own hosts.toml",
+                   f"images; copy these folders into {node_certs_dir}/ without overwriting a site's own hosts.toml",
                    err=True)
         return
     if fmt == "registries-conf":

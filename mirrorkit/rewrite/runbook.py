@@ -100,7 +100,7 @@ def _shell_chart(chart: str, reg: str) -> str:
 
 def _containerd_lines(inp: RunbookInput, src: str) -> list[str]:
     """The containerd step: hosts.toml (and the mirror's CA) copied without overwriting a site's own files."""
-    ca = f" --ca-file {shlex.quote(inp.ca_cert)}" if inp.ca_cert else ""
+    ca = f" --ca-file {shlex.quote(inp.ca_cert)} --node-certs-dir /etc/containerd/certs.d" if inp.ca_cert else ""
     return [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd{ca} -o certs.d",
             "# on every node: copy certs.d/* to /etc/containerd/certs.d/, refusing to overwrite a site's own",
             "# hosts.toml (merge such a file by hand: its [host] entries and ours can live in one file):",
@@ -230,11 +230,9 @@ def markdown(inp: RunbookInput) -> str:
                   "`certs.d` folder above carries it) and in `/etc/containers/certs.d/` for CRI-O and podman.", ""]
     # signatures are checked offline before the push, and enforced in the cluster afterwards
     lines += ["### Signatures: verified on this side, enforced in the cluster", "",
-              "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
-              "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
-              "cluster refuse anything unsigned:", "", "```sh",
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
-              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
+              "NVIDIA signs its images with cosign; the bundle carries the signatures, and step 2 checked them",
+              f"under `{inert(inp.verify_key)}` before the push and at the mirror. Make the cluster refuse anything",
+              "unsigned as well (Kyverno; CRI-O/podman nodes check on their own):", "", "```sh",
               *_policy_lines(inp, src),
               f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy{_sig(inp)} "
               "-o containers-policy",
