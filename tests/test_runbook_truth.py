@@ -142,3 +142,46 @@ def test_nvidiadriver_crs_exported_from_a_cluster_lose_server_set_fields(tmp_pat
     assert "status" not in doc and "nvcr.io" not in out
     assert doc["metadata"] == {"name": "inference", "annotations": {"team": "gpu"}}
     assert doc["spec"]["version"] == "550.144.03" and doc["spec"]["image"] == "driver"
+
+
+# -- unknown keys in plans and locks (finding 6) -----------------------------------------------------------
+
+def _refused(*args: str) -> str:
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
+def test_a_typo_in_a_plan_or_lock_is_refused_with_its_line_and_the_nearest_key(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    cli("plan", "--image", "nvcr.io/nvidia/driver:550.127.08-ubuntu22.04", "--image", "busybox:1.36",
+        "--registry", REG, "-o", str(plan))
+    text = plan.read_text()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("  component: extra\n", "  component: extra\n  digset: sha256:" + "a" * 64 + "\n", 1))
+    line = typo.read_text().splitlines().index("  digset: sha256:" + "a" * 64) + 1
+    err = _refused("rewrite-config", str(typo), "--format", "idms")
+    assert f"{typo}:{line}: images[0]: unknown key 'digset'; did you mean 'digest'?" in err
+    top = tmp_path / "top.yaml"
+    top.write_text(text.replace("registry:", "regsitry: x\nregistry:", 1))
+    assert "unknown key 'regsitry'; did you mean 'registry'?" in _refused("diff", str(top), str(plan))
+    # a lock: its own levels and the plan inside it
+    d = "sha256:" + "1" * 64
+    data = yaml.safe_load(text)
+    lock = {"apiVersion": "mirrorkit.dev/v1alpha1", "kind": "BundleLock", "id": "x", "created": "", "generator": "t",
+            "plan": data, "blobs": [{"digest": d, "size": 1}],
+            "images": [{"source": i["source"], "destination": i["destination"], "digest": d,
+                        "media_type": "application/vnd.oci.image.manifest.v1+json"} for i in data["images"]]}
+    bad = tmp_path / "bad.lock.yaml"
+    lock["images"][1]["planed_digest"] = d
+    bad.write_text(yaml.safe_dump(lock, sort_keys=False))
+    line = next(n for n, t in enumerate(bad.read_text().splitlines(), 1) if "planed_digest" in t)
+    assert f"{bad}:{line}: images[1]: unknown key 'planed_digest'; did you mean 'planned_digest'?" \
+        in _refused("diff", str(bad), str(plan))
+    del lock["images"][1]["planed_digest"]
+    lock["plan"]["images"][0]["compnent"] = "x"
+    bad.write_text(yaml.safe_dump(lock, sort_keys=False))
+    assert "plan.images[0]: unknown key 'compnent'; did you mean 'component'?" in _refused("diff", str(bad),
+                                                                                           str(plan))
