@@ -68,8 +68,8 @@ def test_containers_policy_folder(plan: Path, keys: list[Path], tmp_path: Path) 
     for source, mirror in IMAGES.items():
         [req] = scopes[mirror]
         assert req["type"] == "sigstoreSigned"
-        assert req["signedIdentity"] == {"type": "remapIdentity", "prefix": mirror,
-                                         "signedPrefix": source.rsplit(":", 1)[0]}
+        # tag pulls too (the Helm values name tags): exactRepository, not remapIdentity (digest pulls only)
+        assert req["signedIdentity"] == {"type": "exactRepository", "dockerRepository": source.rsplit(":", 1)[0]}
         key_file = out / "keys" / Path(req["keyPath"]).name
         assert req["keyPath"].startswith("/etc/containers/keys/") and key_file.read_text() == keys[0].read_text()
     regd = yaml.safe_load((out / "registries.d" / "mirrorkit.yaml").read_text())

@@ -4,7 +4,7 @@ Kyverno (like cosign) reads signatures from the image's own repository, where
 push-bundle and mirror put them byte for byte, and a key-based cosign check binds the
 signature to the manifest digest, not to a name: a signature NVIDIA made for
 ``nvcr.io/nvidia/x`` therefore verifies at ``mirror/prefix/nvidia/x`` with no identity
-remapping (the equivalent of containers-policy's ``remapIdentity``). The transparency
+remapping (containers-policy needs ``exactRepository`` for that). The transparency
 log and SCT checks are off: an air-gapped cluster cannot reach Rekor, and NVIDIA's
 key-based signatures carry no bundle.
 
