@@ -69,6 +69,12 @@ class PlanImage:
         return Ref.parse(self.source)
 
     @property
+    def groups(self) -> list[str]:
+        """What a person calls this image in a summary or a diff: its components, except that an
+        ``--image``/``--image-list`` entry (component ``extra``) is named by its repository."""
+        return [self.source_ref.name if c == "extra" else c for c in self.component.split(",")]
+
+    @property
     def destination_ref(self) -> Ref | None:
         return Ref.parse(self.destination) if self.destination else None
 

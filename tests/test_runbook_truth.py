@@ -185,3 +185,18 @@ def test_a_typo_in_a_plan_or_lock_is_refused_with_its_line_and_the_nearest_key(t
     bad.write_text(yaml.safe_dump(lock, sort_keys=False))
     assert "plan.images[0]: unknown key 'compnent'; did you mean 'component'?" in _refused("diff", str(bad),
                                                                                            str(plan))
+
+
+def test_diff_and_plan_summary_name_extra_images_by_repository(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    res = CliRunner().invoke(main, ["plan", "--image", "docker.io/library/nginx:1.25", "--image", "quay.io/a/b:v1",
+                                    "--image", "registry.k8s.io/pause:3.9", "--registry", REG, "-o", str(old)])
+    assert res.exit_code == 0 and "extra" not in res.stderr, res.output
+    assert "docker.io/library/nginx" in res.stderr and "quay.io/a/b" in res.stderr
+    cli("plan", "--image", "docker.io/library/nginx:1.27", "--image", "quay.io/a/b:v2", "--image",
+        "registry.k8s.io/pause:3.10", "--registry", REG, "-o", str(new))
+    text = cli("diff", str(old), str(new)).stdout
+    assert "extra" not in text
+    assert any(line.split() == ["docker.io/library/nginx", "1.25", "→", "1.27"] for line in text.splitlines())
+    assert any(line.split() == ["quay.io/a/b", "v1", "→", "v2"] for line in text.splitlines())
+    assert any(line.split() == ["registry.k8s.io/pause", "3.9", "→", "3.10"] for line in text.splitlines())
