@@ -200,3 +200,18 @@ def test_diff_and_plan_summary_name_extra_images_by_repository(tmp_path: Path) -
     assert any(line.split() == ["docker.io/library/nginx", "1.25", "→", "1.27"] for line in text.splitlines())
     assert any(line.split() == ["quay.io/a/b", "v1", "→", "v2"] for line in text.splitlines())
     assert any(line.split() == ["registry.k8s.io/pause", "3.9", "→", "3.10"] for line in text.splitlines())
+
+
+def test_mirror_sets_are_named_after_the_release_or_by_name(tmp_path: Path) -> None:
+    names = []
+    for release in ("v23.9.2", "v24.9.2"):
+        plan = tmp_path / f"{release}.yaml"
+        cli("plan", "--version", release, "--node", "ubuntu22.04/5.15.0-131-generic", "--registry", REG,
+            "-o", str(plan))
+        docs = list(yaml.safe_load_all(cli("rewrite-config", str(plan), "--format", "idms").stdout))
+        names.append({d["metadata"]["name"] for d in docs})
+    assert names == [{"mirrorkit-gpu-operator-v23.9.2"}, {"mirrorkit-gpu-operator-v24.9.2"}]   # they coexist
+    docs = list(yaml.safe_load_all(cli("rewrite-config", str(plan), "--format", "idms", "--name", "site-gpu").stdout))
+    assert {d["metadata"]["name"] for d in docs} == {"site-gpu"}
+    res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", "idms", "--name", "Bad_Name"])
+    assert res.exit_code == 2 and "not a Kubernetes object name" in res.output

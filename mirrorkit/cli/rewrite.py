@@ -68,6 +68,8 @@ Examples:
 @click.option("--node-certs-dir", default="/etc/containerd/certs.d", show_default=True, metavar="DIR",
               help="containerd: where these folders go on the nodes (containerd's config_path); the CA path "
                    "hosts.toml names is under it.")
+@click.option("--name", "object_name", metavar="NAME",
+              help="idms, kyverno: the objects' name (default: after the release, so sets of two releases coexist).")
 @click.option("--pull-secret", "pull_secret", metavar="NAME",
               help="An authenticated mirror: helm/kubesphere/set-flags/nvidiadriver values name this imagePullSecret; "
                    "--format pull-secret writes the Secret from your stored credentials (mirrorkit login).")
@@ -75,14 +77,15 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
-                           pull_secret: str | None = None, node_certs_dir: str = "/etc/containerd/certs.d") -> None:
+                           pull_secret: str | None = None, node_certs_dir: str = "/etc/containerd/certs.d",
+                           object_name: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
-        _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version)
+        _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version, object_name)
         return
     if fmt == "pull-secret":
         from mirrorkit.files import write_atomic
@@ -132,7 +135,8 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
     if fmt == "idms":
         from mirrorkit.rewrite.idms import mirror_sets
 
-        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None)
+        text, notes = mirror_sets(plan, dest, {i.source: i.digest for i in lock.images} if lock else None,
+                                  object_name)
         write_output(text, output)
         for note in notes:
             click.echo(f"note: {note}", err=True)
@@ -174,7 +178,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None, kyverno_version: str = "1.11") -> None:
+                      output: str | None, kyverno_version: str = "1.11", name: str | None = None) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.refs import Ref
     from mirrorkit.trust.keys import load_keys
@@ -188,9 +192,10 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     if blocked:
         raise InputError(refusal(fmt, blocked))
     if fmt == "kyverno":
+        from mirrorkit.rewrite.idms import check_name
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
 
-        write_output(kyverno_policy(plan, dest, keys, kyverno_version), output)
+        write_output(kyverno_policy(plan, dest, keys, kyverno_version, check_name(name) if name else None), output)
         click.echo(f"ClusterPolicy verifies {len(repositories(dest))} mirrored repositories under "
                    f"{len(keys)} key(s)", err=True)
         return

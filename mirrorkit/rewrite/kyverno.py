@@ -96,10 +96,12 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def kyverno_policy(plan: Plan, dest: dict[str, Ref], keys: list[PublicKey], form: str = KYVERNO_FORMS[0]) -> str:
+def kyverno_policy(plan: Plan, dest: dict[str, Ref], keys: list[PublicKey], form: str = KYVERNO_FORMS[0],
+                   name: str | None = None) -> str:
     versions = "Kyverno 1.10 only" if form == "1.10" else "Kyverno 1.11 and later (1.10: --kyverno-version 1.10)"
     header = ("# Kyverno ClusterPolicy written by mirrorkit rewrite-config: every pod image from the mirror\n"
               "# must carry a valid cosign signature under one of the keys (any one is enough).\n"
               f"# For {versions}; no transparency log is consulted (the cluster is air-gapped).\n")
-    return header + yaml.dump(cluster_policy(plan, dest, keys, form=form), Dumper=_Dumper, sort_keys=False,
+    return header + yaml.dump(cluster_policy(plan, dest, keys, form=form, name=name or POLICY_NAME), Dumper=_Dumper,
+                              sort_keys=False,
                               width=120)
