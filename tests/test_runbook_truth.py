@@ -215,3 +215,58 @@ def test_mirror_sets_are_named_after_the_release_or_by_name(tmp_path: Path) -> N
     assert {d["metadata"]["name"] for d in docs} == {"site-gpu"}
     res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", "idms", "--name", "Bad_Name"])
     assert res.exit_code == 2 and "not a Kubernetes object name" in res.output
+
+
+CLUSTER_POLICY = """apiVersion: nvidia.com/v1
+kind: ClusterPolicy
+metadata:
+  name: cluster-policy
+spec:
+  operator: {defaultRuntime: containerd}
+  toolkit: {enabled: true, repository: nvcr.io/nvidia/k8s, image: container-toolkit, version: v1.17.0}
+  dcgm: {enabled: false, repository: nvcr.io/nvidia/cloud-native, image: dcgm, version: 3.3.9-1-ubuntu22.04}
+  dcgmExporter: {repository: nvcr.io/nvidia/k8s, image: dcgm-exporter, version: 3.3.9-3.6.1-ubuntu22.04}
+  kataManager: {repository: nvcr.io/nvidia/cloud-native, image: k8s-kata-manager, version: v0.2.2}
+  ccManager: {enabled: false, repository: nvcr.io/nvidia/cloud-native, image: k8s-cc-manager, version: v0.1.1}
+  sandboxWorkloads: {enabled: false}
+  sandboxDevicePlugin: {enabled: true, repository: nvcr.io/nvidia, image: kubevirt-gpu-device-plugin, version: v1.2.10}
+  vfioManager: {repository: nvcr.io/nvidia, image: cuda, version: 12.6.3-base-ubi9}
+  migManager:
+    enabled: false
+    repository: nvcr.io/nvidia/cloud-native
+    image: k8s-mig-manager
+    version: v0.10.0-ubuntu20.04
+"""
+
+
+def test_plan_manifests_skips_every_disabled_operand(tmp_path: Path) -> None:
+    manifests = tmp_path / "rendered.yaml"
+    manifests.write_text(CLUSTER_POLICY)
+    plan = yaml.safe_load(cli("plan", "--manifests", str(manifests), "--registry", REG, "--format", "json").stdout)
+    sources = sorted(i["source"] for i in plan["images"])
+    assert sources == ["nvcr.io/nvidia/k8s/container-toolkit:v1.17.0",
+                       "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"]
+
+
+def test_a_manifest_error_names_the_image_line(tmp_path: Path) -> None:
+    manifests = tmp_path / "rendered.yaml"
+    manifests.write_text("""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+spec:
+  template:
+    spec:
+      containers:
+      - name: ok
+        image: nginx:1.27
+      - name: sidecar
+        env:
+        - {name: A, value: b}
+        image: "bad image"
+""")
+    err = _refused("plan", "--manifests", str(manifests), "--registry", REG)
+    assert f"{manifests}:14: Deployment/app/sidecar" in err, err
+    manifests.write_text(CLUSTER_POLICY.replace("version: v1.17.0}", "version: 'bad tag'}"))
+    err = _refused("plan", "--manifests", str(manifests), "--registry", REG)
+    assert f"{manifests}:7:" in err and "toolkit" in err, err
