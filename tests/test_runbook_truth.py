@@ -270,3 +270,73 @@ spec:
     manifests.write_text(CLUSTER_POLICY.replace("version: v1.17.0}", "version: 'bad tag'}"))
     err = _refused("plan", "--manifests", str(manifests), "--registry", REG)
     assert f"{manifests}:7:" in err and "toolkit" in err, err
+
+
+# -- private CA and authenticated mirrors; what containerd and registries.conf redirect (11, 13) ------------
+
+def _image_plan(tmp: Path, registry: str = "mirror.site:5000/kse") -> Path:
+    plan = tmp / "plan.yaml"
+    cli("plan", "--image", "nvcr.io/nvidia/gpu-operator:v24.9.2", "--image", "registry.k8s.io/nfd/nfd:v0.16.6",
+        "--registry", registry, "-o", str(plan))
+    return plan
+
+
+def test_containerd_carries_the_ca_and_never_overwrites_a_sites_hosts_toml(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    plan = _image_plan(tmp_path)
+    Path("pki").mkdir()
+    Path("pki/ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", "containerd", "--ca-file", "pki/ca.crt",
+                                    "-o", "certs.d"])
+    assert res.exit_code == 0, res.output
+    assert "every pull from nvcr.io, registry.k8s.io goes to the mirror" in res.stderr
+    assert Path("certs.d/mirror.site:5000/ca.crt").read_text() == Path("pki/ca.crt").read_text()
+    for upstream in ("nvcr.io", "registry.k8s.io", "mirror.site:5000"):
+        assert 'ca = "/etc/containerd/certs.d/mirror.site:5000/ca.crt"' in \
+            Path(f"certs.d/{upstream}/hosts.toml").read_text()
+    # a relative path that is not here cannot be a node path: containerd would resolve it against the host folder
+    err = _refused("rewrite-config", str(plan), "--format", "containerd", "--ca-file", "ca-pr/ca.crt", "-o", "x")
+    assert "must be absolute" in err
+    # a site's own hosts.toml is refused, not overwritten
+    site = Path("site/nvcr.io")
+    site.mkdir(parents=True)
+    (site / "hosts.toml").write_text('server = "https://nvcr.io"\n[host."https://site-cache"]\n')
+    err = _refused("rewrite-config", str(plan), "--format", "containerd", "-o", "site")
+    assert "was not written by mirrorkit" in err and not Path("site/registry.k8s.io").exists()
+    # registries.conf has no CA setting: it says where CRI-O/podman want it
+    res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", "registries-conf", "--ca-file",
+                                    "pki/ca.crt"])
+    assert res.exit_code == 0 and "/etc/containers/certs.d/mirror.site:5000/ca.crt" in res.stderr
+    assert "# registries.conf cannot name a CA" in res.stdout
+
+
+def test_pull_secret_comes_from_the_credential_store_and_the_values_name_it(tmp_path: Path, monkeypatch) -> None:
+    import base64
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+    plan = _image_plan(tmp_path)
+    err = _refused("rewrite-config", str(plan), "--format", "pull-secret", "--pull-secret", "mirror-pull")
+    assert "no credentials for mirror.site:5000" in err and "mirrorkit login" in err
+    secret_word = "Pa55-w0rd-xyz"
+    (tmp_path / "auth.json").write_text(json.dumps({"auths": {"mirror.site:5000": {
+        "auth": base64.b64encode(f"robot:{secret_word}".encode()).decode()}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", "pull-secret", "--pull-secret",
+                                    "mirror-pull", "--namespace", "gpu", "-o", "secret.yaml"])
+    assert res.exit_code == 0 and secret_word not in res.output
+    assert Path("secret.yaml").stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(Path("secret.yaml").read_text())
+    assert doc["metadata"] == {"name": "mirror-pull", "namespace": "gpu"}
+    config = json.loads(base64.b64decode(doc["data"][".dockerconfigjson"]))
+    assert base64.b64decode(config["auths"]["mirror.site:5000"]["auth"]).decode() == f"robot:{secret_word}"
+    release = tmp_path / "release.yaml"
+    cli("plan", "--version", "v24.9.2", "--node", "ubuntu22.04/5.15.0-131-generic", "--registry",
+        "mirror.site:5000/kse", "-o", str(release))
+    values = yaml.safe_load(cli("rewrite-config", str(release), "--format", "helm", "--pull-secret",
+                                "mirror-pull").stdout)
+    for operand in ("operator", "driver", "toolkit", "devicePlugin", "validator"):
+        assert values[operand]["imagePullSecrets"] == ["mirror-pull"], operand
+    assert values["node-feature-discovery"]["imagePullSecrets"] == [{"name": "mirror-pull"}]
