@@ -68,10 +68,10 @@ def compare(old: tuple[Plan, Lock | None], new: tuple[Plan, Lock | None]) -> Dif
     gone: dict[str, set[str]] = defaultdict(set)
     came: dict[str, set[str]] = defaultdict(set)
     for source in diff.removed:
-        for component in old_images[source].component.split(","):
+        for component in old_images[source].groups:
             gone[component].add(_version(old_images[source]))
     for source in diff.added:
-        for component in new_images[source].component.split(","):
+        for component in new_images[source].groups:
             came[component].add(_version(new_images[source]))
     for component in sorted(set(gone) & set(came)):
         old_v, new_v = ", ".join(sorted(gone[component])), ", ".join(sorted(came[component]))
@@ -82,7 +82,7 @@ def compare(old: tuple[Plan, Lock | None], new: tuple[Plan, Lock | None]) -> Dif
         before, after = old_digests.get(source), new_digests.get(source)
         if before and after and before != after:
             ref = Ref.parse(source)
-            diff.changed.append(Change(new_images[source].component, str(ref.with_digest(before)),
+            diff.changed.append(Change(",".join(new_images[source].groups), str(ref.with_digest(before)),
                                        str(ref.with_digest(after))))
     return diff
 

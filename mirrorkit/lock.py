@@ -17,9 +17,21 @@ import yaml
 
 from mirrorkit.chartfile import CHART_NAME, CHART_SEMVER, CHART_TAG, oci_tag
 from mirrorkit.errors import InputError
+from mirrorkit.knownkeys import UnknownKeyError, check_keys, located
 from mirrorkit.plan import Plan, image_refs, one_line, plan_from_dict
 from mirrorkit.refs import Ref, check_digest, check_tag
 from mirrorkit.yamlio import parse_yaml
+
+# the keys a lock may hold, per level (extend here when a lock gains a field; knownkeys refuses the rest)
+LOCK_KEYS = frozenset({"apiVersion", "kind", "id", "created", "generator", "depends_on", "images", "blobs", "omitted",
+                       "charts", "artifacts", "verifications", "plan"})
+LOCK_IMAGE_KEYS = frozenset({"source", "destination", "digest", "media_type", "platforms", "manifests", "blobs",
+                             "planned_digest", "note"})
+LOCK_BLOB_KEYS = frozenset({"digest", "size"})
+LOCK_CHART_KEYS = frozenset({"name", "version", "app_version", "tag", "source", "repository", "digest", "media_type",
+                             "config", "layer", "blobs"})
+LOCK_ARTIFACT_KEYS = frozenset({"subject", "digest", "media_type", "artifact_type", "tag", "source", "destination"})
+LOCK_VERIFICATION_KEYS = frozenset({"subject", "key_fingerprint", "identity", "verified_at"})
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "BundleLock"
@@ -37,6 +49,11 @@ class LockImage:
     blobs: list[str] = field(default_factory=list)
     planned_digest: str | None = None
     note: str = ""
+
+    @property
+    def rewritten_index(self) -> bool:
+        """An index --platform rewrote (several platforms kept): a new digest no publisher signed."""
+        return bool(self.planned_digest and self.planned_digest != self.digest and self.manifests)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"source": self.source, "destination": self.destination,
@@ -366,9 +383,31 @@ def _listed(data: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def lock_from_dict(data: Any, where: str) -> Lock:
+def _check_lock_keys(data: dict[str, Any], where: str) -> None:
+    check_keys(data, LOCK_KEYS, where)
+    for level, allowed in (("images", LOCK_IMAGE_KEYS), ("blobs", LOCK_BLOB_KEYS), ("omitted", LOCK_BLOB_KEYS),
+                           ("charts", LOCK_CHART_KEYS), ("artifacts", LOCK_ARTIFACT_KEYS),
+                           ("verifications", LOCK_VERIFICATION_KEYS)):
+        entries = data.get(level)
+        for n, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict):
+                check_keys(entry, allowed, f"{where}: {level}[{n}]", (level, n))
+
+
+def lock_from_dict(data: Any, where: str, text: str | None = None) -> Lock:
+    """``text``: the lock's YAML, so that an unknown key is reported with its line."""
+    try:
+        return _lock_from_dict(data, where)
+    except UnknownKeyError as exc:
+        if text is None:
+            raise
+        raise located(exc, text, where) from None
+
+
+def _lock_from_dict(data: Any, where: str) -> Lock:
     if not isinstance(data, dict) or data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
         raise InputError(f"{where}: not a mirrorkit bundle lock (expected kind {KIND})")
+    _check_lock_keys(data, where)
     for key in ("images", "blobs"):
         if not isinstance(data.get(key), list):
             raise InputError(f"{where}: '{key}' must be a list")
@@ -416,7 +455,7 @@ def lock_from_dict(data: Any, where: str) -> Lock:
         raise InputError(f"{where}: a package repository (os, name) is listed twice")
     lock = Lock(id=lock_id, created=_text(data, "created", where, optional=True) or "",
                 generator=_text(data, "generator", where, optional=True) or "",
-                plan=plan_from_dict(plan_data, f"{where}: plan"), images=images, blobs=blobs,
+                plan=_plan_of(plan_data, where), images=images, blobs=blobs,
                 omitted=omitted, depends_on=depends, charts=charts, artifacts=artifacts,
                 verifications=verifications, signing=_signing(data.get("signing"), where),
                 installer=_installer(data.get("installer"), where, {b.digest: b.size for b in blobs}),
@@ -425,8 +464,15 @@ def lock_from_dict(data: Any, where: str) -> Lock:
     return lock
 
 
+def _plan_of(data: dict[str, Any], where: str) -> Plan:
+    try:
+        return plan_from_dict(data, f"{where}: plan")
+    except UnknownKeyError as exc:
+        raise exc.within(("plan",)) from None
+
+
 def loads_lock(text: str, where: str) -> Lock:
-    return lock_from_dict(parse_yaml(text, where), where)
+    return lock_from_dict(parse_yaml(text, where), where, text)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mirrorkit.errors import InputError
+from mirrorkit.knownkeys import UnknownKeyError, check_keys, located
 from mirrorkit.refs import Ref, RegistryTarget, check_digest
 from mirrorkit.yamlio import SafeLoader, parse_mapping, read_text
 
@@ -68,6 +69,12 @@ class PlanImage:
         return Ref.parse(self.source)
 
     @property
+    def groups(self) -> list[str]:
+        """What a person calls this image in a summary or a diff: its components, except that an
+        ``--image``/``--image-list`` entry (component ``extra``) is named by its repository."""
+        return [self.source_ref.name if c == "extra" else c for c in self.component.split(",")]
+
+    @property
     def destination_ref(self) -> Ref | None:
         return Ref.parse(self.destination) if self.destination else None
 
@@ -106,6 +113,14 @@ class Plan:
 
     def sources(self) -> list[str]:
         return sorted({img.source for img in self.images})
+
+
+# the keys a plan may hold, per level (extend here when a plan gains a field; knownkeys refuses the rest)
+PLAN_KEYS = frozenset({"apiVersion", "kind", "images", "release", "flavor", "registry", "mapping", "max_path_depth",
+                       "platforms", "nodes", "driver", "components", "resolved", "created", "generator", "warnings",
+                       "nvidiadrivers"})
+PLAN_IMAGE_KEYS = frozenset({"source", "destination", "component", "reason", "digest", "platforms", "size",
+                             "setting", "os_tag", "kernel", "target_tag", "local"})
 
 
 def render(plan: Plan, fmt: str) -> str:
@@ -233,6 +248,10 @@ def plan_from_dict(data: dict[str, Any], where: str, image_lines: list[int] | No
     crs = data.get("nvidiadrivers", [])
     if not isinstance(crs, list) or not all(isinstance(c, dict) for c in crs):
         raise InputError(f"{where}: 'nvidiadrivers' must be a list of NVIDIADriver objects")
+    check_keys(data, PLAN_KEYS, where)
+    for n, img in enumerate(images):
+        if isinstance(img, dict):
+            check_keys(img, PLAN_IMAGE_KEYS, f"{where}: images[{n}]", ("images", n))
     known = set(Plan.__dataclass_fields__) - {"images"}
     extra = {k: v for k, v in data.items() if k in known}
     depth = extra.get("max_path_depth")
@@ -307,6 +326,8 @@ def load_plan(path: str | Path) -> Plan:
     data = parse_mapping(text, str(path), "plan")
     try:
         return plan_from_dict(data, str(path))
+    except UnknownKeyError as exc:
+        raise located(exc, text, str(path)) from None
     except InputError:
         # an error in a plan's image: read it again with line numbers (only on this path: plans can be big)
         return plan_from_dict(data, str(path), _image_lines(text))

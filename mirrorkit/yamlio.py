@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,37 @@ def parse_yaml(text: str, source: str, duplicates: list[str] | None = None) -> A
         loader.dispose()
 
 
-def documents(text: str, source: str) -> list[tuple[dict[str, Any], str]]:
+class LinedDict(dict[Any, Any]):
+    """A mapping that remembers the 1-based line of each of its keys (``lines``)."""
+
+    lines: dict[Any, int]
+
+
+def line_of(data: Any, key: str) -> int | None:
+    """The line ``key`` is on in a mapping read with ``documents(..., lines=True)``."""
+    return data.lines.get(key) if isinstance(data, LinedDict) else None
+
+
+class LineLoader(SafeLoader):
+    """SafeLoader whose mappings are LinedDicts: an error can name the very line of a value."""
+
+
+def _lined_map(loader: LineLoader, node: yaml.MappingNode) -> Iterator[LinedDict]:
+    data = LinedDict()
+    data.lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    yield data
+    data.update(loader.construct_mapping(node))
+
+
+LineLoader.add_constructor("tag:yaml.org,2002:map", _lined_map)
+
+
+def documents(text: str, source: str, lines: bool = False) -> list[tuple[dict[str, Any], str]]:
     """Every object of a multi-document Kubernetes YAML (``kind: List`` unpacked), each with
-    ``FILE:LINE`` of where it starts, so an error in one names it."""
+    ``FILE:LINE`` of where it starts, so an error in one names it. With ``lines`` every mapping
+    also knows the line of each key (``line_of``)."""
     out: list[tuple[dict[str, Any], str]] = []
-    loader = SafeLoader(text.removeprefix(BOM))
+    loader = (LineLoader if lines else SafeLoader)(text.removeprefix(BOM))
     try:
         while loader.check_node():
             node = loader.get_node()

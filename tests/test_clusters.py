@@ -242,7 +242,7 @@ def test_manifests_errors_name_file_and_line(tmp_path: Path) -> None:
     bad.write_text("kind: ConfigMap\nmetadata: {name: a}\n---\nkind: Deployment\nmetadata: {name: w}\n"
                    "spec:\n  template:\n    spec:\n      containers:\n      - {name: c, image: 'Bad Image'}\n")
     line = refused("plan", "--manifests", str(bad))
-    assert f"{bad}:4: Deployment/w/c" in line
+    assert f"{bad}:10: Deployment/w/c" in line       # the image's own line, not the document's
     bad.write_text("kind: Pod\nmetadata: {name: a}\nspec:\n  containers:\n  - name: c\n\timage: x\n")
     assert f"{bad}:6" in refused("plan", "--manifests", str(bad))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner, Result
+from kit import cosign
 
 from mirrorkit.cli.main import main
 from mirrorkit.plan import render
@@ -97,7 +98,8 @@ def _mirrorkit_lines(text: str) -> list[list[str]]:
         if line.startswith("mirrorkit "):
             found.append(line.rstrip(" \\"))
         found += re.findall(r"`(mirrorkit [^`]+)`", line)
-    return [shlex.split(c.replace('"$REGISTRY"', REG), comments=True)[1:] for c in found]
+    return [shlex.split(c.replace('"$REGISTRY"', REG).replace('"$VERIFY_KEY"', "nvidia.pub"), comments=True)[1:]
+            for c in found]
 
 
 def _accepts(args: list[str]) -> None:
@@ -110,6 +112,7 @@ def _accepts(args: list[str]) -> None:
 
 def test_upgrade_runbook_steps_and_every_mirrorkit_line_is_accepted(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    cosign.write_public_key(cosign.make_key("p256"), tmp_path / "nvidia.pub")
     old_plan = write_plan(tmp_path / "old.yaml", "v23.9.2", "550.127.05")
     old = write_lock(tmp_path / "gpu-v23.9.2.lock.yaml", old_plan)
     write_plan(tmp_path / "new.yaml", "v24.9.2", "570.86.15")
@@ -133,6 +136,7 @@ def test_upgrade_runbook_steps_and_every_mirrorkit_line_is_accepted(tmp_path: Pa
     assert {a[0] for a in lines} >= {"diff", "verify", "pull-bundle", "push-bundle", "rewrite-config", "prune"}
     os.makedirs("bundles")
     Path("bundles/gpu-operator-v24.9.2.tar").write_bytes(b"")
+    Path("in-use.yaml").write_text("")              # the runbook's kubectl get … -o yaml > in-use.yaml
     for args in lines:
         _accepts(args)
         if args[0] in ("diff", "rewrite-config"):            # these need no registry: run them for real
@@ -150,7 +154,7 @@ def test_upgrade_from_a_plan_explains_the_inventory_route(tmp_path: Path) -> Non
     assert inventory == [["inventory", "--registry", REG, "-o", "inventory.json"]]
     _accepts(inventory[0])
     assert "--have inventory.json" in text and "no differences" in text
-    assert "driver image does not change" in text
+    assert "Neither the driver image nor the driver manager (its init container) changes" in text
 
 
 def test_any_volume_or_the_lock_names_every_volume_of_a_split_bundle(tmp_path: Path) -> None:

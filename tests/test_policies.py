@@ -68,8 +68,8 @@ def test_containers_policy_folder(plan: Path, keys: list[Path], tmp_path: Path) 
     for source, mirror in IMAGES.items():
         [req] = scopes[mirror]
         assert req["type"] == "sigstoreSigned"
-        assert req["signedIdentity"] == {"type": "remapIdentity", "prefix": mirror,
-                                         "signedPrefix": source.rsplit(":", 1)[0]}
+        # tag pulls too (the Helm values name tags): exactRepository, not remapIdentity (digest pulls only)
+        assert req["signedIdentity"] == {"type": "exactRepository", "dockerRepository": source.rsplit(":", 1)[0]}
         key_file = out / "keys" / Path(req["keyPath"]).name
         assert req["keyPath"].startswith("/etc/containers/keys/") and key_file.read_text() == keys[0].read_text()
     regd = yaml.safe_load((out / "registries.d" / "mirrorkit.yaml").read_text())
@@ -97,3 +97,47 @@ def test_runbook_has_the_signature_step(plan: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "--verify-key nvidia.pub" in res.stdout
     assert "--format kyverno" in res.stdout and "--format containers-policy" in res.stdout
+
+
+SUPPORTED = [f"1.{n}" for n in range(10, 20)]
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_kyverno_policy_validates_on_every_supported_release(plan: Path, keys: list[Path], tmp_path: Path,
+                                                            version: str) -> None:
+    """The emitted ClusterPolicy against each release's CRD schema (a hand-written subset: kit/kyverno_crd.py)."""
+    import jsonschema
+    from kit.kyverno_crd import schema
+
+    form = "1.10" if version == "1.10" else "1.11"
+    out = tmp_path / "verify-images.yaml"
+    args = ["rewrite-config", str(plan), "--format", "kyverno", "--verify-key", str(keys[0]),
+            "--verify-key", str(keys[1]), "-o", str(out)]
+    res = cli(*args, *(["--kyverno-version", "1.10"] if form == "1.10" else []))
+    assert res.exit_code == 0, res.output
+    doc = yaml.safe_load(out.read_text())
+    jsonschema.validate(doc, schema(version))
+    entries = doc["spec"]["rules"][0]["verifyImages"][0]["attestors"][0]["entries"]
+    if form == "1.10":      # 1.10 checks no log when rekor is absent, and knows no ignoreTlog
+        assert all("rekor" not in e["keys"] and "ctlog" not in e["keys"] for e in entries)
+        assert "Kyverno 1.10 only" in out.read_text()
+    else:                   # 1.11 and later: an absent rekor means the public log, so it is turned off
+        assert all(e["keys"]["rekor"]["ignoreTlog"] is True and e["keys"]["rekor"]["url"] for e in entries)
+
+
+def test_the_default_kyverno_form_is_refused_by_the_1_10_schema(plan: Path, keys: list[Path], tmp_path: Path) -> None:
+    """Why --kyverno-version exists: no one document turns the log off on 1.10 and on 1.11+."""
+    import jsonschema
+    from kit.kyverno_crd import schema
+
+    out = tmp_path / "verify-images.yaml"
+    assert cli("rewrite-config", str(plan), "--format", "kyverno", "--verify-key", str(keys[0]),
+               "-o", str(out)).exit_code == 0
+    with pytest.raises(jsonschema.ValidationError, match="ignoreTlog|ctlog"):
+        jsonschema.validate(yaml.safe_load(out.read_text()), schema("1.10"))
+    # and the schema subset is strict enough to catch the 1.11 failure the issue reported
+    doc = yaml.safe_load(out.read_text())
+    del doc["spec"]["rules"][0]["verifyImages"][0]["attestors"][0]["entries"][0]["keys"]["rekor"]["url"]
+    with pytest.raises(jsonschema.ValidationError, match="'url' is a required property"):
+        jsonschema.validate(doc, schema("1.11"))
+    jsonschema.validate(doc, schema("1.12"))

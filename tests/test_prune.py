@@ -97,17 +97,19 @@ def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tm
     old_sig = f"sha256-{old_idx.digest[7:]}.sig"
     assert plan["applied"] is False
     assert {(t["repository"].split("/", 2)[2], t["tag"]) for t in plan["tags"]} == {
-        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1"),
-        ("nvidia/toolkit", "alias")}
+        ("nvidia/driver", "old"), ("nvidia/driver", old_sig), ("nvidia/gpu-operator", "v1")}
     assert {m["digest"] for m in plan["manifests"]} == {
         old_idx.digest, old_idx.images[1].digest, content[f"nvidia/driver:{old_sig}"].digest,
         content["nvidia/gpu-operator:v1"].digest}
     # the shared amd64 manifest, and the manifest the alias tag shares with the kept toolkit:v1
-    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest}
+    # and the alias tag itself: distribution 2.x deletes a tag only with its manifest, which stays, so the
+    # dry run lists it as kept rather than promise what --apply cannot do
+    assert {m["digest"] for m in plan["kept"]} == {old_idx.images[0].digest, content["nvidia/toolkit:v1"].digest,
+                                                   "alias"}
     assert plan["also_kept"] == [f"{target}/nvidia/toolkit:v1"]
     assert raw(reg, "nvidia/driver", "old").status_code == 200, "a dry run deletes nothing"
     text = cli(*args)
-    assert "would delete 4 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
+    assert "would delete 3 tags and 4 manifests" in text.stdout and "dry run" in text.stdout
 
     before = reg.storage_bytes()
     kept = {name: raw(reg, *name.split(":")).content for name in content
@@ -115,10 +117,10 @@ def test_prune_dry_run_then_apply_keeps_everything_kept_byte_for_byte(seeded, tm
     kept_children = {i.digest: i.manifest for i in new_idx.images}
     applied = cli(*args, "--apply")
     assert applied.exit_code == 0, applied.output
-    # distribution 2.8 deletes no tag by itself (DELETE by tag: 400): the alias must stay, and says so
+    # what the dry run listed is what --apply deleted: the alias stays (distribution 2.8 deletes no tag by
+    # itself), and both runs said so
     assert "deleted 3 tags and 4 manifests" in applied.stdout
-    assert "these point at manifests a kept image needs, so they stay" in applied.stdout
-    assert f"{target}/nvidia/toolkit:alias" in applied.stdout
+    assert f"{target}/nvidia/toolkit:alias" in applied.stdout and "points at a manifest a kept image" in applied.stdout
     assert "docker-registry garbage-collect" in applied.stdout
     reg.garbage_collect()
     assert reg.storage_bytes() < before - (200 << 10), "garbage collection freed the dropped layers"
@@ -175,3 +177,75 @@ def test_registry_refusing_deletes_gives_one_line(registry_factory, tmp_path: Pa
     assert "refuses deletes" in res.output and "405" in res.output
     assert len(res.stderr.strip().splitlines()) == 1
     assert raw(reg, "nvidia/toolkit", "v1").status_code == 200
+
+
+# -- what the cluster still runs, charts, and no --keep (issue 17, findings 8 and 9) ---------------------------
+
+def _lock(path: Path, registry: str, images: dict[str, tuple[str, str]], charts: dict[str, str]) -> Path:
+    """A lock for ``images`` (ref -> (component, digest)) and charts (tag -> manifest digest)."""
+    plan = Plan(images=[PlanImage(source=f"nvcr.io/{r}", destination=f"{registry}/{r}", component=c, reason="t")
+                        for r, (c, _) in images.items()], registry=registry)
+    blobs = sorted({d for _, d in images.values()} | set(charts.values()))
+    lock = {"apiVersion": "mirrorkit.dev/v1alpha1", "kind": "BundleLock", "id": path.stem, "created": "",
+            "generator": "test", "plan": plan.to_dict(), "blobs": [{"digest": d, "size": 1} for d in blobs],
+            "images": [{"source": f"nvcr.io/{r}", "destination": f"{registry}/{r}", "digest": d,
+                        "media_type": "application/vnd.oci.image.manifest.v1+json"} for r, (_, d) in images.items()],
+            "charts": [{"name": "gpu-operator", "version": tag, "tag": tag, "digest": d, "config": d, "layer": d,
+                        "repository": f"{registry}/charts/gpu-operator"} for tag, d in charts.items()]}
+    path.write_text(yaml.safe_dump(lock, sort_keys=False))
+    return path
+
+
+def test_prune_keeps_what_the_cluster_runs_and_takes_charts(registry_factory, tmp_path: Path) -> None:
+    reg = registry_factory()
+    target = f"{reg.host}/{PREFIX}"
+    content = {name: make_image(name, [make_layer(name, 1024)]) for name in (
+        "nvidia/driver:550.127.08-rhel9.4", "nvidia/driver:550.144.03-rhel9.4", "nvidia/gpu-operator:v1",
+        "nvidia/gpu-operator:v2", "charts/gpu-operator:v1.0.0", "charts/gpu-operator:v2.0.0")}
+    for name, item in content.items():
+        repo, tag = name.split(":")
+        push_image(reg.url, f"{PREFIX}/{repo}", tag, item)
+    comp = {"driver": "nvidiadriver/inference", "gpu-operator": "operator"}
+
+    def images(*names: str) -> dict[str, tuple[str, str]]:
+        return {n: (comp[n.split("/")[1].split(":")[0]], content[n].digest) for n in names}
+
+    old = _lock(tmp_path / "old.lock.yaml", target,
+                images("nvidia/driver:550.127.08-rhel9.4", "nvidia/gpu-operator:v1"),
+                {"v1.0.0": content["charts/gpu-operator:v1.0.0"].digest})
+    new = _lock(tmp_path / "new.lock.yaml", target,
+                images("nvidia/driver:550.144.03-rhel9.4", "nvidia/gpu-operator:v2"),
+                {"v2.0.0": content["charts/gpu-operator:v2.0.0"].digest})
+    args = ["prune", "--registry", target, "--keep", str(new), "--drop", str(old), "--insecure", reg.host,
+            "--format", "json"]
+
+    def tags(res: Result) -> set[str]:
+        assert res.exit_code == 0, res.output
+        return {f"{t['repository'].split('/', 2)[2]}:{t['tag']}" for t in json.loads(res.stdout)["tags"]}
+
+    # prune cannot see the cluster: the pool's old driver may still run (helm upgrade never touched its CR)
+    res = cli(*args)
+    assert tags(res) == {"nvidia/gpu-operator:v1", "charts/gpu-operator:v1.0.0"}     # the old chart goes too
+    in_use = json.loads(res.stdout)["in_use"]
+    assert [i["image"] for i in in_use] == [f"{target}/nvidia/driver:550.127.08-rhel9.4"]
+    assert "prune cannot tell whether a pool still runs them" in res.stdout
+    # told what runs: a live NVIDIADriver still names 550.127.08, so it stays ...
+    live = tmp_path / "in-use.yaml"
+    live.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [
+        {"kind": "NVIDIADriver", "metadata": {"name": "inference"},
+         "spec": {"image": "driver", "repository": f"{target}/nvidia", "version": "550.127.08"}},
+        {"kind": "Pod", "spec": {"containers": [{"image": f"{target}/nvidia/gpu-operator:v2"}]}}]}))
+    res = cli(*args, "--in-use", str(live))
+    assert tags(res) == {"nvidia/gpu-operator:v1", "charts/gpu-operator:v1.0.0"}
+    assert "NVIDIADriver names driver 550.127.08" in json.loads(res.stdout)["in_use"][0]["why"]
+    # ... and once it names 550.144.03, the old driver goes
+    live.write_text(live.read_text().replace("550.127.08", "550.144.03"))
+    res = cli(*args, "--in-use", str(live))
+    assert tags(res) == {"nvidia/gpu-operator:v1", "charts/gpu-operator:v1.0.0", "nvidia/driver:550.127.08-rhel9.4"}
+    applied = cli(*args, "--in-use", str(live), "--apply")
+    assert json.loads(applied.stdout)["deleted"] == {"tags": 3, "manifests": 3}
+    assert raw(reg, "charts/gpu-operator", "v1.0.0").status_code == 404
+    assert raw(reg, "charts/gpu-operator", "v2.0.0").status_code == 200
+    # without --keep: a warning, not silence
+    res = CliRunner().invoke(main, ["prune", "--registry", target, "--drop", str(new), "--insecure", reg.host])
+    assert res.exit_code == 0 and "warning: no --keep" in res.stderr

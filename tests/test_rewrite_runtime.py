@@ -111,13 +111,18 @@ def test_os_alias_retag_is_fine_flatten_is_refused_by_containerd_only() -> None:
 
 
 def test_registries_conf() -> None:
+    # only the mirrored repositories are redirected: registry.k8s.io/pause and the like keep their registry
     doc = tomllib.loads(registries_conf(*_plan(SOURCES, "prefix"), insecure={REG}))
     assert doc == {"registry": [
-        {"prefix": "docker.io", "location": f"{REG}/kse", "insecure": True},
-        {"prefix": "nvcr.io", "location": f"{REG}/kse", "insecure": True},
-        {"prefix": "registry.k8s.io", "location": f"{REG}/kse", "insecure": True}]}
+        {"prefix": "docker.io/library/busybox", "location": f"{REG}/kse/library/busybox", "insecure": True},
+        {"prefix": "nvcr.io/nvidia/cloud-native/k8s-driver-manager",
+         "location": f"{REG}/kse/nvidia/cloud-native/k8s-driver-manager", "insecure": True},
+        {"prefix": "nvcr.io/nvidia/gpu-operator", "location": f"{REG}/kse/nvidia/gpu-operator", "insecure": True},
+        {"prefix": "registry.k8s.io/nfd/node-feature-discovery",
+         "location": f"{REG}/kse/nfd/node-feature-discovery", "insecure": True}]}
     doc = tomllib.loads(registries_conf(*_plan(SOURCES[:1], "keep-host")))
-    assert doc == {"registry": [{"prefix": "nvcr.io", "location": f"{REG}/kse/nvcr.io"}]}
+    assert doc == {"registry": [{"prefix": "nvcr.io/nvidia/gpu-operator",
+                                 "location": f"{REG}/kse/nvcr.io/nvidia/gpu-operator"}]}
 
 
 def test_write_containerd_dir(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mirrorkit.errors import InputError
+from mirrorkit.knownkeys import UnknownKeyError, located
 from mirrorkit.lock import KIND as LOCK_KIND
 from mirrorkit.lock import Lock, lock_from_dict
 from mirrorkit.plan import KIND as PLAN_KIND
 from mirrorkit.plan import Plan, load_plan
-from mirrorkit.yamlio import load_mapping
+from mirrorkit.yamlio import load_mapping, read_text
 
 
 def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
@@ -21,7 +22,10 @@ def load_plan_or_lock(path: str | Path) -> tuple[Plan, Lock | None]:
             return reader.lock.plan, reader.lock
     data = load_mapping(p, "plan or lock")
     if data.get("kind") == LOCK_KIND:
-        lock = lock_from_dict(data, str(p))
+        try:
+            lock = lock_from_dict(data, str(p))
+        except UnknownKeyError as exc:    # read again only now, for the line (locks can be big)
+            raise located(exc, read_text(p, "bundle lock"), str(p)) from None
         return lock.plan, lock
     if data.get("kind") == PLAN_KIND:
         return load_plan(p), None   # read again: an error then names its line

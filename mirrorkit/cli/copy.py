@@ -314,13 +314,11 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
             # every image's signature checked where cosign would look for it, at the mirror
             signed = None
             if signatures.keys:
-                from mirrorkit.destinations import first_by_source
                 from mirrorkit.transfer.artifacts import signed_at_destination
 
                 signed_charts = [(destination(c, target), c.digest) for c in lock_charts(lock) if c.kind == "oci"] \
                     if lock is not None and lock.charts else []
-                signed = signed_at_destination(client, plan, lock, first_by_source(dest), signatures.keys,
-                                               signed_charts)
+                signed = signed_at_destination(client, plan, lock, dest, signatures.keys, signed_charts)
     except MirrorkitError as exc:
         if fmt == "json":       # a script reading stdout still gets a verdict, and why
             click.echo(json.dumps({"passed": False, "ok": [], "missing": [], "different": [], "error": str(exc)},

@@ -63,9 +63,12 @@ Examples:
 @click.option("--mapping", type=click.Choice(STRATEGIES), help="Mapping the images were pushed with.")
 @click.option("--apply", "apply_", is_flag=True, help="Delete (without it: a dry run that deletes nothing).")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option("--in-use", "in_use", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="What the cluster runs now (kubectl get pods,nvidiadrivers.nvidia.com,clusterpolicies.nvidia.com "
+                   "-A -o yaml): every image it names is kept.")
 @destination_options
 def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], mapping: str | None,
-                  apply_: bool, fmt: str, **p: Any) -> None:
+                  apply_: bool, fmt: str, in_use: str | None = None, **p: Any) -> None:
     """Delete the dropped images' tags and manifests that no kept image needs (dry run by default)."""
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.oci.client import RegistryClient
@@ -79,9 +82,15 @@ def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], m
         plan, lock = load_plan_or_lock(path)
         return Source(path, plan, lock)
 
+    from mirrorkit.transfer.inuse import load_in_use
+
     kept, dropped = [load(k) for k in keep], [load(d) for d in drop]
+    live = load_in_use(in_use) if in_use else None
+    if not keep:
+        click.echo("warning: no --keep: nothing but the registry's other tags protects content the dropped "
+                   "images share with a release you still run", err=True)
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
-        result = plan_prune(client, target, kept, dropped, mapping)
+        result = plan_prune(client, target, kept, dropped, mapping, live)
         if apply_:
             result = apply_prune(client, result)
     click.echo(render(result, fmt), nl=False)

@@ -56,10 +56,10 @@ def _summary(plan: Plan) -> str:
     if plan.nodes:
         head += f" on {len(plan.nodes)} GPU node{'s' if len(plan.nodes) != 1 else ''}"
     lines = [head]
-    per = Counter(i.component.split(",")[0] for i in plan.images)
+    per = Counter(i.groups[0] for i in plan.images)
     width = max(len(k) for k in per)
     for name, count in sorted(per.items()):
-        tags = [i.source.rsplit(":", 1)[-1] for i in plan.images if i.component.split(",")[0] == name]
+        tags = [i.source.rsplit(":", 1)[-1] for i in plan.images if i.groups[0] == name]
         shown = ", ".join(tags[:3]) + (f", ... ({count})" if count > 3 else "")
         lines.append(f"  {name.ljust(width)}  {shown}")
     for img in plan.images:

@@ -49,6 +49,10 @@ class Request:
     skip_verify: bool
     fallback: str
     verify_keys: tuple[str, ...]
+    kyverno_version: str = "1.11"
+    pull_secret: str | None = None
+    node_certs_dir: str = "/etc/containerd/certs.d"
+    object_name: str | None = None
 
     @property
     def digests(self) -> dict[str, str] | None:
@@ -61,28 +65,53 @@ def _notes(notes: list[str]) -> None:
 
 
 def _containerd(req: Request) -> None:
-    from mirrorkit.rewrite.containerd import containerd_hosts, write_containerd_dir
+    from mirrorkit.rewrite.containerd import containerd_hosts, node_ca, write_containerd_dir
 
     hosts = {d.registry for d in req.dest.values()}
     scheme = "http" if hosts & set(req.insecure) and not req.skip_verify else "https"
-    files = containerd_hosts(req.plan, req.dest, scheme=scheme, ca=req.ca_file, skip_verify=req.skip_verify,
+    if not Path(req.node_certs_dir).is_absolute():
+        raise InputError(f"--node-certs-dir {req.node_certs_dir}: must be an absolute path on the nodes")
+    ca_path, ca_files = node_ca(req.ca_file, sorted(hosts), req.node_certs_dir) if req.ca_file else (None, {})
+    files = containerd_hosts(req.plan, req.dest, scheme=scheme, ca=ca_path, skip_verify=req.skip_verify,
                              fallback=req.fallback)
-    written = write_containerd_dir(Path(req.output or "certs.d"), files)
+    written = write_containerd_dir(Path(req.output or "certs.d"), {**files, **ca_files})
     click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+    redirected = sorted(f.split("/")[0] for f in files)
+    click.echo(f"note: every pull from {', '.join(redirected)} goes to the mirror, not only the planned "
+               f"images; copy these folders into {req.node_certs_dir}/ without overwriting a site's own hosts.toml",
+               err=True)
+
+
+def _pull_secret(req: Request) -> None:
+    """An authenticated mirror: the imagePullSecret, from the stored credentials (never from argv)."""
+    from mirrorkit.files import write_atomic
+    from mirrorkit.oci.credentials import CredentialStore
+    from mirrorkit.rewrite.pullsecret import pull_secret as secret_text
+
+    if not req.pull_secret:
+        raise InputError("--format pull-secret needs --pull-secret NAME (the Secret's name)")
+    text = secret_text(req.pull_secret, req.namespace, sorted({d.registry for d in req.dest.values()}),
+                       CredentialStore())
+    if req.output is None or req.output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_atomic(Path(req.output), text, "pull secret", mode=0o600)
 
 
 def _registries_conf(req: Request) -> None:
     from mirrorkit.cli.main import write_output
-    from mirrorkit.rewrite.registries_conf import registries_conf
+    from mirrorkit.rewrite.registries_conf import ca_note, registries_conf
 
-    write_output(registries_conf(req.plan, req.dest, insecure=set(req.insecure)), req.output)
+    ca_lines = ca_note(req.ca_file, sorted({d.registry for d in req.dest.values()})) if req.ca_file else []
+    write_output(registries_conf(req.plan, req.dest, insecure=set(req.insecure), notes=ca_lines), req.output)
+    _notes(ca_lines)
 
 
 def _nvidiadriver(req: Request) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
 
-    text, notes = nvidiadriver_crs(req.plan, req.dest)
+    text, notes = nvidiadriver_crs(req.plan, req.dest, req.pull_secret)
     write_output(text, req.output)
     _notes(notes)
 
@@ -91,7 +120,7 @@ def _idms(req: Request) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite.idms import mirror_sets
 
-    text, notes = mirror_sets(req.plan, req.dest, req.digests)
+    text, notes = mirror_sets(req.plan, req.dest, req.digests, req.object_name)
     write_output(text, req.output)
     _notes(notes)
 
@@ -103,7 +132,12 @@ def _overlay(req: Request) -> Any:
     if req.plan.release is None:
         raise InputError(f"{req.source}: this plan has no GPU Operator release; --format {req.fmt} needs one "
                          "(containerd and registries-conf work for any image set)")
-    return helm.image_overlay(req.plan, req.dest, req.digests, req.pin_digests, req.service_monitor)
+    overlay = helm.image_overlay(req.plan, req.dest, req.digests, req.pin_digests, req.service_monitor)
+    if req.pull_secret:
+        from mirrorkit.rewrite.pullsecret import secret_values
+
+        secret_values(overlay.values, req.pull_secret)
+    return overlay
 
 
 def _set_flags(req: Request) -> None:
@@ -149,10 +183,17 @@ def _signature_policy(req: Request) -> None:
     if not req.verify_keys:
         raise InputError(f"--format {req.fmt} needs --verify-key KEY.pub: the key the cluster checks signatures with")
     keys = load_keys(req.verify_keys)
+    from mirrorkit.rewrite.admission import refusal, unsignable
+
+    blocked = unsignable(req.plan, req.lock)
+    if blocked:
+        raise InputError(refusal(req.fmt, blocked))
     if req.fmt == "kyverno":
+        from mirrorkit.rewrite.idms import check_name
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
 
-        write_output(kyverno_policy(req.plan, req.dest, keys), req.output)
+        name = check_name(req.object_name) if req.object_name else None
+        write_output(kyverno_policy(req.plan, req.dest, keys, req.kyverno_version, name), req.output)
         click.echo(f"ClusterPolicy verifies {len(repositories(req.dest))} mirrored repositories under "
                    f"{len(keys)} key(s)", err=True)
         return
@@ -169,7 +210,7 @@ def _signature_policy(req: Request) -> None:
 WRITERS: dict[str, Callable[[Request], None]] = {
     "helm": _values, "kubesphere": _values, "set-flags": _set_flags, "containerd": _containerd,
     "registries-conf": _registries_conf, "nvidiadriver": _nvidiadriver, "idms": _idms,
-    "kyverno": _signature_policy, "containers-policy": _signature_policy,
+    "kyverno": _signature_policy, "containers-policy": _signature_policy, "pull-secret": _pull_secret,
 }
 FORMATS = tuple(WRITERS)
 
@@ -200,20 +241,35 @@ Examples:
               help="Chart for set-flags (default: the chart the bundle carried, if any).")
 @click.option("--namespace", default="gpu-operator", show_default=True)
 @click.option("--insecure", multiple=True, metavar="HOST[:PORT]", help="Mirror reached over plain HTTP.")
-@click.option("--ca-file", help="containerd: CA file path on the nodes for the mirror.")
+@click.option("--ca-file", help="containerd: the mirror's CA; a file here is copied into the output (nodes get "
+              "it at /etc/containerd/certs.d/HOST/ca.crt), else an absolute path on the nodes. registries-conf: "
+              "says where CRI-O/podman nodes need it.")
 @click.option("--skip-verify", is_flag=True, help="containerd: skip TLS verification of the mirror.")
 @click.option("--fallback", type=click.Choice(("mirror", "upstream")), default="mirror", show_default=True,
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
 @click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
+@click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
+              help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
+@click.option("--node-certs-dir", default="/etc/containerd/certs.d", show_default=True, metavar="DIR",
+              help="containerd: where these folders go on the nodes (containerd's config_path); the CA path "
+                   "hosts.toml names is under it.")
+@click.option("--name", "object_name", metavar="NAME",
+              help="idms, kyverno: the objects' name (default: after the release, so sets of two releases coexist).")
+@click.option("--pull-secret", "pull_secret", metavar="NAME",
+              help="An authenticated mirror: helm/kubesphere/set-flags/nvidiadriver values name this imagePullSecret; "
+                   "--format pull-secret writes the Secret from your stored credentials (mirrorkit login).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str, verify_keys: tuple[str, ...]) -> None:
+                           fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
+                           node_certs_dir: str = "/etc/containerd/certs.d", object_name: str | None = None,
+                           pull_secret: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     plan, lock, dest = _inputs(source, registry, mapping)
     WRITERS[fmt](Request(source, fmt, output, registry, plan, lock, dest, values_file, pin_digests, service_monitor,
-                         chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys))
+                         chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys,
+                         kyverno_version, pull_secret, node_certs_dir, object_name))
 
 
 @click.command("runbook", epilog="""
@@ -233,9 +289,14 @@ Examples:
 @click.option("--ca-cert", help="CA file the steps should trust for the mirror.")
 @click.option("--upgrade-from", type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",
               help="Write the upgrade procedure from this installed release instead of a fresh install.")
+@click.option("--verify-key", "verify_key", default="nvidia.pub", show_default=True, metavar="KEY.pub",
+              help="The publisher's cosign public key the printed signature steps use.")
+@click.option("--pull-secret", metavar="NAME",
+              help="The mirror needs a login: the steps create this imagePullSecret and the values use it.")
 def runbook_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                     namespace: str, insecure: tuple[str, ...], ca_cert: str | None,
-                    upgrade_from: str | None = None) -> None:
+                    upgrade_from: str | None = None, verify_key: str = "nvidia.pub",
+                    pull_secret: str | None = None) -> None:
     """The offline install runbook, filled in with this plan's real values."""
     from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
@@ -246,7 +307,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     if registry:
         plan.registry = registry
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
-                       ca_cert=ca_cert,
+                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret,
                        volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [],
                        installer=lock.installer if lock else None)
     if upgrade_from:

@@ -1,10 +1,15 @@
 """``policy.json`` and a ``registries.d`` file: CRI-O and podman nodes check cosign signatures at the mirror.
 
 Each mirrored repository gets a ``sigstoreSigned`` requirement whose
-``signedIdentity`` is ``remapIdentity``: the mirror's name is mapped back to the
-upstream name before the payload's ``docker-reference`` is compared, so a signature
-NVIDIA made for ``nvcr.io/nvidia/x`` verifies when the node pulls
-``mirror/prefix/nvidia/x``. The ``registries.d`` file turns on
+``signedIdentity`` is ``exactRepository`` naming the upstream repository: the payload's
+``docker-reference`` must be ``nvcr.io/nvidia/x``, whatever the node pulls, so a
+signature NVIDIA made there verifies when the node pulls ``mirror/prefix/nvidia/x``.
+``remapIdentity`` would not do for the Helm values: it compares like
+``matchRepoDigestOrExact``, and a pull by *tag* then needs a signature naming that very
+tag, while cosign's payload names the bare repository; the operator, the driver (whose
+OS suffix the operator appends), driver.manager and NFD are pulled by tag.
+``exactRepository`` protects tag and digest pulls alike; the signature still binds the
+manifest digest. The ``registries.d`` file turns on
 ``use-sigstore-attachments`` for the mirror, so signatures are read from the
 ``sha256-<hex>.sig`` tags push-bundle put beside each image.
 
@@ -38,7 +43,7 @@ def _requirement(source: Ref, mirror: Ref, key_paths: list[str]) -> dict[str, An
         req["keyPath"] = key_paths[0]
     else:
         req["keyPaths"] = key_paths
-    req["signedIdentity"] = {"type": "remapIdentity", "prefix": mirror.name, "signedPrefix": source.name}
+    req["signedIdentity"] = {"type": "exactRepository", "dockerRepository": source.name}
     return req
 
 

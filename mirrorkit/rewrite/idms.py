@@ -6,21 +6,43 @@ an ImageDigestMirrorSet; pulls by tag only an ImageTagMirrorSet. A repository ge
 digest entry when the plan knows its digest (``plan --resolve``, or a bundle's lock),
 and a tag entry when the cluster pulls it by tag. Entries are per repository, so every
 mapping (``flatten`` too) can be said, and ``NeverContactSource`` keeps the nodes from
-trying the internet when the mirror fails.
+trying the internet when the mirror fails. The objects are named after the release (or,
+for an image set, after its images), never one fixed name: applying a second set beside
+the first must add mirrors, not replace them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import yaml
 
+from mirrorkit.errors import InputError
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
 from mirrorkit.rewrite.comments import inert
 
 API_VERSION = "config.openshift.io/v1"
 POLICY = "NeverContactSource"
+DNS1123 = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+
+
+def default_name(plan: Plan) -> str:
+    """A name per release (or per image set): applying a second set must not replace the first's mirrors."""
+    if plan.release:
+        return f"mirrorkit-gpu-operator-{plan.release.lower()}"
+    digest = hashlib.sha256("\n".join(plan.sources()).encode()).hexdigest()[:10]
+    return f"mirrorkit-images-{digest}"
+
+
+def check_name(name: str) -> str:
+    """A Kubernetes object name (DNS-1123 subdomain)."""
+    if len(name) > 253 or not DNS1123.match(name):
+        raise InputError(f"--name {name!r}: not a Kubernetes object name (lower case letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit)")
+    return name
 
 
 def _entries(pairs: dict[str, set[str]]) -> list[dict[str, Any]]:
@@ -28,8 +50,9 @@ def _entries(pairs: dict[str, set[str]]) -> list[dict[str, Any]]:
 
 
 def mirror_sets(plan: Plan, dest: dict[str, Ref], digests: dict[str, str] | None = None,
-                name: str = "mirrorkit") -> tuple[str, list[str]]:
+                name: str | None = None) -> tuple[str, list[str]]:
     """The two objects as YAML, and notes (no digests known, retags a tag mirror cannot follow)."""
+    name = check_name(name) if name else default_name(plan)
     by_digest: dict[str, set[str]] = {}
     by_tag: dict[str, set[str]] = {}
     notes: list[str] = []

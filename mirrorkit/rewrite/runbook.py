@@ -18,6 +18,7 @@ from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref
 from mirrorkit.rewrite.comments import inert
 from mirrorkit.rewrite.containerd import expressible as containerd_expressible
+from mirrorkit.rewrite.crchanges import CrChange
 
 POD_PREFIXES = (
     ("operator", "gpu-operator-", "Running"),
@@ -45,6 +46,8 @@ class RunbookInput:
     insecure: tuple[str, ...] = ()
     ca_cert: str | None = None
     installer: LockInstaller | None = None     # mirrorkit's offline installer, carried in the bundle
+    verify_key: str = "nvidia.pub"           # the publisher's cosign key: every runbook checks signatures with it
+    pull_secret: str | None = None           # an authenticated mirror: the imagePullSecret the pods use
 
 
 def _installer_lines(inp: RunbookInput) -> list[str]:
@@ -87,6 +90,63 @@ def _registry(inp: RunbookInput) -> str:
         return inp.plan.registry
     hosts = sorted({d.registry for d in inp.dest.values()})
     return hosts[0] if hosts else "REGISTRY"
+
+
+def _sig(inp: RunbookInput, shell: bool = False) -> str:
+    return " --verify-key " + ('"$VERIFY_KEY"' if shell else shlex.quote(inp.verify_key))
+
+
+def _mirror_host(inp: RunbookInput) -> str:
+    return _registry(inp).split("/", 1)[0]
+
+
+def _shell_chart(chart: str, reg: str) -> str:
+    """The chart reference for a script: the registry part as ``$REGISTRY``, so one variable moves it all."""
+    rest = chart.removeprefix(f"oci://{reg}")
+    if chart.startswith(f"oci://{reg}/") and all(c.isalnum() or c in "._/-" for c in rest):
+        return f'"oci://$REGISTRY{rest}"'
+    return _q(chart)
+
+
+def _containerd_lines(inp: RunbookInput, src: str) -> list[str]:
+    """The containerd step: hosts.toml (and the mirror's CA) copied without overwriting a site's own files."""
+    ca = f" --ca-file {shlex.quote(inp.ca_cert)} --node-certs-dir /etc/containerd/certs.d" if inp.ca_cert else ""
+    return [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd{ca} -o certs.d",
+            "# on every node: copy certs.d/* to /etc/containerd/certs.d/, refusing to overwrite a site's own",
+            "# hosts.toml (merge such a file by hand: its [host] entries and ours can live in one file):",
+            "for f in $(cd certs.d && find . -type f); do t=/etc/containerd/certs.d/$f; "
+            "if [ -e \"$t\" ] && ! cmp -s \"certs.d/$f\" \"$t\"; then echo \"$t exists: merge it by hand\"; "
+            "exit 1; fi; done",
+            "cp -r certs.d/. /etc/containerd/certs.d/",
+            "# containerd's CRI registry config needs config_path = \"/etc/containerd/certs.d\" "
+            "(then: systemctl restart containerd)"]
+
+
+def _crio_ca_lines(inp: RunbookInput) -> list[str]:
+    if not inp.ca_cert:
+        return []
+    host = _mirror_host(inp)
+    return [f"# CRI-O / podman nodes trust the mirror's CA from /etc/containers/certs.d/{host}/:",
+            f"install -D -m 0644 {shlex.quote(inp.ca_cert)} {shlex.quote(f'/etc/containers/certs.d/{host}/ca.crt')}"]
+
+
+def _pull_secret_lines(inp: RunbookInput, src: str, namespace: str) -> list[str]:
+    """An authenticated mirror: the Secret (credentials read from the credential store, never argv)."""
+    if not inp.pull_secret:
+        return []
+    name = shlex.quote(inp.pull_secret)
+    return [f"mirrorkit rewrite-config {shlex.quote(src)} --format pull-secret --pull-secret {name} "
+            f"--namespace {namespace} -o pull-secret.yaml   # from your mirrorkit login / auth.json",
+            f"kubectl create namespace {namespace} --dry-run=client -o yaml | kubectl apply -f -",
+            "kubectl apply -f pull-secret.yaml && rm -f pull-secret.yaml"]
+
+
+def _policy_lines(inp: RunbookInput, src: str, shell: bool = False) -> list[str]:
+    sig = _sig(inp, shell)
+    reg = ' --registry "$REGISTRY"' if shell else ""
+    return [f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno{reg}{sig} -o verify-images.yaml",
+            "if kubectl get crd clusterpolicies.kyverno.io >/dev/null 2>&1; then kubectl apply -f verify-images.yaml; "
+            "else echo 'Kyverno is not installed: verify-images.yaml not applied' >&2; fi"]
 
 
 def _components(plan: Plan) -> set[str]:
@@ -160,12 +220,14 @@ def _load(inp: RunbookInput) -> list[str]:
     """2. Load the private registry: push-bundle, then verify."""
     reg, src, bundle_args = _registry(inp), inp.source_name, _bundle_args(inp)
     lines = ["## 2. Load the private registry", "", "```sh",
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
               f"mirrorkit verify {shlex.quote(inp.volumes[0][0]) if inp.volumes else shlex.quote(src)} "
-              f"--registry {shlex.quote(reg)}{_flags(inp)}",
+              f"--registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
               "```", "",
               "`push-bundle` refuses a damaged bundle before pushing anything and verifies every image afterwards;",
-              "`verify` must print every image present with the expected digest (exit 0) before you go on.", ""]
+              "`verify` must print every image present with the expected digest (exit 0) before you go on.",
+              f"`--verify-key {inert(inp.verify_key)}` (NVIDIA's cosign public key) checks every image's signature",
+              "offline before the push, and at the mirror the digest each reference resolves to.", ""]
     return lines
 
 
@@ -189,7 +251,9 @@ def _point(inp: RunbookInput) -> list[str]:
                   "names (the plan's `destination` fields), or redirect pulls at the runtime as below.", ""]
     else:
         chart, version = _chart_ref(inp)
-        lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
+        secret = f" --pull-secret {shlex.quote(inp.pull_secret)}" if inp.pull_secret else ""
+        lines += ["```sh", *_pull_secret_lines(inp, src, _q(inp.namespace)),
+                  f"mirrorkit rewrite-config {shlex.quote(src)} --format helm{secret} -o values-airgap.yaml",
                   f"helm install --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} \\",
                   f"  -n {_q(inp.namespace)} --create-namespace -f values-airgap.yaml", "```", ""]
         if chart.startswith("nvidia/"):
@@ -198,31 +262,29 @@ def _point(inp: RunbookInput) -> list[str]:
     lines += ["Nodes that keep upstream names (`nvcr.io/...`) in other manifests can redirect pulls at the runtime:",
               "", "```sh"]
     if containerd_expressible(plan, inp.dest):
-        lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format containerd -o certs.d",
-                  "# copy certs.d/* to /etc/containerd/certs.d/ on every node; containerd's CRI registry config needs",
-                  "#   config_path = \"/etc/containerd/certs.d\"   (then: systemctl restart containerd)"]
+        lines += _containerd_lines(inp, src)
     else:
         # a command that would exit 2 has no place in a runbook
         lines += ["# containerd hosts.toml can only add a path prefix, not this plan's mapping: point the",
                   "# manifests themselves at the mirror (or plan again with --mapping prefix)"]
     lines += [f"mirrorkit rewrite-config {shlex.quote(src)} --format registries-conf -o mirror.conf  # CRI-O / podman",
-              "```", ""]
+              *_crio_ca_lines(inp), "```", ""]
+    if inp.ca_cert:
+        lines += [f"The mirror's certificate is signed by a private CA (`{inert(inp.ca_cert)}`): every node needs",
+                  f"it, in `/etc/containerd/certs.d/{inert(_mirror_host(inp))}/ca.crt` for containerd (the",
+                  "`certs.d` folder above carries it) and in `/etc/containers/certs.d/` for CRI-O and podman.", ""]
     return lines
 
 
 def _signatures(inp: RunbookInput) -> list[str]:
-    """Signatures: verified on this side, enforced in the cluster."""
-    reg, src, bundle_args = _registry(inp), inp.source_name, _bundle_args(inp)
+    """Signatures: verified on this side (step 2), enforced in the cluster."""
+    src = inp.source_name
     lines = ["### Signatures: verified on this side, enforced in the cluster", "",
-              "NVIDIA signs its images with cosign; the bundle carries the signatures. With NVIDIA's public key",
-              "(`nvidia.pub`), check every image offline before it is pushed, check the mirror, and make the",
-              "cluster refuse anything unsigned:", "", "```sh",
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
-              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)} --verify-key nvidia.pub",
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno --verify-key nvidia.pub "
-              "-o verify-images.yaml",
-              "kubectl apply -f verify-images.yaml          # Kyverno ClusterPolicy",
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy --verify-key nvidia.pub "
+              "NVIDIA signs its images with cosign; the bundle carries the signatures, and step 2 checked them",
+              f"under `{inert(inp.verify_key)}` before the push and at the mirror. Make the cluster refuse anything",
+              "unsigned as well (Kyverno; CRI-O/podman nodes check on their own):", "", "```sh",
+              *_policy_lines(inp, src),
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy{_sig(inp)} "
               "-o containers-policy",
               "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
@@ -311,24 +373,31 @@ def shell(inp: RunbookInput) -> str:
     chart, version = _chart_ref(inp)
     fmt = "kubesphere" if plan.flavor == "kubesphere" else "helm"
     out = "extension-config.yaml" if fmt == "kubesphere" else "values-airgap.yaml"
+    src = shlex.quote(inp.source_name)
     lines = ["#!/usr/bin/env bash",
              f"# Offline install of NVIDIA GPU Operator {inert(plan.release)} — written by mirrorkit runbook.",
-             "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", ""]
+             "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}",
+             f"VERIFY_KEY=${{VERIFY_KEY:-{shlex.quote(inp.verify_key)}}}   # NVIDIA's cosign public key", ""]
     for name, _ in inp.volumes:
         lines.append(_checksum(name))
-    first = shlex.quote(inp.volumes[0][0]) if inp.volumes else shlex.quote(inp.source_name)
+    first = shlex.quote(inp.volumes[0][0]) if inp.volumes else src
     if inp.installer is not None:
         lines += ["if ! command -v mirrorkit >/dev/null; then   # mirrorkit from the bundle's offline installer",
                   *(f"  {line.split('  #')[0].rstrip()}" for line in _installer_lines(inp)),
                   "  export PATH=/opt/mirrorkit/bin:$PATH", "fi"]
-    lines += [f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}",
-              f"mirrorkit verify {first} --registry \"$REGISTRY\"{_flags(inp)}",
-              f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\" "
-              f"-o {out}"]
+    secret = f" --pull-secret {shlex.quote(inp.pull_secret)}" if inp.pull_secret and fmt == "helm" else ""
+    lines += [f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+              f"mirrorkit verify {first} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+              *_policy_lines(inp, inp.source_name, shell=True),
+              *_pull_secret_lines(inp, inp.source_name, '"$NAMESPACE"'),
+              f"mirrorkit rewrite-config {src} --format {fmt} --registry \"$REGISTRY\"{secret} -o {out}"]
     if fmt == "helm":
-        lines += [f"helm install --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} "
-                  "-n \"$NAMESPACE\" "
-                  f"--create-namespace -f {out}", "kubectl get pods -n \"$NAMESPACE\""]
+        lines += [f"helm install --wait gpu-operator {_shell_chart(chart, reg)} --version {_q(version)}"
+                  f"{_helm_flags(inp, chart)} -n \"$NAMESPACE\" --create-namespace -f {out}"]
+        if plan.nvidiadrivers:
+            lines += [f"mirrorkit rewrite-config {src} --format nvidiadriver --registry \"$REGISTRY\" "
+                      "-o nvidiadrivers.yaml", "kubectl apply -f nvidiadrivers.yaml"]
+        lines += ["kubectl get pods -n \"$NAMESPACE\""]
     else:
         lines += ["echo " + _q(f"Paste {out} into the KubeSphere extension config of NVIDIA GPU Operator "
                                 f"{plan.release}.")]
@@ -375,6 +444,7 @@ class UpgradeInput:
     changes: str                  # mirrorkit diff's text
     driver_changes: list[str] = field(default_factory=list)
     added: int = 0
+    cr_changes: list[CrChange] = field(default_factory=list)
 
 
 def _new_bundle(up: UpgradeInput) -> tuple[str, str]:
@@ -419,16 +489,50 @@ def _crd_lines(up: UpgradeInput) -> list[str]:
             f"{_q(f'{folder}/gpu-operator/charts/node-feature-discovery/crds/')}"]
 
 
+def _cr_section(up: UpgradeInput) -> list[str]:
+    """NVIDIADriver CRs: helm upgrade leaves them alone, so they are re-emitted and applied here."""
+    src = shlex.quote(up.new.source_name)
+    if not up.new.plan.nvidiadrivers and not up.cr_changes:
+        return []
+    lines = ["### NVIDIADriver resources: `helm upgrade` does not touch them", "",
+             "The chart runs with `deployDefaultCR: false`, so each pool's driver only changes when its",
+             "NVIDIADriver resource is applied again. Re-emit them pointing at the mirror and apply them",
+             "(after `helm upgrade`, so the new operator reconciles them):", "", "```sh"]
+    if up.new.plan.nvidiadrivers:
+        lines += [f"mirrorkit rewrite-config {src} --format nvidiadriver -o nvidiadrivers.yaml",
+                  "kubectl apply -f nvidiadrivers.yaml"]
+    lines += [f"kubectl delete nvidiadrivers.nvidia.com {shlex.quote(c.name)}   # gone from the new plan"
+              for c in up.cr_changes if c.kind == "removed"]
+    lines += ["kubectl get nvidiadrivers.nvidia.com   # each one: STATUS ready", "```", ""]
+    if not up.cr_changes:
+        return lines + ["No pool's driver changes: applying them again restarts nothing.", ""]
+    lines += ["What each pool's nodes go through:", ""]
+    for c in up.cr_changes:
+        if c.kind == "changed":
+            lines.append(f"- `{inert(c.name)}` ({inert(c.pool)}): {inert('; '.join(c.fields))}. Each node of the pool "
+                         "goes through the driver upgrade below (cordon, GPU pods deleted, driver pod restarted on "
+                         "the new image, validation, uncordon).")
+        elif c.kind == "added":
+            lines.append(f"- `{inert(c.name)}` ({inert(c.pool)}): a new pool; its nodes get a driver pod once the "
+                         "resource is applied.")
+        else:
+            lines.append(f"- `{inert(c.name)}` ({inert(c.pool)}): no longer planned; deleting the resource removes "
+                         "its driver pods, and those nodes have no driver until another NVIDIADriver selects them.")
+    return lines + [""]
+
+
 def _driver_section(up: UpgradeInput) -> list[str]:
     plan = up.new.plan
     nodes = [(f"{n['name']}: " if n.get("name") else "") + f"{n['os']}, kernel {n.get('kernel') or '?'}"
              for n in plan.nodes]
     lines = ["## 6. The driver upgrade: what the nodes will do", ""]
-    if not up.driver_changes:
-        lines += ["The driver image does not change: no driver pod restarts for it. The other operands roll as",
-                  "DaemonSets (RollingUpdate) once `helm upgrade` has changed them.", ""]
+    changes = up.driver_changes + [c.describe() for c in up.cr_changes if c.kind == "changed"]
+    if not changes:
+        lines += ["Neither the driver image nor the driver manager (its init container) changes, and no",
+                  "NVIDIADriver pool changes: no driver pod restarts. The other operands roll as DaemonSets",
+                  "(RollingUpdate) once `helm upgrade` has changed them.", ""]
     else:
-        lines += ["The driver changes (" + "; ".join(up.driver_changes) + "). The driver DaemonSet uses",
+        lines += ["The driver pods change (" + "; ".join(changes) + "). The driver DaemonSet uses",
                   "`OnDelete`, so the operator's upgrade controller replaces driver pods itself, following",
                   "`driver.upgradePolicy` (the chart's defaults below; set yours in the values before `helm upgrade`):",
                   "", "```yaml", UPGRADE_POLICY_DEFAULTS, "```", "",
@@ -448,6 +552,10 @@ def _driver_section(up: UpgradeInput) -> list[str]:
                   "With `autoUpgrade: false` nothing happens by itself: drain each node and delete its",
                   "`nvidia-driver-daemonset` pod to move it to the new driver.", ""]
     return lines
+
+
+def _in_use_lines() -> list[str]:
+    return ["kubectl get pods,nvidiadrivers.nvidia.com,clusterpolicies.nvidia.com -A -o yaml > in-use.yaml"]
 
 
 def upgrade_markdown(up: UpgradeInput) -> str:
@@ -475,8 +583,9 @@ def upgrade_markdown(up: UpgradeInput) -> str:
                   f"(`mirrorkit inventory --registry {shlex.quote(reg)}{_flags(inp)} -o inventory.json`), carry it",
                   "out and add `--have inventory.json` to the line above.", ""]
     lines += ["On the air-gapped side:", "", "```sh", _checksum(first),
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}",
-              f"mirrorkit verify {shlex.quote(first)} --registry {shlex.quote(reg)}{_flags(inp)}", "```", "",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
+              f"mirrorkit verify {shlex.quote(first)} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}", "```", "",
+              "`--verify-key` checks every new image's signature before the push, and at the mirror.", "",
               "## 4. CRDs first: Helm does not upgrade them", "",
               "`helm upgrade` leaves the CRDs of the installed release in place, and the new operator needs",
               "its own. Apply them from the new chart before upgrading:", "", "```sh", *_crd_lines(up), "```", "",
@@ -486,18 +595,25 @@ def upgrade_markdown(up: UpgradeInput) -> str:
                   "```", "", f"KubeSphere Marketplace → **NVIDIA GPU Operator** → **Upgrade** to `{plan.release}`;",
                   "replace the extension config with `extension-config.yaml`.", ""]
     else:
-        lines += ["```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm -o values-airgap.yaml",
+        secret = f" --pull-secret {shlex.quote(inp.pull_secret)}" if inp.pull_secret else ""
+        lines += ["The signature policy first, so the new images are admitted only with a valid signature:", "",
+                  "```sh", *_policy_lines(inp, src), "```", "",
+                  "```sh", f"mirrorkit rewrite-config {shlex.quote(src)} --format helm{secret} -o values-airgap.yaml",
                   f"helm upgrade --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} \\",
                   f"  -n {_q(inp.namespace)} -f values-airgap.yaml", "```", "",
                   "Give the values file whole (not `--reuse-values`): the old values name the old images.", ""]
+    lines += _cr_section(up)
     lines += _driver_section(up)
     lines += ["## 7. After: every new image is in the mirror and the operands run it", "", "```sh",
-              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)}",
+              f"mirrorkit verify {shlex.quote(src)} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
               f"kubectl get pods -n {inp.namespace}",
               "kubectl get clusterpolicies.nvidia.com -o jsonpath='{.items[0].status.state}'   # ready", "```", "",
-              "## 8. Later: take the old release out of the mirror", "", "```sh",
+              "## 8. Later: take the old release out of the mirror", "",
+              "Only once every pool runs the new driver. Prune keeps whatever the cluster still names: give it",
+              "what runs now (pods, NVIDIADriver resources and the ClusterPolicy), taken just before:", "", "```sh",
+              *_in_use_lines(),
               f"mirrorkit prune --registry {shlex.quote(reg)} --keep {shlex.quote(src)} "
-              f"--drop {shlex.quote(up.old_source)}{_flags(inp)}",
+              f"--drop {shlex.quote(up.old_source)} --in-use in-use.yaml{_flags(inp)}",
               "```", "",
               "That is a dry run; add `--apply` once it lists what you expect, then run the registry's",
               "garbage collection (prune prints how).", ""]
@@ -518,21 +634,34 @@ def upgrade_shell(up: UpgradeInput) -> str:
              *([f"# Connected side, before the trip: {inert(fetch.split('   #')[0])}"]
                if (fetch := _chart_fetch(up)) else []),
              f"# Connected side, before the trip: {inert(_pull_line(up))}",
-             "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}", "",
+             "set -euo pipefail", f"REGISTRY={shlex.quote(reg)}", f"NAMESPACE={shlex.quote(inp.namespace)}",
+             f"VERIFY_KEY=${{VERIFY_KEY:-{shlex.quote(inp.verify_key)}}}   # NVIDIA's cosign public key", "",
              f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
              _checksum(first),
-             f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}",
-             f"mirrorkit verify {shlex.quote(first)} --registry \"$REGISTRY\"{_flags(inp)}",
-             f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\" "
+             f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+             f"mirrorkit verify {shlex.quote(first)} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+             *_policy_lines(inp, inp.source_name, shell=True),
+             f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\""
+             f"{f' --pull-secret {shlex.quote(inp.pull_secret)}' if inp.pull_secret and fmt == 'helm' else ''} "
              f"-o {out}"]
     if fmt == "helm":
         lines += _crd_lines(up)
-        lines += [f"helm upgrade --wait gpu-operator {_q(chart)} --version {_q(version)}{_helm_flags(inp, chart)} "
-                  f"-n \"$NAMESPACE\" -f {out}"]
+        lines += [f"helm upgrade --wait gpu-operator {_shell_chart(chart, reg)} --version {_q(version)}"
+                  f"{_helm_flags(inp, chart)} -n \"$NAMESPACE\" -f {out}"]
     else:
         lines += ["echo " + _q(f"Upgrade the KubeSphere extension to {plan.release} with {out} as its config.")]
-    if up.driver_changes:
+    if plan.nvidiadrivers:      # helm upgrade leaves the NVIDIADriver resources alone
+        lines += [f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format nvidiadriver "
+                  "--registry \"$REGISTRY\" -o nvidiadrivers.yaml", "kubectl apply -f nvidiadrivers.yaml"]
+    lines += [f"kubectl delete nvidiadrivers.nvidia.com {shlex.quote(c.name)}"
+              for c in up.cr_changes if c.kind == "removed"]
+    if up.driver_changes or any(c.kind == "changed" for c in up.cr_changes):
         lines += ["kubectl get nodes -L nvidia.com/gpu-driver-upgrade-state   # driver pods roll node by node"]
-    lines += [f"mirrorkit verify {shlex.quote(inp.source_name)} --registry \"$REGISTRY\"{_flags(inp)}",
-              "kubectl get pods -n \"$NAMESPACE\""]
+    lines += [f"mirrorkit verify {shlex.quote(inp.source_name)} --registry \"$REGISTRY\"{_flags(inp)}"
+              f"{_sig(inp, True)}",
+              "kubectl get pods -n \"$NAMESPACE\"",
+              "# later, once every pool runs the new driver (a dry run; add --apply):",
+              *(f"# {line}" for line in _in_use_lines()),
+              "# " + inert(f"mirrorkit prune --registry \"$REGISTRY\" --keep {shlex.quote(inp.source_name)} "
+                           f"--drop {shlex.quote(up.old_source)} --in-use in-use.yaml{_flags(inp)}")]
     return "\n".join(lines) + "\n"

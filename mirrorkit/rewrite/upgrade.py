@@ -7,9 +7,11 @@ from pathlib import Path
 from mirrorkit.bundle.inputs import load_plan_or_lock
 from mirrorkit.diff import compare, render
 from mirrorkit.lock import Lock
+from mirrorkit.rewrite.crchanges import cr_changes
 from mirrorkit.rewrite.runbook import RunbookInput, UpgradeInput
 
-DRIVER_COMPONENTS = ("driver",)
+# images the driver pods run: the driver container and its init container (the driver manager)
+DRIVER_COMPONENTS = ("driver", "driver.manager")
 
 
 def upgrade_input(new: RunbookInput, new_lock: Lock | None, old_source: str) -> UpgradeInput:
@@ -21,4 +23,5 @@ def upgrade_input(new: RunbookInput, new_lock: Lock | None, old_source: str) -> 
         driver = ["a new driver image"]
     old_is_bundle = old_lock is not None or Path(old_source).is_dir()
     return UpgradeInput(new=new, old_plan=old_plan, old_source=old_source, old_is_bundle=old_is_bundle,
-                        changes=render(diff, "text"), driver_changes=driver, added=len(diff.added))
+                        changes=render(diff, "text"), driver_changes=driver, added=len(diff.added),
+                        cr_changes=cr_changes(old_plan, new.plan))

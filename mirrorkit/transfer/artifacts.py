@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mirrorkit.errors import NotFoundError, OperationError
@@ -64,9 +64,10 @@ class Subject:
     @classmethod
     def of(cls, source: str, destination: str | None, ref: Ref, digest: str, planned: str | None,
            children: list[str]) -> Subject:
-        """A platform-restricted image has a rewritten index nobody signed: its platform manifests
-        (which keep their signatures) stand in for it."""
-        if planned and planned != digest:
+        """An image restricted to several platforms has a rewritten index nobody signed: its platform
+        manifests (which keep their signatures) stand in for it. Restricted to one platform, the image
+        *is* that platform's manifest (no children), signed as published."""
+        if planned and planned != digest and children:
             return cls(source, destination, ref, tuple(children), tuple(children))
         return cls(source, destination, ref, (digest,), (digest, *children))
 
@@ -268,19 +269,42 @@ class PushedArtifacts:
     blobs: int = 0
 
 
-def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None, dest: dict[str, Ref],
-                          keys: list[PublicKey], charts: list[tuple[Ref, str]] | None = None) -> VerificationResult:
-    """``verify --verify-key``: each image's signature read from the mirror itself, as a cluster would;
-    ``charts``: (destination, digest) of charts fetched from a registry, judged the same way."""
+REWRITTEN_INDEX = ("a --platform restriction to several platforms rewrote this index: nobody signed its digest, "
+                   "and admission checks the digest the tag resolves to (plan with one --platform instead)")
+
+
+def rewritten_indexes(lock: Lock | None) -> dict[str, str]:
+    """source -> digest of each image whose top is an index --platform rewrote (no signature can cover it)."""
+    if lock is None:
+        return {}
+    return {i.source: i.digest for i in lock.images if i.rewritten_index}
+
+
+def signed_at_destination(client: RegistryClient, plan: Any, lock: Lock | None,
+                          dest: dict[tuple[str, str | None], Ref], keys: list[PublicKey],
+                          charts: list[tuple[Ref, str]] | None = None) -> VerificationResult:
+    """``verify --verify-key``: what admission (Kyverno, CRI-O) checks, read from the mirror itself.
+
+    Each destination reference the rewritten configuration names is resolved at the mirror,
+    and the digest it resolves to must carry a valid signature; so must the digest the lock
+    (or plan) pins, which ``--pin-digests`` values name. A platform manifest signed inside an
+    index the tag no longer names proves nothing to admission, so it is not what is checked.
+    ``charts``: (destination, digest) of charts fetched from a registry, judged the same way.
+    """
+    items = ([(i.source, i.destination, i.digest) for i in lock.images] if lock is not None
+             else [(i.source, i.destination, i.digest) for i in plan.images])
     pairs: list[tuple[Ref, str]] = list(charts or [])
-    if lock is not None:
-        pairs += [(s.ref, d) for s in subjects_of_lock(lock, lambda src: dest[src]) for d in s.signed]
-    else:
-        for img in plan.images:
-            digest = img.digest or client.manifest_digest(dest[img.source])
-            if digest:                       # a missing image is reported by the digest check already
-                pairs.append((dest[img.source], digest))
-    return verify_online(client, pairs, keys)
+    for source, destination, pinned in items:
+        ref = dest[(source, destination)]
+        resolved = client.manifest_digest(ref) if ref.tag or not ref.digest else None
+        for digest in dict.fromkeys(d for d in (resolved, pinned) if d):   # a missing image: the digest check says so
+            if (ref, digest) not in pairs:
+                pairs.append((ref, digest))
+    result = verify_online(client, pairs, keys)
+    rewritten = set(rewritten_indexes(lock).values())
+    result.verdicts = [replace(v, detail=REWRITTEN_INDEX) if not v.verified and v.digest in rewritten else v
+                       for v in result.verdicts]
+    return result
 
 
 def subject_children(client: RegistryClient, ref: Ref, digest: str, what: str) -> list[str]:

@@ -178,6 +178,19 @@ class Engine:
             chosen = [c for c in kids if manifests.wanted(c, list(root.platforms))]
             if not chosen:
                 raise OperationError(f"{label}: none of the platforms {', '.join(root.platforms)} is in its index")
+            if len(chosen) == 1 < len(kids):
+                # one platform: the tag names that platform's manifest itself, which keeps the signature
+                # its publisher made for it; a one-entry index would be a new digest nobody signed, and
+                # admission (Kyverno, CRI-O) checks the digest the tag resolves to
+                [only] = chosen
+                top = root.source.get_manifest(only.digest, only.media_type)
+                if top.digest != only.digest:
+                    raise OperationError(f"{what}: child {only.digest} hashes to {top.digest}")
+                g.note = (f"restricted to {only.platform}: the tag names that platform's manifest {top.digest} "
+                          f"(signed as published) instead of the index {g.upstream_digest}")
+                g.platforms = [only.platform]
+                self._visit(g, top, label, 0)
+                return
             if len(chosen) < len(kids):
                 data = manifests.restrict_index(top.data, list(root.platforms), what)
                 top = Manifest(data, top.media_type, sha256_digest(data))

@@ -23,11 +23,13 @@ from typing import Any
 
 from mirrorkit.destinations import destination_map
 from mirrorkit.errors import InputError, NotFoundError, OperationError, UnsupportedError
-from mirrorkit.lock import Lock, LockArtifact
+from mirrorkit.lock import Lock, LockArtifact, LockChart, lock_charts
 from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.plan import Plan
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.transfer.charts import destination as chart_destination
+from mirrorkit.transfer.inuse import InUse
 
 ARTIFACT_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att|sbom)$")
 GC_STEPS = (
@@ -67,6 +69,7 @@ class PruneResult:
     kept: list[Item] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     overlap: list[str] = field(default_factory=list)
+    spared: list[tuple[str, str]] = field(default_factory=list)    # (destination, why the cluster needs it)
     applied: bool = False
     deleted_tags: int = 0
     deleted_manifests: int = 0
@@ -79,17 +82,59 @@ class PruneResult:
             "manifests": [m.to_dict("digest") for m in self.manifests],
             "kept": [k.to_dict("digest") for k in self.kept],
             "also_kept": self.overlap, "absent": self.absent,
+            "in_use": [{"image": d, "why": w} for d, w in self.spared],
             "deleted": {"tags": self.deleted_tags, "manifests": self.deleted_manifests},
             "notes": self.notes, "garbage_collect": list(GC_STEPS),
         }
 
 
 def _destinations(src: Source, target: RegistryTarget, mapping: str | None) -> dict[str, Ref]:
+    """source -> where it was pushed; a lock's charts too (``chart:NAME`` -> ``charts/NAME:TAG``)."""
     if src.plan.registry and RegistryTarget.parse(src.plan.registry) != target:
         raise InputError(f"{src.path}: planned for registry {src.plan.registry}, not {target}; "
                          f"give --registry {src.plan.registry} to prune there")
     pairs = [(i.source, i.destination) for i in (src.lock.images if src.lock else src.plan.images)]
-    return destination_map(src.plan, pairs, target, mapping)
+    out = destination_map(src.plan, pairs, target, mapping)
+    for chart in _charts(src):
+        out[f"chart:{chart.name}:{chart.tag}"] = chart_destination(chart, target)
+    return out
+
+
+def _charts(src: Source) -> list[LockChart]:
+    return lock_charts(src.lock, src.path) if src.lock and src.lock.charts else []
+
+
+def _spared(drop: list[Source], target: RegistryTarget, mapping: str | None,
+            in_use: InUse | None) -> tuple[dict[str, str], list[str]]:
+    """Dropped destinations the cluster may still run: destination -> why; and notes.
+
+    With ``in_use`` (what the cluster names now), exactly those. Without it prune cannot
+    see the cluster: ``helm upgrade`` never touches NVIDIADriver resources, so a pool can
+    still run a dropped release's driver; those images are kept and the note says why.
+    """
+    spared: dict[str, str] = {}
+    unknown = 0
+    for src in drop:
+        dests = _destinations(src, target, mapping)
+        digests = {i.source: i.digest for i in src.plan.images if i.digest}
+        if src.lock:
+            digests.update({i.source: i.digest for i in src.lock.images})
+        components = {i.source: i.component for i in src.plan.images}
+        for source, ref in dests.items():
+            if in_use is not None:
+                why = in_use.names(ref, digests.get(source))
+                if why:
+                    spared[str(ref)] = why
+            elif any(c.startswith("nvidiadriver/") for c in components.get(source, "").split(",")):
+                spared[str(ref)] = "an NVIDIADriver resource may still name it (prune cannot see the cluster)"
+                unknown += 1
+    notes = []
+    if unknown:
+        notes.append(f"kept {unknown} image(s) the dropped NVIDIADriver resources name: helm upgrade does not "
+                     "change those resources, and without --in-use prune cannot tell whether a pool still runs "
+                     "them; give --in-use FILE (kubectl get pods,nvidiadrivers.nvidia.com,clusterpolicies.nvidia.com "
+                     "-A -o yaml) to prune them")
+    return spared, notes
 
 
 def _artifacts(src: Source) -> list[LockArtifact]:
@@ -156,14 +201,27 @@ class _Repo:
 
 
 def plan_prune(client: RegistryClient, target: RegistryTarget, keep: list[Source], drop: list[Source],
-               mapping: str | None = None) -> PruneResult:
-    """What ``--apply`` would delete, read from the registry; deletes nothing."""
+               mapping: str | None = None, in_use: InUse | None = None) -> PruneResult:
+    """What ``--apply`` would delete, read from the registry; deletes nothing.
+
+    The listing is exactly what ``apply_prune`` deletes: a dropped tag whose manifest a
+    kept image still needs is listed as kept (distribution 2.x deletes a tag only with its
+    manifest, so such a tag would stay anyway), and what the cluster may still run stays.
+    """
     if not drop:
         raise InputError("prune: give at least one --drop PLAN|LOCK|BUNDLE")
     kept_dests = {str(d): (s, src) for src in keep for s, d in _destinations(src, target, mapping).items()}
-    dropped = {str(d): (s, src) for src in drop for s, d in _destinations(src, target, mapping).items()}
-    result = PruneResult(registry=str(target))
+    spared, notes = _spared(drop, target, mapping, in_use)
+    dropped = {str(d): (s, src) for src in drop for s, d in _destinations(src, target, mapping).items()
+               if str(d) not in spared}
+    result = PruneResult(registry=str(target), notes=notes)
+    result.spared = sorted((d, w) for d, w in spared.items() if d not in kept_dests)
+    if not keep:
+        result.notes.append("no --keep: only tags the --drop inputs do not name protect shared content; give "
+                            "--keep with the release you run now")
     result.overlap = sorted(set(dropped) & set(kept_dests))
+    if not dropped and spared:
+        return result
     if dropped and set(dropped) <= set(kept_dests):
         raise InputError("prune: every image the --drop inputs name is also named by a --keep, so nothing "
                          "would go; overlap: " + ", ".join(result.overlap))
@@ -172,6 +230,10 @@ def plan_prune(client: RegistryClient, target: RegistryTarget, keep: list[Source
         by_repo[Ref.parse(dest).name].append(Ref.parse(dest))
     kept_digests = _lock_digests(keep, target, mapping)
     drop_digests = _lock_digests(drop, target, mapping)
+    for name, found in _lock_digests(drop, target, mapping, only=set(spared)).items():
+        for digest, dest in found.items():            # what the cluster may still run is kept, not dropped
+            kept_digests[name].setdefault(digest, f"in use: {dest}")
+            drop_digests.get(name, {}).pop(digest, None)
     for name in sorted(by_repo):
         repo = _Repo(client, Ref.parse(name))
         dropped_tags = {r.tag for r in by_repo[name] if str(r) not in kept_dests and r.tag}
@@ -199,22 +261,31 @@ def plan_prune(client: RegistryClient, target: RegistryTarget, keep: list[Source
         result.manifests += [Item(name, d, repo.kinds.get(d, "manifest"), doomed[d]) for d in gone]
         for tag, digest in sorted(repo.tags.items()):
             match = ARTIFACT_TAG.match(tag)
-            if tag in dropped_tags or (match and f"sha256:{match.group(1)}" in gone) or \
+            if tag in dropped_tags and digest in protected:
+                # the manifest stays for a kept image, and distribution 2.x deletes a tag only with its
+                # manifest: listing it would make the dry run promise what --apply cannot do
+                result.kept.append(Item(name, tag, "tag", f"points at a manifest a kept image needs: "
+                                                          f"{protected[digest]}"))
+            elif tag in dropped_tags or (match and f"sha256:{match.group(1)}" in gone) or \
                     (match and digest in gone):
                 result.tags.append(Item(name, tag, "tag", doomed.get(digest, f"{name}:{tag}")))
     result.kept.sort(key=lambda i: (i.repository, i.reference))
     return result
 
 
-def _lock_digests(sources: list[Source], target: RegistryTarget,
-                  mapping: str | None) -> dict[str, dict[str, str]]:
-    """repository name -> {digest: destination}: what locks (and resolved plans) say was pushed."""
+def _lock_digests(sources: list[Source], target: RegistryTarget, mapping: str | None,
+                  only: set[str] | None = None) -> dict[str, dict[str, str]]:
+    """repository name -> {digest: destination}: what locks (and resolved plans) say was pushed
+    (``only``: just these destinations)."""
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for src in sources:
         dests = _destinations(src, target, mapping)
+        if only is not None:
+            dests = {s: d for s, d in dests.items() if str(d) in only}
         digests = {i.source: i.digest for i in src.plan.images if i.digest}
         if src.lock:
             digests.update({i.source: i.digest for i in src.lock.images})
+        digests.update({f"chart:{c.name}:{c.tag}": c.digest for c in _charts(src)})
         for source, digest in digests.items():
             if source in dests:
                 out[dests[source].name][digest] = str(dests[source])
@@ -278,11 +349,14 @@ def render(result: PruneResult, fmt: str) -> str:
     for item in result.manifests:
         lines.append(f"  {item.kind:<9} {item.repository}@{item.reference}  ({item.image})")
     for item in result.kept:
-        lines.append(f"  keep      {item.repository}@{item.reference}  ({item.image})")
+        sep = ":" if item.kind == "tag" else "@"
+        lines.append(f"  keep      {item.repository}{sep}{item.reference}  ({item.image})")
     for dest in result.overlap:
         lines.append(f"  keep      {dest}  (also named by a --keep)")
     for dest in result.absent:
         lines.append(f"  absent    {dest}  (not in the registry)")
+    for dest, why in result.spared:
+        lines.append(f"  keep      {dest}  ({why})")
     if result.applied:
         head = (f"{verb} {result.deleted_tags} tags and {result.deleted_manifests} manifests in "
                 f"{result.registry}")

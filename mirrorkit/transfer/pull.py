@@ -278,7 +278,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
             + [chart_subject(c, s, plan.registry) for c, s in zip(oci_charts, oci_specs, strict=True)],
             signatures, opts.jobs)
         for img, g in zip(plan.images, graphs, strict=True):
-            if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
+            if g.upstream_digest and g.upstream_digest != g.digest and g.children and carried.artifacts:
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
