@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# the offline-installer test reaches no package index: its wheels come from here
+	$(PY) -c 'import tomllib; print("\n".join(["pip", *tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]]))' \
+	  | xargs -d '\n' $(PY) -m pip download -q --disable-pip-version-check --only-binary :all: --implementation cp \
+	    --python-version $$($(PY) -c "import sys; print(*sys.version_info[:2], sep='.')") --platform manylinux_2_28_$$(uname -m) --platform manylinux_2_17_$$(uname -m) \
+	    --platform manylinux2014_$$(uname -m) -d $(VENV)/wheelhouse
 	touch $(STAMP)
 
 system-deps:

@@ -24,14 +24,18 @@ from mirrorkit.yamlio import parse_yaml
 
 # the keys a lock may hold, per level (extend here when a lock gains a field; knownkeys refuses the rest)
 LOCK_KEYS = frozenset({"apiVersion", "kind", "id", "created", "generator", "depends_on", "images", "blobs", "omitted",
-                       "charts", "artifacts", "verifications", "plan"})
+                       "charts", "artifacts", "verifications", "plan", "signing", "installer", "package_repos"})
 LOCK_IMAGE_KEYS = frozenset({"source", "destination", "digest", "media_type", "platforms", "manifests", "blobs",
                              "planned_digest", "note"})
 LOCK_BLOB_KEYS = frozenset({"digest", "size"})
 LOCK_CHART_KEYS = frozenset({"name", "version", "app_version", "tag", "source", "repository", "digest", "media_type",
-                             "config", "layer", "blobs"})
+                             "config", "layer", "blobs", "kind", "provenance"})
 LOCK_ARTIFACT_KEYS = frozenset({"subject", "digest", "media_type", "artifact_type", "tag", "source", "destination"})
 LOCK_VERIFICATION_KEYS = frozenset({"subject", "key_fingerprint", "identity", "verified_at"})
+LOCK_PACKAGE_REPO_KEYS = frozenset({"os", "name", "family", "source", "repo_file", "repo_text", "signed_by", "files"})
+LOCK_PACKAGE_FILE_KEYS = frozenset({"path", "sha256", "size", "kind"})
+LOCK_SIGNING_KEYS = frozenset({"key_fingerprint", "key_type", "signed_at"})
+LOCK_INSTALLER_KEYS = frozenset({"file", "digest", "size", "version", "platforms", "pythons"})
 
 API_VERSION = "mirrorkit.dev/v1alpha1"
 KIND = "BundleLock"
@@ -387,11 +391,21 @@ def _check_lock_keys(data: dict[str, Any], where: str) -> None:
     check_keys(data, LOCK_KEYS, where)
     for level, allowed in (("images", LOCK_IMAGE_KEYS), ("blobs", LOCK_BLOB_KEYS), ("omitted", LOCK_BLOB_KEYS),
                            ("charts", LOCK_CHART_KEYS), ("artifacts", LOCK_ARTIFACT_KEYS),
-                           ("verifications", LOCK_VERIFICATION_KEYS)):
+                           ("verifications", LOCK_VERIFICATION_KEYS), ("package_repos", LOCK_PACKAGE_REPO_KEYS)):
         entries = data.get(level)
         for n, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, dict):
                 check_keys(entry, allowed, f"{where}: {level}[{n}]", (level, n))
+    repos = data.get("package_repos")
+    for n, repo in enumerate(repos if isinstance(repos, list) else []):
+        files = repo.get("files") if isinstance(repo, dict) else None
+        for m, entry in enumerate(files if isinstance(files, list) else []):
+            if isinstance(entry, dict):
+                check_keys(entry, LOCK_PACKAGE_FILE_KEYS, f"{where}: package_repos[{n}].files[{m}]",
+                           ("package_repos", n, "files", m))
+    for level, allowed in (("signing", LOCK_SIGNING_KEYS), ("installer", LOCK_INSTALLER_KEYS)):
+        if isinstance(data.get(level), dict):
+            check_keys(data[level], allowed, f"{where}: {level}", (level,))
 
 
 def lock_from_dict(data: Any, where: str, text: str | None = None) -> Lock:

@@ -31,6 +31,7 @@ from mirrorkit.lock import Lock, LockBlob, loads_lock
 from mirrorkit.plan import Plan
 
 MACHINE = platform.machine()
+WHEELHOUSE = Path(__file__).resolve().parents[1] / ".venv" / "wheelhouse"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MIRRORKIT_", "PYTHON", "VIRTUAL_ENV", "PIP_"))}
 
@@ -47,7 +48,10 @@ def sh(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subpr
 @pytest.fixture(scope="module")
 def installer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("installer") / "mirrorkit-installer"
-    res = cli("offline-installer", "-o", str(out), "--platform", MACHINE, "--python", PYTHON)
+    # the tests reach no package index: the wheels come from the wheelhouse make setup filled
+    assert WHEELHOUSE.is_dir(), f"{WHEELHOUSE} is missing: run make setup"
+    res = cli("offline-installer", "-o", str(out), "--platform", MACHINE, "--python", PYTHON,
+              "--find-links", str(WHEELHOUSE))
     assert res.exit_code == 0, res.output
     assert f"{MACHINE}: " in res.stderr
     return out

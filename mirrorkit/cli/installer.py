@@ -25,15 +25,18 @@ Examples:
 @PYTHON
 @click.option("--wheel", type=click.Path(dir_okay=False, exists=True),
               help="mirrorkit's own wheel (default: built from the sources this mirrorkit runs from).")
+@click.option("--find-links", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Take the dependency wheels from this folder only (a local wheelhouse), not from the package index.")
 def offline_installer_command(output: str, platforms: tuple[str, ...], pythons: tuple[str, ...],
-                              wheel: str | None) -> None:
+                              wheel: str | None, find_links: str | None) -> None:
     """Everything needed to install this mirrorkit where there is no package index: wheels, SHA256SUMS,
     install.sh (which checks the sums, finds a Python 3.11+ and installs into a virtual environment)."""
     from mirrorkit.installer.build import build_installer
     from mirrorkit.progress import human
 
     built = build_installer(Path(output), list(platforms), list(pythons), Path(wheel) if wheel else None,
-                            log=lambda msg: click.echo(msg, err=True))
+                            log=lambda msg: click.echo(msg, err=True),
+                            find_links=Path(find_links) if find_links else None)
     wheels = sum(1 for rel in built.files if rel.startswith("wheels/"))
     lines = [f"wrote {output}: mirrorkit {built.version}, {wheels} wheels, {human(built.size)} "
              f"(CPython {', '.join(built.pythons)} on {', '.join(built.platforms)})"]

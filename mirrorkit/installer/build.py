@@ -123,10 +123,16 @@ def build_wheel(dest: Path, scratch: Path) -> Path:
     return found[0]
 
 
-def download_wheels(wheel: Path, platform: str, python: str, dest: Path) -> list[str]:
-    """The binary wheels of every runtime dependency for one CPython on one manylinux machine."""
+def download_wheels(wheel: Path, platform: str, python: str, dest: Path, find_links: Path | None = None) -> list[str]:
+    """The binary wheels of every runtime dependency for one CPython on one manylinux machine.
+
+    ``find_links``: take them from this folder of wheels only (a site's own wheelhouse, or the one
+    ``make setup`` fills for the tests, which reach no package index).
+    """
     argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
             "--only-binary", ":all:", "--implementation", "cp", "--python-version", python, "-d", str(dest)]
+    if find_links is not None:
+        argv += ["--no-index", "--find-links", str(find_links)]
     for tag in MANYLINUX:
         argv += ["--platform", f"{tag}_{platform}"]
     # pip too: install.sh runs it from its wheel (no ensurepip needed on the far side)
@@ -148,7 +154,8 @@ def _check_out(out: Path) -> None:
 
 
 def build_installer(out: Path, platforms: list[str] | None = None, pythons: list[str] | None = None,
-                    wheel: Path | None = None, log: Callable[[str], None] | None = None) -> Installer:
+                    wheel: Path | None = None, log: Callable[[str], None] | None = None,
+                    find_links: Path | None = None) -> Installer:
     """Build the installer folder ``out`` (replacing an earlier installer there)."""
     chosen_platforms, chosen_pythons = check_choice(platforms or [], pythons or [])
     _check_out(out)
@@ -176,7 +183,7 @@ def build_installer(out: Path, platforms: list[str] | None = None, pythons: list
                 for python in chosen_pythons:
                     say(f"downloading wheels for CPython {python} on {platform}")
                     combo = scratch / f"{platform}-{python}"
-                    names = download_wheels(own, platform, python, combo)
+                    names = download_wheels(own, platform, python, combo, find_links)
                     for name in names:
                         target = wheels / name
                         if not target.exists():
