@@ -12,7 +12,7 @@ from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
 FORMATS = ("helm", "kubesphere", "set-flags", "containerd", "registries-conf", "nvidiadriver", "idms",
-           "kyverno", "containers-policy")
+           "kyverno", "containers-policy", "driver-repo")
 
 
 def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
@@ -41,6 +41,7 @@ Examples:
   mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
   mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
   mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
+  mirrorkit rewrite-config bundles/gpu.tar --format driver-repo --package-url http://pkgs.local/gpu -o driver-repo.yaml
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -61,14 +62,22 @@ Examples:
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
 @click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
+@click.option("--package-url", metavar="URL",
+              help="driver-repo (and helm): base URL the far side serves push-bundle --packages-dir at.")
+@click.option("--package-ca", type=click.Path(dir_okay=False), metavar="CA.pem",
+              help="driver-repo: CA of the package mirror's TLS certificate (certConfig ConfigMap).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
-                           fallback: str, verify_keys: tuple[str, ...]) -> None:
+                           fallback: str, verify_keys: tuple[str, ...], package_url: str | None = None,
+                           package_ca: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
+    if fmt == "driver-repo":
+        _driver_repo(source, output, registry, mapping, namespace, package_url, package_ca)
+        return
     plan, lock, dest = _inputs(source, registry, mapping)
     if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
         _signature_policy(fmt, plan, lock, dest, verify_keys, output)
@@ -108,6 +117,12 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                          "(containerd and registries-conf work for any image set)")
     digests = {i.source: i.digest for i in lock.images} if lock else None
     overlay = helm.image_overlay(plan, dest, digests, pin_digests, service_monitor)
+    if package_url and fmt in ("helm", "kubesphere", "set-flags"):
+        from mirrorkit.rewrite.driverrepo import check_url, values_overlay
+
+        check_url(package_url)
+        for key, value in values_overlay(package_ca is not None)["driver"].items():
+            overlay.values.setdefault("driver", {})[key] = value
     if fmt == "set-flags":
         chart, version = chart_ref, plan.release
         if chart_ref == DEFAULT_CHART and lock is not None:
@@ -133,6 +148,81 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
         click.echo(f"  changed {key}", err=True)
     for note in overlay.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _driver_repo(source: str, output: str | None, registry: str | None, mapping: str | None, namespace: str,
+                 package_url: str | None, package_ca: str | None) -> None:
+    """--format driver-repo: repoConfig/certConfig ConfigMaps, NVIDIADriver CRs, and the Helm values beside."""
+    import yaml
+
+    from mirrorkit.bundle.inputs import load_plan_or_lock
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.driverrepo import driver_repo
+
+    if not package_url:
+        raise InputError("--format driver-repo needs --package-url URL (where push-bundle --packages-dir is served)")
+    ca_pem = None
+    if package_ca:
+        try:
+            ca_pem = Path(package_ca).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--package-ca {package_ca}: cannot read: {exc}") from None
+        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise InputError(f"--package-ca {package_ca}: not a PEM certificate")
+    plan, lock = load_plan_or_lock(source)
+    if lock is None:
+        raise InputError(f"{source}: --format driver-repo needs the bundle (or its lock), not a plan")
+    image_files, notes = _image_repo_files(source, lock)
+    crs = None
+    if plan.nvidiadrivers:
+        crs = list(plan.nvidiadrivers)
+        if plan.registry or registry:
+            from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+            _, _, dest = _inputs(source, registry, mapping)
+            crs = [d for d in yaml.safe_load_all(nvidiadriver_crs(plan, dest)[0]) if isinstance(d, dict)]
+    result = driver_repo(lock, package_url, ca_pem, namespace, image_files, crs)
+    write_output(result.manifests, output)
+    values = yaml.safe_dump(result.values, sort_keys=False)
+    if output:
+        values_path = Path(output).with_name(Path(output).stem + ".values.yaml")
+        write_output(values, str(values_path))
+        click.echo(f"wrote {output} ({len(result.keys)} repo files) and the Helm values {values_path}", err=True)
+    else:
+        click.echo("Helm values:\n" + values, err=True)
+    for note in notes + result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _image_repo_files(source: str, lock: Any) -> tuple[dict[str, dict[str, bytes]], list[str]]:
+    """Each driver image's default repo files, read from its layers in the bundle."""
+    from mirrorkit.packages.imagefs import read_paths
+    from mirrorkit.rewrite.driverrepo import DEFAULT_PATTERNS
+
+    images = sorted({str(p.get("driver_image")) for p in lock.plan.packages if p.get("driver_image")})
+    if not images:
+        return {}, []
+    path = Path(source)
+    if path.is_file() and path.name.endswith((".yaml", ".yml", ".json")):
+        return {}, ["the default repo files of the driver images are read from the bundle: give the bundle, "
+                    "not its lock, to replace them"]
+    from mirrorkit.bundle.reader import BundleReader
+
+    digests = {i.source: i.digest for i in lock.images}
+    arch = {str(p.get("driver_image")): str(p.get("arch") or "amd64") for p in lock.plan.packages}
+    out: dict[str, dict[str, bytes]] = {}
+    notes: list[str] = []
+    with BundleReader([path]) as reader:
+        if not reader.random_access:
+            return {}, ["compressed bundle: the driver images' default repo files were not read"]
+        for image in images:
+            if image not in digests:
+                notes.append(f"{image}: not in the bundle; its default repo files were not read")
+                continue
+            manifest = reader.read_small(digests[image])
+            out[image] = read_paths(manifest, reader.open_blob, DEFAULT_PATTERNS, arch.get(image, "amd64"),
+                                    what=image)
+    return out, notes
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],

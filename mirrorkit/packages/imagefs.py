@@ -18,7 +18,7 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import Any
 
 from mirrorkit.errors import InputError, OperationError
 
@@ -28,7 +28,7 @@ WHITEOUT = ".wh."
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json")
 
-OpenBlob = Callable[[str], IO[bytes]]
+OpenBlob = Callable[[str], Any]   # a context manager giving a binary stream (a file, a bundle BlobStream)
 
 
 def _normal(name: str) -> str | None:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
@@ -54,6 +55,8 @@ class PullOptions:
     keep_work: bool = False
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
+    package_sources: list[str] = field(default_factory=list)   # --package-source OS=FILE (mirrorkit.packages)
+    allow_unsigned_repo: bool = False
 
 
 @dataclass
@@ -72,6 +75,10 @@ class PullReport:
     blobs_fetched: int = 0
     bytes_fetched: int = 0
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
+    package_repos: int = 0
+    package_files: int = 0
+    package_bytes: int = 0
+    package_warnings: list[str] = field(default_factory=list)
 
     @property
     def saved_bytes(self) -> int:
@@ -216,6 +223,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     with RegistryClient(endpoints, credentials) as client:
         same = _pinned_as_before(previous, plan, opts) if previous is not None else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
+                and not opts.package_sources \
                 and previous.charts == lock_entries(charts, plan.registry):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
@@ -242,7 +250,8 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
             if g.upstream_digest and g.upstream_digest != g.digest and carried.artifacts:
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
-        if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
+        if not engine.report.failures and not opts.package_sources and previous is not None \
+                and _unchanged(previous, plan, graphs, opts) \
                 and _volumes_present(opts.output) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests():   # a re-sign is a change
             shutil.rmtree(store.root, ignore_errors=True)
@@ -255,9 +264,14 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         engine.put_manifests(graphs)
         if engine.report.failures:
             raise _failed(graphs, engine.report.failures)
+        # driver packages: resolved against the driver images just fetched; every missing kernel is
+        # listed at once and nothing is written (as for images)
+        packages = _carry_packages(plan, opts, endpoints, store, graphs) if opts.package_sources else None
     report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
                         blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
     lock = build_lock(plan, opts, store, graphs, report)
+    if packages is not None:
+        _add_packages(packages, store, lock, report)
     carried.apply(lock)
     report.signatures = carried
     # charts: their blobs join the store, the lock and index.json
@@ -279,6 +293,59 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     if not opts.keep_work:
         shutil.rmtree(store.root, ignore_errors=True)
     return report
+
+
+def _carry_packages(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: BlobStore,
+                    graphs: list[Graph]) -> Any:
+    """The packages of every runtime-compiled node's driver (plan ``packages:``), through --package-source."""
+    from mirrorkit.oci.httpfile import HTTPFiles
+    from mirrorkit.packages.carry import carry, missing_message, parse_package_source
+    from mirrorkit.packages.needs import needs_from_plan
+
+    sources = [parse_package_source(text) for text in opts.package_sources]
+    needs = needs_from_plan(plan.packages, "plan")
+    if not needs:
+        raise InputError("--package-source: the plan lists no driver packages (no runtime-compiled node "
+                         "with a kernel; plan again without --no-driver-packages)")
+    manifests = {img.source: store.read(g.digest) for img, g in zip(plan.images, graphs, strict=True)
+                 if not g.error and store.has(g.digest)}
+    with HTTPFiles(endpoints) as files:
+        carried = carry(needs, sources, manifests, lambda d: store.path(d).open("rb"), files,
+                        store.root / "packages", opts.allow_unsigned_repo)
+    if carried.missing and not opts.keep_going:
+        raise OperationError(missing_message(carried.missing))
+    return carried
+
+
+def _add_packages(carried: Any, store: BlobStore, lock: Lock, report: PullReport) -> None:
+    """Package files join the blob store (under their sha256) and the lock (blobs and package_repos)."""
+    from mirrorkit.lock import LockPackageFile, LockPackageRepo
+    from mirrorkit.packages.carry import missing_message
+
+    have = {b.digest for b in lock.blobs}
+    for hexdigest, path in carried.files.items():
+        digest = f"sha256:{hexdigest}"
+        if not store.has(digest):
+            store.adopt(path, digest)          # hashed again on the way in: the store takes nothing else
+        if digest not in have:
+            size = store.size(digest)
+            lock.blobs.append(LockBlob(digest, size))
+            have.add(digest)
+            report.unique_bytes += size
+            report.total_bytes += size
+            report.package_bytes += size
+    lock.blobs.sort(key=lambda b: b.digest)
+    lock.package_repos = [LockPackageRepo(os=r.os, name=r.name, family=r.family, source=r.source,
+                                          repo_file=r.repo_file, repo_text=r.repo_text, signed_by=r.signed_by,
+                                          files=[LockPackageFile(f.path, f.sha256, f.size, f.kind) for f in r.files])
+                          for r in carried.repos]
+    report.package_repos = len(lock.package_repos)
+    report.package_files = sum(len(r.files) for r in lock.package_repos)
+    if carried.missing:
+        report.package_warnings.append(missing_message(carried.missing) + " (--keep-going: carried the rest)")
+    for need in carried.uncovered:
+        report.package_warnings.append(f"{need.os_tag} kernel {need.kernel}: no --package-source matches "
+                                       f"{need.os_tag}; its driver will need a package repository")
 
 
 def _stored(store: BlobStore) -> set[str] | None:
