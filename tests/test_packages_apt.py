@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from kit.aptrepo import AptRepo, StaticServer, build_apt_repo
+from kit.aptrepo import AptRepo, StaticServer, build_apt_repo, copy_apt_repo, write_release
 from kit.images import OCI_LAYER_GZIP, Blob, make_image, sha256_digest
 from kit.pgpkey import PGPKey, make_key
 from kit.push import push_image
@@ -223,7 +223,7 @@ def test_wrong_key_is_refused(tmp_path: Path, world: World, upstream: StaticServ
 
 @pytest.mark.parametrize("what", ["Packages", "deb"])
 def test_tampered_upstream_is_refused(tmp_path: Path, world: World, registry: RegistryServer, what: str) -> None:
-    repo = build_apt_repo(tmp_path / "web", world.key)
+    repo = copy_apt_repo(world.repo, tmp_path / "web")
     if what == "Packages":
         path = repo.repo / "dists/jammy/main/binary-amd64/Packages.xz"
         path.write_bytes(lzma.compress(lzma.decompress(path.read_bytes()).replace(b"make", b"mako")))
@@ -234,14 +234,16 @@ def test_tampered_upstream_is_refused(tmp_path: Path, world: World, registry: Re
         path.write_bytes(bytes(data))
     push_driver(registry, repo)
     with StaticServer(tmp_path / "web") as server:
-        res = pull(tmp_path, registry, make_plan(tmp_path), sources_file(tmp_path, server.url, world.key.public_armored))
+        source = sources_file(tmp_path, server.url, world.key.public_armored)
+        res = pull(tmp_path, registry, make_plan(tmp_path), source)
     assert res.exit_code == 1
     assert "does not match the signed metadata" in one_line_error(res)
     assert nothing_written(tmp_path)
 
 
 def test_unsigned_repository_needs_allow_unsigned(tmp_path: Path, world: World, registry: RegistryServer) -> None:
-    repo = build_apt_repo(tmp_path / "web", world.key, sign=False)
+    repo = copy_apt_repo(world.repo, tmp_path / "web")
+    write_release(repo.repo, world.key, sign=False)
     push_driver(registry, repo)
     plan = make_plan(tmp_path)
     with StaticServer(tmp_path / "web") as server:
@@ -257,7 +259,8 @@ def test_unsigned_repository_needs_allow_unsigned(tmp_path: Path, world: World, 
 
 
 def test_detached_release_signature(tmp_path: Path, world: World, registry: RegistryServer) -> None:
-    repo = build_apt_repo(tmp_path / "web", world.key, detached=True)
+    repo = copy_apt_repo(world.repo, tmp_path / "web")
+    write_release(repo.repo, world.key, detached=True)
     push_driver(registry, repo)
     with StaticServer(tmp_path / "web") as server:
         res = pull(tmp_path, registry, make_plan(tmp_path),
@@ -270,7 +273,7 @@ def test_detached_release_signature(tmp_path: Path, world: World, registry: Regi
 
 def test_bad_package_source_flags_are_input_errors(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
-    for value, message in [("ubuntu22.04", "expected OS=FILE"), (f"ubuntu=/nonexistent", "file not found"),
+    for value, message in [("ubuntu22.04", "expected OS=FILE"), ("ubuntu=/nonexistent", "file not found"),
                            ("../x=/etc/hostname", "is not an OS")]:
         res = cli("pull-bundle", str(plan), "-o", str(tmp_path / "b.tar"), "--package-source", value)
         assert res.exit_code == 2, res.output

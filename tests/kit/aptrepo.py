@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import http.server
 import lzma
+import shutil
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -117,12 +118,28 @@ def build_apt_repo(root: Path, key: PGPKey, detached: bool = False, sign: bool =
     forms = {"Packages": index, "Packages.gz": gzip.compress(index, mtime=0), "Packages.xz": lzma.compress(index)}
     for name, data in forms.items():
         (folder / name).write_bytes(data)
+    write_release(base, key, detached=detached, sign=sign)
+    return repo
+
+
+def copy_apt_repo(repo: AptRepo, root: Path) -> AptRepo:
+    """The same repository in another web root (to tamper with, or to sign another way)."""
+    shutil.copytree(repo.root / "ubuntu", root / "ubuntu")
+    return AptRepo(root, repo.key, repo.packages, dict(repo.debs))
+
+
+def write_release(base: Path, key: PGPKey, detached: bool = False, sign: bool = True) -> None:
+    """(Re)write ``dists/jammy``'s Release over the Packages indices there: InRelease, Release.gpg or unsigned."""
+    folder = base / "dists" / SUITE / "main" / "binary-amd64"
+    forms = {name: (folder / name).read_bytes() for name in ("Packages", "Packages.gz", "Packages.xz")}
     sums = "".join(f" {hashlib.sha256(d).hexdigest()} {len(d):>8} main/binary-amd64/{n}\n" for n, d in forms.items())
     release = (f"Origin: Ubuntu\nLabel: Ubuntu\nSuite: {SUITE}\nCodename: {SUITE}\n"
                "Date: Thu, 21 Apr 2022 17:16:08 UTC\nArchitectures: amd64\nComponents: main\n"
                "Acquire-By-Hash: yes\nNo-Support-for-Architecture-all: Packages\n"
                f"Description: mirrorkit test archive\nSHA256:\n{sums}").encode()
     dists = base / "dists" / SUITE
+    for name in ("InRelease", "Release", "Release.gpg"):
+        (dists / name).unlink(missing_ok=True)
     if not sign:
         (dists / "Release").write_bytes(release)
     elif detached:
@@ -130,7 +147,6 @@ def build_apt_repo(root: Path, key: PGPKey, detached: bool = False, sign: bool =
         (dists / "Release.gpg").write_bytes(key.detach_sign(release, armor=True))
     else:
         (dists / "InRelease").write_bytes(key.clearsign(release))
-    return repo
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
