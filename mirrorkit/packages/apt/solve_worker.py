@@ -71,10 +71,33 @@ def main() -> int:
     missing = [n for n in req["install"] + req["alone"] if not candidates(n)]
     jobs = [pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE_NAME, pool.str2id(n))
             for n in req["install"] if n not in missing]
+    def source_of(s: Any) -> tuple[str, str]:
+        return s.lookup_str(solv.SOLVABLE_SOURCENAME) or s.name, s.lookup_str(solv.SOLVABLE_SOURCEEVR) or s.evr
+
     solver = pool.Solver()
     solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
     problems = [str(p) for p in solver.solve(jobs)] if jobs else []
     install = []
+    upgraded: set[int] = set()
+    for _ in range(8):
+        if not jobs or problems:
+            break
+        new = solver.transaction().newsolvables()
+        # apt (>= 2.3) upgrades every installed binary of a source package whose new version it installs
+        # ("upgrade by source package"): linux-headers-*-common brings linux-libc-dev and linux-perf along
+        sources = {source_of(x) for x in new}
+        extra = []
+        for have in installed.solvables:
+            name, _evr = source_of(have)
+            for cand in candidates(have.name):
+                if cand.id not in upgraded and source_of(cand) in sources and source_of(cand)[0] == name \
+                        and cand.evrcmp(have) > 0:
+                    extra.append(cand)
+        if not extra:
+            break
+        upgraded |= {c.id for c in extra}
+        jobs = jobs + [pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, c.id) for c in extra]
+        problems = [str(p) for p in solver.solve(jobs)]
     if jobs and not problems:
         install = [describe(s) for s in solver.transaction().newsolvables()]
     alone = []
@@ -83,7 +106,7 @@ def main() -> int:
         if found:
             best = found[0]
             for s in found[1:]:
-                if pool.evrcmp(s.evr, best.evr) > 0:
+                if s.evrcmp(best) > 0:
                     best = s
             alone.append(describe(best))
     listed = {p: sorted({s.name for s in pool.solvables_iter() if s.name.startswith(p) and s.repo is not installed})
