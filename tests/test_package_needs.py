@@ -104,3 +104,16 @@ def test_plans_with_and_without_packages_load() -> None:
     data["packages"] = [{"os": "ubuntu22.04\nx", "family": "apt", "kernel": KV_U, "arch": "amd64"}]
     with pytest.raises(InputError, match="one-line"):
         plan_from_dict(data, "p")
+
+
+def test_runbook_gains_the_package_steps(tmp_path: Path) -> None:
+    data, _ = plan("--node", f"ubuntu22.04/{KV_U}")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["runbook", str(path), "--registry", "harbor.local/gpu"])
+    assert res.exit_code == 0, res.output
+    assert "--packages-dir /srv/gpu-packages" in res.stdout and "--format driver-repo" in res.stdout
+    assert f"ubuntu22.04 {KV_U}" in res.stdout
+    data, _ = plan("--node", f"ubuntu22.04/{KV_U}", "--no-driver-packages")
+    path.write_text(json.dumps(data))
+    assert "--packages-dir" not in CliRunner().invoke(main, ["runbook", str(path), "--registry", "r.local"]).stdout
