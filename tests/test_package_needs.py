@@ -117,3 +117,25 @@ def test_runbook_gains_the_package_steps(tmp_path: Path) -> None:
     data, _ = plan("--node", f"ubuntu22.04/{KV_U}", "--no-driver-packages")
     path.write_text(json.dumps(data))
     assert "--packages-dir" not in CliRunner().invoke(main, ["runbook", str(path), "--registry", "r.local"]).stdout
+
+
+def test_helm_values_gain_repo_config_with_package_url(tmp_path: Path) -> None:
+    data, _ = plan("--node", f"ubuntu22.04/{KV_U}", "--registry", "harbor.local/gpu")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    res = CliRunner().invoke(main, ["rewrite-config", str(path), "--format", "helm", "--package-url",
+                                    "http://pk.local/gpu", "--package-ca", str(ca)])
+    assert res.exit_code == 0, res.output
+    import yaml
+
+    values = yaml.safe_load(res.stdout)
+    assert values["driver"]["repoConfig"] == {"configMapName": "mirrorkit-driver-repos"}
+    assert values["driver"]["certConfig"] == {"name": "mirrorkit-driver-ca"}
+    res = CliRunner().invoke(main, ["rewrite-config", str(path), "--format", "helm", "--package-url",
+                                    "http://user:pw@pk.local"])
+    assert res.exit_code == 2 and "credentials" in res.output and "pw" not in res.output
+    res = CliRunner().invoke(main, ["rewrite-config", str(path), "--format", "driver-repo", "--package-url",
+                                    "http://pk.local"])
+    assert res.exit_code == 2 and "needs the bundle" in res.output

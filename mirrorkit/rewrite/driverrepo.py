@@ -25,6 +25,7 @@ import yaml
 
 from mirrorkit.errors import InputError
 from mirrorkit.lock import Lock
+from mirrorkit.oci.httpfile import redact
 
 REPO_CONFIGMAP = "mirrorkit-driver-repos"
 CERT_CONFIGMAP = "mirrorkit-driver-ca"
@@ -57,7 +58,7 @@ def check_url(url: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
             or parts.query or parts.fragment or any(c.isspace() or not c.isprintable() for c in url):
-        raise InputError(f"--package-url {url!r}: expected http(s)://HOST[:PORT][/PATH] (no credentials)")
+        raise InputError(f"--package-url {redact(url)!r}: expected http(s)://HOST[:PORT][/PATH] (no credentials)")
     return url
 
 
