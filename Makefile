@@ -33,6 +33,7 @@ demo: setup
 
 bench: setup
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_packages.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache bundles/*.tar bundles/*.yaml
