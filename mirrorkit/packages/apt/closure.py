@@ -1,18 +1,24 @@
 """The closure of the needed names against the driver image's dpkg status: libsolv, in a subprocess.
 
 Why libsolv (measured on this machine against Debian bookworm main amd64, 63k packages, 50 MB,
-closure of ``linux-headers-6.1.0-47-amd64``; see BENCHMARKS.md "Driver packages"):
+closure of the newest ``linux-headers-6.1.0-*-amd64``; ``scripts/bench_packages.py``, BENCHMARKS.md
+"Driver packages"):
 
-- libsolv (Debian's ``python3-solv``): load + solve 1.0-1.4 s wall including the interpreter, 56 MB
-  peak RSS, the same 36 packages apt picks against an empty status (4 against this machine's).
-- ``apt-get --print-uris install`` in its own root (``-o Dir=…``, ``Dir::State::status``): 2.1-3.7 s
-  and 56 MB: apt must first build its binary cache from the 50 MB list on every run.
+- libsolv (Debian's ``python3-solv``): parse + solve 0.71-0.94 s CPU including the interpreter
+  (0.93 s wall on a quiet machine), 60 MB peak RSS, the same 36 packages apt picks against an empty
+  status (4 against this machine's).
+- ``apt-get --print-uris install`` in its own root (``-o Dir=…``, ``Dir::State::status``): 2.3-2.7 s
+  CPU, 58 MB: apt builds its binary cache from the 50 MB list on every run.
 
 libsolv is the faster, it answers in one call with the name, version, file and sha256 of each
 package, its problems are explicit, and it runs wherever ``python3-solv`` installs, without apt's
 own configuration of the connected machine leaking in. It is the solver dnf and zypper use, not a
 hand-written one. It runs under the system interpreter (``/usr/bin/python3``, for which Debian
 builds the module) as ``solve_worker.py``, JSON over a pipe.
+
+Like apt (>= 2.3), installed binaries of a source package whose new version is installed are upgraded
+with it (``solve_worker``); the real Debian test found this (``linux-libc-dev`` and ``linux-perf`` come
+along with ``linux-headers-*-common``).
 
 Sizes are not kept by libsolv's deb reader, so each chosen package's ``Size`` and ``SHA256`` are read
 back from its own stanza of the signed index (python-debian), and must agree with libsolv's.
