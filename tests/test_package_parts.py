@@ -168,3 +168,17 @@ def test_source_matching_and_names() -> None:
     assert repo_name("http://user:pw@archive.ubuntu.com/ubuntu/") == "archive.ubuntu.com-ubuntu"
     kernels = ["5.15.0-130-generic", "5.15.0-140-generic", "5.15.0-131-lowlatency", "5.15.0-99-generic"]
     assert nearest_kernels("5.15.0-131-generic", kernels) == ("5.15.0-130-generic", "5.15.0-140-generic")
+
+
+def test_packages_dir_writes_stay_inside_and_never_follow_links(tmp_path: Path) -> None:
+    from mirrorkit.packages.mirror import safe_target
+
+    root = tmp_path / "packages"
+    (root / "ubuntu22").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "ubuntu22" / "evil").symlink_to(outside)
+    assert safe_target(root, "ubuntu22/repo/pool/a.deb") == root / "ubuntu22" / "repo" / "pool" / "a.deb"
+    for rel in ("../x", "ubuntu22/../../x", "/etc/passwd", "a//b", "ubuntu22/evil/pool/a.deb", "a\\\\b"):
+        with pytest.raises(InputError):
+            safe_target(root, rel)

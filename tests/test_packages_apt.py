@@ -84,12 +84,13 @@ def push_driver(registry: RegistryServer, repo: AptRepo) -> None:
     push_image(registry.url, "nvidia/driver", "550.144.03-ubuntu22.04", make_image("driver", [base, top]))
 
 
-def make_plan(tmp: Path, kernel: str = KV) -> Path:
+def make_plan(tmp: Path, kernel: str = KV, *more: str) -> Path:
     cr = tmp / "driver-cr.yaml"
     cr.write_text("apiVersion: nvidia.com/v1alpha1\nkind: NVIDIADriver\nmetadata: {name: compiled}\n"
                   "spec: {driverType: gpu, repository: nvcr.io/nvidia, image: driver, version: 550.144.03}\n")
     plan = tmp / "plan.yaml"
-    res = cli("plan", "--nvidiadriver", str(cr), "--node", f"ubuntu22.04/{kernel}", "-o", str(plan))
+    nodes = [arg for k in (kernel, *more) for arg in ("--node", f"ubuntu22.04/{k}")]
+    res = cli("plan", "--nvidiadriver", str(cr), *nodes, "-o", str(plan))
     assert res.exit_code == 0, res.output
     return plan
 
@@ -211,6 +212,20 @@ def test_missing_kernel_lists_nearest_and_writes_nothing(tmp_path: Path, world: 
     assert nothing_written(tmp_path)
 
 
+def test_every_missing_kernel_at_once_even_with_keep_going(tmp_path: Path, world: World, upstream: StaticServer,
+                                                           registry: RegistryServer) -> None:
+    push_driver(registry, world.repo)
+    plan = make_plan(tmp_path, KV, "5.15.0-135-generic", "5.15.0-99-generic")
+    res = pull(tmp_path, registry, plan, sources_file(tmp_path, upstream.url, world.key.public_armored),
+               "--keep-going")
+    assert res.exit_code == 1
+    assert "2 kernels have no packages in their repository" in res.output
+    assert "5.15.0-135-generic amd64: missing linux-headers-5.15.0-135-generic" in res.output
+    assert "5.15.0-99-generic amd64: missing" in res.output
+    assert "nearest kernels there: 5.15.0-131-generic" in res.output
+    assert nothing_written(tmp_path)
+
+
 def test_wrong_key_is_refused(tmp_path: Path, world: World, upstream: StaticServer,
                               registry: RegistryServer) -> None:
     push_driver(registry, world.repo)
@@ -279,3 +294,9 @@ def test_bad_package_source_flags_are_input_errors(tmp_path: Path) -> None:
         assert res.exit_code == 2, res.output
         assert message in one_line_error(res)
     assert nothing_written(tmp_path)
+    compiled_nowhere = tmp_path / "precompiled.yaml"
+    res = cli("plan", "--image", "nvcr.io/nvidia/driver:550", "-o", str(compiled_nowhere))
+    assert res.exit_code == 0, res.output
+    res = cli("pull-bundle", str(compiled_nowhere), "-o", str(tmp_path / "b.tar"), "--package-source",
+              f"ubuntu={tmp_path / 'driver-cr.yaml'}")
+    assert res.exit_code == 2 and "lists no driver packages" in one_line_error(res)

@@ -131,6 +131,9 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
 
         for text in package_sources:       # a wrong flag is refused before any image moves
             parse_package_source(text)
+        if not the_plan.packages:
+            raise InputError("--package-source: the plan lists no driver packages (no runtime-compiled node "
+                             "with a kernel; plan again without --no-driver-packages)")
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:

@@ -262,11 +262,19 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         earlier = _stored(store)
         engine.copy_blobs(graphs)
         engine.put_manifests(graphs)
+        # driver packages: resolved against the driver images just fetched; every missing kernel is
+        # listed at once and nothing is written (as for images); --keep-going lists them with the
+        # images that failed
+        packages = None
+        if opts.package_sources and (not engine.report.failures or opts.keep_going):
+            try:
+                packages = _carry_packages(plan, opts, endpoints, store, graphs)
+            except OperationError as exc:
+                if not engine.report.failures:
+                    raise
+                raise OperationError(f"{_failed(graphs, engine.report.failures)}\n{exc}") from None
         if engine.report.failures:
             raise _failed(graphs, engine.report.failures)
-        # driver packages: resolved against the driver images just fetched; every missing kernel is
-        # listed at once and nothing is written (as for images)
-        packages = _carry_packages(plan, opts, endpoints, store, graphs) if opts.package_sources else None
     report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
                         blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
     lock = build_lock(plan, opts, store, graphs, report)
@@ -312,7 +320,7 @@ def _carry_packages(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: 
     with HTTPFiles(endpoints) as files:
         carried = carry(needs, sources, manifests, lambda d: store.path(d).open("rb"), files,
                         store.root / "packages", opts.allow_unsigned_repo)
-    if carried.missing and not opts.keep_going:
+    if carried.missing:
         raise OperationError(missing_message(carried.missing))
     return carried
 
@@ -320,7 +328,6 @@ def _carry_packages(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: 
 def _add_packages(carried: Any, store: BlobStore, lock: Lock, report: PullReport) -> None:
     """Package files join the blob store (under their sha256) and the lock (blobs and package_repos)."""
     from mirrorkit.lock import LockPackageFile, LockPackageRepo
-    from mirrorkit.packages.carry import missing_message
 
     have = {b.digest for b in lock.blobs}
     for hexdigest, path in carried.files.items():
@@ -341,8 +348,6 @@ def _add_packages(carried: Any, store: BlobStore, lock: Lock, report: PullReport
                           for r in carried.repos]
     report.package_repos = len(lock.package_repos)
     report.package_files = sum(len(r.files) for r in lock.package_repos)
-    if carried.missing:
-        report.package_warnings.append(missing_message(carried.missing) + " (--keep-going: carried the rest)")
     for need in carried.uncovered:
         report.package_warnings.append(f"{need.os_tag} kernel {need.kernel}: no --package-source matches "
                                        f"{need.os_tag}; its driver will need a package repository")
