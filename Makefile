@@ -39,6 +39,7 @@ demo: setup
 bench: setup
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_serve.py
+	$(PY) scripts/bench_packages.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache bundles/*.tar bundles/*.yaml

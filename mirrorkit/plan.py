@@ -97,6 +97,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     # NVIDIADriver custom resources as the user wrote them, for rewrite-config --format nvidiadriver
     nvidiadrivers: list[dict[str, Any]] = field(default_factory=list)
+    # driver packages of runtime-compiled nodes (mirrorkit.packages.needs): os, family, kernel, arch, names...
+    packages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,6 +109,8 @@ class Plan:
             out.pop("max_path_depth", None)  # most plans have no limit: keep their form as it was
         if not out["nvidiadrivers"]:
             del out["nvidiadrivers"]
+        if not out["packages"]:
+            del out["packages"]     # plans without driver packages keep their form
         out["images"] = [{k: v for k, v in img.items() if v not in (None, [])
                           or k in ("digest", "destination")} for img in images]
         return out
@@ -118,7 +122,9 @@ class Plan:
 # the keys a plan may hold, per level (extend here when a plan gains a field; knownkeys refuses the rest)
 PLAN_KEYS = frozenset({"apiVersion", "kind", "images", "release", "flavor", "registry", "mapping", "max_path_depth",
                        "platforms", "nodes", "driver", "components", "resolved", "created", "generator", "warnings",
-                       "nvidiadrivers"})
+                       "nvidiadrivers", "packages"})
+PLAN_PACKAGE_KEYS = frozenset({"os", "family", "kernel", "arch", "names", "optional", "download_only", "nodes",
+                               "driver_image"})
 PLAN_IMAGE_KEYS = frozenset({"source", "destination", "component", "reason", "digest", "platforms", "size",
                              "setting", "os_tag", "kernel", "target_tag", "local"})
 
@@ -129,7 +135,11 @@ def render(plan: Plan, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(plan.to_dict(), indent=2) + "\n"
     if fmt == "txt":
-        return "".join(f"{s}\n" for s in plan.sources())
+        # driver packages as comment lines: the output stays a valid image list
+        return "".join(f"{s}\n" for s in plan.sources()) + "".join(
+            f"# packages {p.get('os')} {p.get('kernel')} {p.get('arch')}: {' '.join(p.get('names') or [])}"
+            + (f" ({', '.join(p['optional'])} optional)" if p.get("optional") else "") + "\n"
+            for p in plan.packages)
     raise InputError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
@@ -302,6 +312,20 @@ def _check_fields(extra: dict[str, Any], where: str) -> None:
     for key, value in driver.items():
         if isinstance(value, str) or not isinstance(value, bool | int | float | type(None)):
             one_line(value, where, f"driver.{key}")
+    packages = extra.get("packages", [])
+    if not isinstance(packages, list) or not all(isinstance(p, dict) for p in packages):
+        raise InputError(f"{where}: 'packages' must be a list of mappings")
+    for n, pkg in enumerate(packages):
+        check_keys(pkg, PLAN_PACKAGE_KEYS, f"{where}: packages[{n}]", ("packages", n))
+        for key in ("os", "family", "kernel", "arch"):
+            one_line(pkg.get(key), where, f"packages[{n}].{key}")
+        for key in ("names", "optional", "download_only", "nodes"):
+            items = pkg.get(key) or []
+            if not isinstance(items, list):
+                raise InputError(f"{where}: 'packages[{n}].{key}' must be a list of strings")
+            for m, item in enumerate(items):
+                one_line(item, where, f"packages[{n}].{key}[{m}]")
+        one_line(pkg.get("driver_image"), where, f"packages[{n}].driver_image", optional=True)
     for n, cr in enumerate(extra.get("nvidiadrivers", [])):
         name = (cr.get("metadata") or {}).get("name") if isinstance(cr.get("metadata") or {}, dict) else None
         one_line(name, where, f"nvidiadrivers[{n}].metadata.name", optional=True)

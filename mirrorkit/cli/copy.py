@@ -105,6 +105,11 @@ Examples:
 @click.option("--installer", "installer_dir", type=click.Path(file_okay=False, exists=True), metavar="DIR",
               help="Carry this installer, built before with 'mirrorkit offline-installer -o DIR' "
                    "(implies --with-installer).")
+@click.option("--package-source", "package_sources", multiple=True, metavar="OS=FILE",
+              help="Carry the kernel packages of runtime-compiled nodes whose OS starts with OS from the "
+                   "repositories of FILE (apt sources file or yum .repo; repeatable; longest OS wins).")
+@click.option("--allow-unsigned-repo", is_flag=True,
+              help="Carry a package repository whose metadata is unsigned (never a badly signed one).")
 @FORMAT
 @signature_options
 @registry_options
@@ -112,6 +117,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                         since: str | None, have: str | None, keep_work: bool, work_dir: str | None,
                         keep_going: bool, charts: tuple[str, ...], sign_key: str | None, with_installer: bool,
                         installer_dir: str | None, fmt: str,
+                        package_sources: tuple[str, ...] = (), allow_unsigned_repo: bool = False,
                         **p: Any) -> None:
     """Connected side: copy every planned image into one verifiable bundle."""
     from mirrorkit.files import check_target
@@ -150,7 +156,16 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
                        keep_work=keep_work, charts=list(charts), keep_going=keep_going,
                        work_dir=Path(work_dir) if work_dir else None, sign_key=signer,
-                       with_installer=with_installer, installer=Path(installer_dir) if installer_dir else None)
+                       with_installer=with_installer, installer=Path(installer_dir) if installer_dir else None,
+                       package_sources=list(package_sources), allow_unsigned_repo=allow_unsigned_repo)
+    if package_sources:
+        from mirrorkit.packages.carry import parse_package_source
+
+        for text in package_sources:       # a wrong flag is refused before any image moves
+            parse_package_source(text)
+        if not the_plan.packages:
+            raise InputError("--package-source: the plan lists no driver packages (no runtime-compiled node "
+                             "with a kernel; plan again without --no-driver-packages)")
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     # the byte total is set once the walk knows the unique bytes (the plan's sizes count shared layers per image)
@@ -164,6 +179,12 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             "lock": str(report.lock_path), "charts": report.charts,
             "signing": report.signing.to_dict() if report.signing else None,
             "installer": report.installer.to_dict() if report.installer else None}
+    if package_sources:
+        data["package_repos"] = report.package_repos
+        data["package_files"] = report.package_files
+        data["package_bytes"] = report.package_bytes
+        for warning in report.package_warnings:
+            click.echo(f"warning: {warning}", err=True)
     carried = report.signatures
     if carried is not None:
         data["artifacts"] = len(carried.artifacts)
@@ -184,6 +205,9 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
             kit = report.installer
             text += (f"\n  carried mirrorkit's offline installer ({human(kit.size)}, {'/'.join(kit.platforms)}, "
                      f"CPython {'/'.join(kit.pythons)}): see 'mirrorkit runbook'")
+        if package_sources:
+            text += (f"\n  carried {_n(report.package_repos, 'package repository')}: "
+                     f"{report.package_files} files, {human(report.package_bytes)} (signed metadata and packages)")
         if carried is not None:
             text += "".join(f"\n{line}" for line in [f"  carried {_n(len(carried.artifacts), 'signature artifact')}"
                                                       " (signatures, attestations, SBOMs, referrers)"]
@@ -224,13 +248,17 @@ Examples:
 @click.option("--check-blobs", is_flag=True,
               help="Count an image as already there only if every blob of it can be read; push the rest again "
                    "(repairs what verify reports as missing or unreadable blobs).")
+@click.option("--packages-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write every carried package repository as a partial mirror under DIR/<os>/<name>/ "
+                   "(serve DIR with any web server); images are pushed only when a registry is known.")
 @JOBS
 @FORMAT
 @signature_options
 @bundle_key_option
 @destination_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
-                        jobs: int, fmt: str, bundle_keys: tuple[str, ...], **p: Any) -> None:
+                        jobs: int, fmt: str, bundle_keys: tuple[str, ...], packages_dir: str | None = None,
+                        **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
@@ -239,6 +267,14 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
     signed = check_bundle_keys([Path(b) for b in bundle], bundle_keys)   # before anything else is read
+    if packages_dir is not None:
+        written, plan_registry = _write_packages([Path(b) for b in bundle], Path(packages_dir))
+        if target is None and plan_registry is None:
+            _emit(fmt, {"package_repos": written.repos, "package_files_written": written.files_written,
+                        "package_files_kept": written.files_kept, "package_bytes_written": written.bytes_written},
+                  _packages_line(written, packages_dir) + "\n  no registry given or planned: images not pushed")
+            return
+        click.echo(_packages_line(written, packages_dir), err=True)
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
@@ -266,6 +302,36 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
         raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))
 
 
+def _write_packages(paths: list[Path], root: Path) -> tuple[Any, str | None]:
+    """push-bundle --packages-dir: the bundle's package repositories written as partial mirrors."""
+    from mirrorkit.bundle.reader import BundleReader
+    from mirrorkit.packages.mirror import write_packages
+
+    with BundleReader(paths) as reader:
+        lock = reader.lock
+        if not lock.package_repos:
+            raise InputError("--packages-dir: the bundle carries no package repositories "
+                             "(pull-bundle --package-source carries them)")
+        wanted = {f"sha256:{f.sha256}" for r in lock.package_repos for f in r.files}
+
+        def blobs() -> Any:
+            if not reader.random_access:        # compressed volumes: one pass, every blob hashed
+                yield from reader.iter_blobs()
+                return
+            for digest in sorted(wanted):
+                with reader.open_blob(digest) as stream:
+                    yield digest, stream.size, stream
+
+        return write_packages(lock, blobs(), root), lock.plan.registry
+
+
+def _packages_line(report: Any, root: str) -> str:
+    from mirrorkit.progress import human
+
+    return (f"wrote {_n(report.repos, 'package repository')} under {root}: {report.files_written} files "
+            f"({human(report.bytes_written)}), {report.files_kept} already there")
+
+
 @click.command("verify", epilog="""
 \b
 Examples:
@@ -277,13 +343,16 @@ Examples:
 @click.option("--mapping", type=click.Choice(STRATEGIES))
 @click.option("--manifests-only", is_flag=True,
               help="Check manifests only, not that every blob of every platform can be read (faster).")
+@click.option("--packages-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Check the package repositories push-bundle --packages-dir wrote: every file, size and sha256 "
+                   "(SOURCE must be the bundle or its lock).")
 @JOBS
 @FORMAT
 @signature_options
 @bundle_key_option
 @destination_options
 def verify_command(source: str, registry: str | None, mapping: str | None, manifests_only: bool, jobs: int, fmt: str,
-                   bundle_keys: tuple[str, ...], **p: Any) -> None:
+                   bundle_keys: tuple[str, ...], packages_dir: str | None = None, **p: Any) -> None:
     """Preflight: is every planned image in the registry, digest for digest, every blob readable?"""
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_pairs
@@ -292,6 +361,25 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
 
     check_bundle_keys(source, bundle_keys)          # before anything else of the bundle is read
     plan, lock = load_plan_or_lock(source)
+    if packages_dir is not None:
+        from mirrorkit.packages.mirror import verify_packages
+
+        if lock is None:
+            raise InputError("--packages-dir: give the bundle or its lock (a plan does not list package files)")
+        checked = verify_packages(lock, Path(packages_dir))
+        summary = (f"{checked.files_kept} package files under {packages_dir} match the bundle"
+                   + "".join(f"\n  {problem}" for problem in checked.problems))
+        if target_from({"registry": registry}) is None and plan.registry is None:
+            _emit(fmt, {"passed": not checked.problems, "package_files_ok": checked.files_kept,
+                        "problems": checked.problems}, summary)
+            if checked.problems:
+                raise OperationError(f"{len(checked.problems)} package file(s) missing or different under "
+                                     f"{packages_dir}: {checked.problems[0]}")
+            return
+        click.echo(summary, err=True)
+        if checked.problems:
+            raise OperationError(f"{len(checked.problems)} package file(s) missing or different under "
+                                 f"{packages_dir}: {checked.problems[0]}")
     target = target_from({"registry": registry})
     signatures = _signatures(p)
     items: list[tuple[str, str | None, str | None, list[str]]]

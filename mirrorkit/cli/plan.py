@@ -87,6 +87,8 @@ def _summary(plan: Plan) -> str:
 @click.option("--driver-branch", help="Driver branch for precompiled drivers, e.g. 550.")
 @click.option("--driver-version", help="Override the driver version (without OS suffix).")
 @click.option("--precompiled/--no-precompiled", default=None, help="Precompiled drivers, one per kernel (default: driver.usePrecompiled from values).")
+@click.option("--driver-packages/--no-driver-packages", default=True, show_default=True,
+              help="List the kernel packages each runtime-compiled node's driver installs (plan's packages:).")
 @click.option("--os-alias", multiple=True, metavar="NODE_OS=IMAGE_OS", help="Serve nodes of NODE_OS the driver built for IMAGE_OS, e.g. rocky8.5=centos8.")
 @click.option("--values", type=click.Path(dir_okay=False), help="Your Helm values, or a KubeSphere extension config.")
 @click.option("--components", type=click.Choice(("enabled", "all")), default="enabled", show_default=True,
@@ -209,6 +211,7 @@ def build_plan(p: dict[str, Any]) -> Plan:
         nvidiadrivers=crs,
         manifest_images=manifest_images,
         manifest_os_tagged=os_tagged,
+        driver_packages=p.get("driver_packages", True) is not False,
     )
     plan = resolve(req)
     attach_local(plan, local)

@@ -53,6 +53,8 @@ class Request:
     pull_secret: str | None = None
     node_certs_dir: str = "/etc/containerd/certs.d"
     object_name: str | None = None
+    package_url: str | None = None
+    package_ca: str | None = None
 
     @property
     def digests(self) -> dict[str, str] | None:
@@ -137,6 +139,12 @@ def _overlay(req: Request) -> Any:
         from mirrorkit.rewrite.pullsecret import secret_values
 
         secret_values(overlay.values, req.pull_secret)
+    if req.package_url:     # runtime-compiled drivers: the repoConfig/certConfig that --format driver-repo writes
+        from mirrorkit.rewrite.driverrepo import check_url, values_overlay
+
+        check_url(req.package_url)
+        for key, value in values_overlay(req.package_ca is not None)["driver"].items():
+            overlay.values.setdefault("driver", {})[key] = value
     return overlay
 
 
@@ -206,11 +214,87 @@ def _signature_policy(req: Request) -> None:
     click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
 
 
+def _driver_repo(req: Request) -> None:
+    """--format driver-repo: repoConfig/certConfig ConfigMaps, NVIDIADriver CRs, and the Helm values beside."""
+    import yaml
+
+    from mirrorkit.cli.main import write_output
+    from mirrorkit.rewrite.driverrepo import driver_repo
+
+    source, output, registry, namespace = req.source, req.output, req.registry, req.namespace
+    package_url, package_ca = req.package_url, req.package_ca
+    if not package_url:
+        raise InputError("--format driver-repo needs --package-url URL (where push-bundle --packages-dir is served)")
+    ca_pem = None
+    if package_ca:
+        try:
+            ca_pem = Path(package_ca).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--package-ca {package_ca}: cannot read: {exc}") from None
+        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise InputError(f"--package-ca {package_ca}: not a PEM certificate")
+    plan, lock = req.plan, req.lock
+    if lock is None:
+        raise InputError(f"{source}: --format driver-repo needs the bundle (or its lock), not a plan")
+    image_files, notes = _image_repo_files(source, lock)
+    crs = None
+    if plan.nvidiadrivers:
+        crs = list(plan.nvidiadrivers)
+        if plan.registry or registry:
+            from mirrorkit.rewrite.nvidiadriver import nvidiadriver_crs
+
+            crs = [d for d in yaml.safe_load_all(nvidiadriver_crs(plan, req.dest, req.pull_secret)[0])
+                   if isinstance(d, dict)]
+    result = driver_repo(lock, package_url, ca_pem, namespace, image_files, crs)
+    write_output(result.manifests, output)
+    values = yaml.safe_dump(result.values, sort_keys=False)
+    if output:
+        values_path = Path(output).with_name(Path(output).stem + ".values.yaml")
+        write_output(values, str(values_path))
+        click.echo(f"wrote {output} ({len(result.keys)} repo files) and the Helm values {values_path}", err=True)
+    else:
+        click.echo("Helm values:\n" + values, err=True)
+    for note in notes + result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _image_repo_files(source: str, lock: Any) -> tuple[dict[str, dict[str, bytes]], list[str]]:
+    """Each driver image's default repo files, read from its layers in the bundle."""
+    from mirrorkit.packages.imagefs import read_paths
+    from mirrorkit.rewrite.driverrepo import DEFAULT_PATTERNS
+
+    images = sorted({str(p.get("driver_image")) for p in lock.plan.packages if p.get("driver_image")})
+    if not images:
+        return {}, []
+    path = Path(source)
+    if path.is_file() and path.name.endswith((".yaml", ".yml", ".json")):
+        return {}, ["the default repo files of the driver images are read from the bundle: give the bundle, "
+                    "not its lock, to replace them"]
+    from mirrorkit.bundle.reader import BundleReader
+
+    digests = {i.source: i.digest for i in lock.images}
+    arch = {str(p.get("driver_image")): str(p.get("arch") or "amd64") for p in lock.plan.packages}
+    out: dict[str, dict[str, bytes]] = {}
+    notes: list[str] = []
+    with BundleReader([path]) as reader:
+        if not reader.random_access:
+            return {}, ["compressed bundle: the driver images' default repo files were not read"]
+        for image in images:
+            if image not in digests:
+                notes.append(f"{image}: not in the bundle; its default repo files were not read")
+                continue
+            manifest = reader.read_small(digests[image])
+            out[image] = read_paths(manifest, reader.open_blob, DEFAULT_PATTERNS, arch.get(image, "amd64"),
+                                    what=image)
+    return out, notes
+
+
 # --format -> its writer; the order is the one --help lists
 WRITERS: dict[str, Callable[[Request], None]] = {
     "helm": _values, "kubesphere": _values, "set-flags": _set_flags, "containerd": _containerd,
     "registries-conf": _registries_conf, "nvidiadriver": _nvidiadriver, "idms": _idms,
     "kyverno": _signature_policy, "containers-policy": _signature_policy, "pull-secret": _pull_secret,
+    "driver-repo": _driver_repo,
 }
 FORMATS = tuple(WRITERS)
 
@@ -227,6 +311,7 @@ Examples:
   mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
   mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
   mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
+  mirrorkit rewrite-config bundles/gpu.tar --format driver-repo --package-url http://pkgs.local/gpu -o driver-repo.yaml
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -259,17 +344,22 @@ Examples:
 @click.option("--pull-secret", "pull_secret", metavar="NAME",
               help="An authenticated mirror: helm/kubesphere/set-flags/nvidiadriver values name this imagePullSecret; "
                    "--format pull-secret writes the Secret from your stored credentials (mirrorkit login).")
+@click.option("--package-url", metavar="URL",
+              help="driver-repo (and helm): base URL the far side serves push-bundle --packages-dir at.")
+@click.option("--package-ca", type=click.Path(dir_okay=False), metavar="CA.pem",
+              help="driver-repo: CA of the package mirror's TLS certificate (certConfig ConfigMap).")
 def rewrite_config_command(source: str, fmt: str, output: str | None, registry: str | None, mapping: str | None,
                            values_file: str | None, pin_digests: bool, service_monitor: bool, chart_ref: str,
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
                            node_certs_dir: str = "/etc/containerd/certs.d", object_name: str | None = None,
-                           pull_secret: str | None = None) -> None:
+                           pull_secret: str | None = None, package_url: str | None = None,
+                           package_ca: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     plan, lock, dest = _inputs(source, registry, mapping)
     WRITERS[fmt](Request(source, fmt, output, registry, plan, lock, dest, values_file, pin_digests, service_monitor,
                          chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys,
-                         kyverno_version, pull_secret, node_certs_dir, object_name))
+                         kyverno_version, pull_secret, node_certs_dir, object_name, package_url, package_ca))
 
 
 @click.command("runbook", epilog="""

@@ -5,7 +5,8 @@ repositories) are static files behind a web server or a CDN. They get the same c
 as blobs: TLS verified by the same rules as registries (``--ca-cert``,
 ``certs.d/HOST[:PORT]``, ``--insecure HOST`` for unverified TLS; plain ``http://``
 only because the URL says so), credentials from the same auth files sent only to
-the URL's own origin and never across a redirect to another one, a download that
+the URL's own origin and never across a redirect to another one (an apt source may carry
+``user:password@`` in its URL: those go out the same way and never into a message), a download that
 grows a ``.partial`` file resumed with ``Range`` after a cut, the one retry policy
 (:mod:`mirrorkit.oci.retry`) around each operation, and a size cap and a sha256
 check before a file is put in place. httpx errors never leave this module.
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from mirrorkit import interrupt
-from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
+from mirrorkit.errors import AuthError, InputError, NotFoundError, OperationError, RegistryError
 from mirrorkit.files import disk_full, is_disk_full, write_error
 from mirrorkit.oci import retry
 from mirrorkit.oci.credentials import CredentialStore
@@ -44,7 +45,10 @@ def _netloc(url: httpx.URL) -> str:
 def redact(url: str) -> str:
     """A URL as messages, logs and locks show it: no user or password, no query or fragment (a signed
     CDN URL carries its token there)."""
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
     if not (parsed.userinfo or parsed.query or parsed.fragment):
         return url
     return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
@@ -84,11 +88,14 @@ class HttpFiles:
                 self._clients[netloc] = client
             return client
 
-    def _auth(self, url: httpx.URL) -> dict[str, str]:
-        creds = self.credentials.get(_netloc(url))
-        if creds is None or not creds.username:
-            return {}
-        token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    def _auth(self, url: httpx.URL, given: tuple[str, str] | None) -> dict[str, str]:
+        """Basic auth for the URL's own origin: what the URL itself carried, else the auth files."""
+        if given is None:
+            creds = self.credentials.get(_netloc(url))
+            if creds is None or not creds.username:
+                return {}
+            given = (creds.username, creds.password or "")
+        token = base64.b64encode(f"{given[0]}:{given[1]}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
     def open(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -97,14 +104,19 @@ class HttpFiles:
         One attempt: 5xx, 429 and network faults raise TransientError (the caller is the
         operation under the policy), 404 NotFoundError, anything else RegistryError.
         """
-        if httpx.URL(url).userinfo:
-            raise RegistryError(f"{redact(url)}: credentials do not belong in the URL (use an auth file)")
-        origin = httpx.URL(url)
+        try:
+            origin = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise InputError(f"{redact(url)}: not a valid URL") from None
+        if origin.scheme not in ("http", "https") or not origin.host:
+            raise InputError(f"{redact(url)}: expected an http:// or https:// URL")
+        given = (origin.username, origin.password) if origin.userinfo else None
+        origin = origin.copy_with(username=None, password=None)
         current = origin
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = dict(headers or {})
             if (current.scheme, current.host, current.port) == (origin.scheme, origin.host, origin.port):
-                hdrs.update(self._auth(current))
+                hdrs.update(self._auth(current, given))
             client = self._client(_netloc(current))
             try:
                 resp = client.send(client.build_request("GET", current, headers=hdrs), stream=True)
@@ -192,7 +204,8 @@ class HttpFiles:
             partial.unlink(missing_ok=True)
             if round_ == 2 or not resumed:
                 if want is not None and got != want:
-                    raise OperationError(f"{redact(url)}: sha256 is {got}, expected {want}: refusing it")
+                    raise OperationError(f"{redact(url)}: sha256 is {got}, which does not match the expected "
+                                         f"{want}: refusing it")
                 raise OperationError(f"{redact(url)}: {size} bytes expected, another size arrived: refusing it")
         raise AssertionError("unreachable")
 

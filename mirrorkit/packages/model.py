@@ -23,7 +23,9 @@ class Need:
     OCI architecture (``amd64``, ``arm64``); ``optional`` names may be absent from the repository
     (``linux-modules-$KV``). ``nodes`` are the node names that need it, for error messages.
     ``driver_image`` is the source reference of the driver image those nodes run (its package database
-    decides what is already installed).
+    decides what is already installed). ``download_only`` names (a subset of ``names`` and
+    ``optional``) are fetched alone, without their dependencies: the Ubuntu entrypoint only
+    ``apt-get download``s ``linux-image-$KV`` and ``linux-modules-$KV`` and unpacks them.
     """
 
     os_tag: str
@@ -34,6 +36,7 @@ class Need:
     optional: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     driver_image: str = ""
+    download_only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,6 @@ class Fetcher(Protocol):
         """A small file (metadata), whole, or a one-line error naming the URL."""
         ...
 
-    def download(self, url: str, dest: Path, sha256: str | None = None, size: int | None = None) -> None:
+    def download(self, url: str, dest: Path, sha256: str | None = None, size: int | None = None) -> object:
         """A file to ``dest``, resumed with Range after a cut, its sha256 and size checked when given."""
         ...

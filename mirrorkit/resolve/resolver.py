@@ -17,6 +17,7 @@ from typing import Any
 from mirrorkit import __version__
 from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES, check_collisions, check_depth_collisions, map_ref
+from mirrorkit.packages.needs import NodeNeed, need_to_dict, plan_needs
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.resolve.catalog import Component, ImageList
@@ -51,6 +52,8 @@ class PlanRequest:
     # (reference, component, reason) read from Kubernetes manifests (plan --manifests)
     manifest_images: list[tuple[str, str, str]] = field(default_factory=list)
     manifest_os_tagged: list[OsTaggedSpec] = field(default_factory=list)
+    # list the packages each runtime-compiled node's driver installs (plan --no-driver-packages: False)
+    driver_packages: bool = True
 
 
 @dataclass
@@ -117,6 +120,7 @@ class _Resolver:
         self.il = req.image_list
         self.values = chart_values(req.values or {})
         self.entries: OrderedDict[tuple[str, str | None], _Entry] = OrderedDict()
+        self.node_needs: list[NodeNeed] = []
         self.warnings: list[str] = []
         self.release = self.il.release if self.il else None
         self.precompiled = bool(req.precompiled) if req.precompiled is not None else \
@@ -227,6 +231,8 @@ class _Resolver:
             version = self.req.driver_branch or explicit or version.split(".")[0]
         groups = self.node_groups(comp, by_kernel=precompiled)
         self.warn_mixed_os(comp, groups)
+        if comp.path == "driver" and not precompiled:
+            self.compiled_nodes(self.req.nodes, repo, image, version, where)
         for tag, src_tag, kernel in groups:
             base = f"{version}-{kernel}" if precompiled else version
             src = image_ref(repo, image, f"{base}-{src_tag}", where)
@@ -239,6 +245,18 @@ class _Resolver:
                 why += f" ({reason})"
             self.add(src, comp.path, why, dest_tag=dest_tag, setting=version, os_tag=tag,
                      kernel=kernel)
+
+    def compiled_nodes(self, nodes: list[Node], repo: str, image: str | None, version: str, where: str) -> None:
+        """Record nodes whose driver compiles at run time: their packages go into the plan."""
+        for node in nodes:
+            tag = os_tag(self.release, node.os_id, node.os_version)
+            alias = self.req.os_aliases.get(node.os) or self.req.os_aliases.get(tag)
+            img_id, img_version = split_os(alias, "--os-alias") if alias else (node.os_id, node.os_version)
+            src_version = version if version.startswith("sha256:") else \
+                f"{version}-{os_tag(self.release, img_id, img_version)}"
+            ref = image_ref(repo, image, src_version, where)
+            self.node_needs.append(NodeNeed(node.os, img_id, img_version, node.kernel, node.arch, node.name,
+                                            str(ref)))
 
     def check_platforms(self) -> None:
         """A --platform list without a GPU node's architecture gives a bundle that node cannot run."""
@@ -297,6 +315,8 @@ class _Resolver:
         """A driver-type image of a CR or ClusterPolicy: one tag per OS (and kernel) among ``nodes``."""
         if precompiled and not supports_precompiled(self.release):
             raise InputError(f"{where}: GPU Operator {self.release} has no precompiled drivers")
+        if not precompiled and component.rsplit("/", 1)[-1] not in ("gds", "gdrcopy"):
+            self.compiled_nodes(nodes, repo, image, version, where)
         for tag, src_tag, kernel in self.node_groups(component, precompiled, nodes):
             head = f"{version}-{kernel}" if precompiled else version
             what = "precompiled driver" if precompiled else component.rsplit("/", 1)[-1]
@@ -359,6 +379,11 @@ class _Resolver:
             ))
         check_collisions(pairs)
         check_depth_collisions(pairs, self.req.max_path_depth)
+        packages: list[dict[str, Any]] = []
+        if self.req.driver_packages and self.node_needs:
+            planned = plan_needs(self.node_needs)
+            packages = [need_to_dict(n) for n in planned.needs]
+            self.warnings.extend(planned.warnings)
         driver: dict[str, Any] = {}
         if self.il and any(i.component.split(",")[0] == "driver" for i in images):
             driver = {"precompiled": self.precompiled,
@@ -379,6 +404,7 @@ class _Resolver:
             generator=f"mirrorkit {__version__}",
             warnings=self.warnings,
             nvidiadrivers=[cr.doc for cr in self.req.nvidiadrivers],
+            packages=packages,
         )
 
 

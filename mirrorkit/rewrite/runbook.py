@@ -164,6 +164,27 @@ def _chart_ref(inp: RunbookInput) -> tuple[str, str]:
     return operator_chart(inp.charts, inp.plan.registry, inp.plan.release)
 
 
+def driver_package_steps(inp: RunbookInput) -> list[str]:
+    """Runtime-compiled nodes (plan ``packages:``): serve the carried kernel packages, point the driver at them."""
+    if not inp.plan.packages:
+        return []
+    src = inp.source_name
+    kernels = ", ".join(sorted({f"{p.get('os')} {p.get('kernel')}" for p in inp.plan.packages}))
+    return ["### Driver packages: the carried partial mirror", "",
+            f"These nodes compile the driver at run time ({kernels}). The bundle carries exactly their kernel",
+            "packages with the distribution's own signed metadata (when pulled with `--package-source`). Write",
+            "them out, serve the folder with any web server the nodes reach, and point the driver at it; the",
+            "image's own apt/dnf checks the distribution's signatures with the keys it already has.", "", "```sh",
+            f"mirrorkit push-bundle {shlex.quote(src)} --packages-dir /srv/gpu-packages",
+            f"mirrorkit verify {shlex.quote(src)} --packages-dir /srv/gpu-packages",
+            "# serve /srv/gpu-packages, e.g. at http://packages.local/gpu (nginx, Nexus raw, S3)",
+            f"mirrorkit rewrite-config {shlex.quote(src)} --format driver-repo --package-url "
+            "http://packages.local/gpu -o driver-repo.yaml   # add --package-ca CA.pem for https",
+            f"kubectl apply -n {inp.namespace} -f driver-repo.yaml",
+            "# driver-repo.values.yaml holds driver.repoConfig.configMapName (and driver.certConfig.name):",
+            "#   pass it to helm with -f, or use rewrite-config --format helm --package-url ...", "```", ""]
+
+
 def markdown(inp: RunbookInput) -> str:
     """The install runbook: its sections in order, each filled in from this plan."""
     sections = (_header, _carry, _load, _point, _signatures, _driver, _mig, _check, _uninstall)
@@ -315,6 +336,7 @@ def _driver(inp: RunbookInput) -> list[str]:
     else:
         lines += ["The plan carries no driver image (`driver.enabled: false`): the nodes must have the NVIDIA",
                   "driver installed already.", ""]
+    lines += driver_package_steps(inp)
     return lines
 
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
@@ -61,6 +62,8 @@ class PullOptions:
     sign_key: SigningKey | None = None   # --sign-key: the lock is signed (mirrorkit.trust.bundlesig)
     with_installer: bool = False  # carry mirrorkit's offline installer (built now, every platform and Python)
     installer: Path | None = None  # ... or this one, built before with `mirrorkit offline-installer -o DIR`
+    package_sources: list[str] = field(default_factory=list)   # --package-source OS=FILE (mirrorkit.packages)
+    allow_unsigned_repo: bool = False
 
 
 @dataclass
@@ -82,6 +85,10 @@ class PullReport:
     signing: LockSigning | None = None           # --sign-key: who signed the lock, and when
     signature_path: Path | None = None           # NAME.lock.yaml.sig beside the bundle
     installer: LockInstaller | None = None   # the lock's installer entry, when one was carried
+    package_repos: int = 0
+    package_files: int = 0
+    package_bytes: int = 0
+    package_warnings: list[str] = field(default_factory=list)
 
     @property
     def saved_bytes(self) -> int:
@@ -247,7 +254,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 charts += [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
         same = _pinned_as_before(previous, plan, opts) if previous is not None and not remote else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts) \
-                and not installing and previous.installer is None \
+                and not installing and previous.installer is None and not opts.package_sources \
                 and previous.charts == lock_entries(charts, plan.registry) and _signed_as_asked(previous, opts):
             # every image pinned to the digest the lock beside the bundle was written from: its manifests
             # and blobs are what they were (content addressed), so only the signatures are asked again
@@ -282,7 +289,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 g.note += "; " + RESTRICTED_NOTE
                 carried.notes.append(f"{img.source}: {g.note}")
         if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
-                and not installing and previous.installer is None \
+                and not installing and previous.installer is None and not opts.package_sources \
                 and _volumes_present(opts) and previous.charts == lock_entries(charts, plan.registry) \
                 and {a.digest for a in previous.artifacts} == carried.digests() \
                 and _signed_as_asked(previous, opts):   # a re-sign (of an image, or of the lock) is a change
@@ -302,11 +309,24 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         earlier = _stored(store)
         engine.copy_blobs(graphs)
         engine.put_manifests(graphs)
+        # driver packages: resolved against the driver images just fetched; every missing kernel is
+        # listed at once and nothing is written (as for images); --keep-going lists them with the
+        # images that failed
+        packages = None
+        if opts.package_sources and (not engine.report.failures or opts.keep_going):
+            try:
+                packages = _carry_packages(plan, opts, endpoints, store, graphs)
+            except OperationError as exc:
+                if not engine.report.failures:
+                    raise
+                raise OperationError(f"{_failed(graphs, engine.report.failures)}\n{exc}") from None
         if engine.report.failures:
             raise _failed(graphs, engine.report.failures)
     report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
                         blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
     lock = build_lock(plan, opts, store, graphs, report)
+    if packages is not None:
+        _add_packages(packages, store, lock, report)
     carried.apply(lock)
     report.signatures = carried
     # charts: their blobs join the store, the lock and index.json
@@ -360,6 +380,54 @@ def _signed_as_asked(previous: Lock, opts: PullOptions) -> bool:
         return True
     return (previous.signing is not None and previous.signing.key_fingerprint == opts.sign_key.fingerprint
             and signature_beside(lock_path_for(opts.output)).is_file())
+def _carry_packages(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: BlobStore,
+                    graphs: list[Graph]) -> Any:
+    """The packages of every runtime-compiled node's driver (plan ``packages:``), through --package-source."""
+    from mirrorkit.oci.httpfile import HttpFiles
+    from mirrorkit.packages.carry import carry, missing_message, parse_package_source
+    from mirrorkit.packages.needs import needs_from_plan
+
+    sources = [parse_package_source(text) for text in opts.package_sources]
+    needs = needs_from_plan(plan.packages, "plan")
+    if not needs:
+        raise InputError("--package-source: the plan lists no driver packages (no runtime-compiled node "
+                         "with a kernel; plan again without --no-driver-packages)")
+    manifests = {img.source: store.read(g.digest) for img, g in zip(plan.images, graphs, strict=True)
+                 if not g.error and store.has(g.digest)}
+    with HttpFiles(endpoints) as files:
+        carried = carry(needs, sources, manifests, lambda d: store.path(d).open("rb"), files,
+                        store.root / "packages", opts.allow_unsigned_repo)
+    if carried.missing:
+        raise OperationError(missing_message(carried.missing))
+    return carried
+
+
+def _add_packages(carried: Any, store: BlobStore, lock: Lock, report: PullReport) -> None:
+    """Package files join the blob store (under their sha256) and the lock (blobs and package_repos)."""
+    from mirrorkit.lock import LockPackageFile, LockPackageRepo
+
+    have = {b.digest for b in lock.blobs}
+    for hexdigest, path in carried.files.items():
+        digest = f"sha256:{hexdigest}"
+        if not store.has(digest):
+            store.adopt(path, digest)          # hashed again on the way in: the store takes nothing else
+        if digest not in have:
+            size = store.size(digest)
+            lock.blobs.append(LockBlob(digest, size))
+            have.add(digest)
+            report.unique_bytes += size
+            report.total_bytes += size
+            report.package_bytes += size
+    lock.blobs.sort(key=lambda b: b.digest)
+    lock.package_repos = [LockPackageRepo(os=r.os, name=r.name, family=r.family, source=r.source,
+                                          repo_file=r.repo_file, repo_text=r.repo_text, signed_by=r.signed_by,
+                                          files=[LockPackageFile(f.path, f.sha256, f.size, f.kind) for f in r.files])
+                          for r in carried.repos]
+    report.package_repos = len(lock.package_repos)
+    report.package_files = sum(len(r.files) for r in lock.package_repos)
+    for need in carried.uncovered:
+        report.package_warnings.append(f"{need.os_tag} kernel {need.kernel}: no --package-source matches "
+                                       f"{need.os_tag}; its driver will need a package repository")
 
 
 def _stored(store: BlobStore) -> set[str] | None:
