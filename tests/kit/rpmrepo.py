@@ -1,0 +1,291 @@
+"""A small, real, signed rpm-md repository on loopback: rpms from ``rpmbuild``, ``rpmsign``, ``createrepo_c``.
+
+Two sections shaped like Rocky's BaseOS and AppStream, two kernels (``4.18.0-513.5.1.el8_9`` and
+``4.18.0-477.10.1.el8_8``) and decoys, with real Requires between them: ``kernel-devel`` needs gcc
+(from AppStream), ``/usr/bin/as`` (a file primary lists) and ``/usr/share/zoneinfo/UTC`` (a file only
+``filelists`` lists); ``kernel-core`` needs ``/bin/sh``, which the driver image's rpmdb provides.
+Every rpm carries an EdDSA header signature by the test key; ``repomd.xml.asc`` is a detached
+armored signature of ``repomd.xml``.
+
+One HTTP root serves variants of the same tree for the refusal tests: ``good``, ``unsigned`` (no
+``repomd.xml.asc``), ``tampered-primary`` (primary changed after signing), ``flipped-rpm`` (one byte of
+one rpm), ``foreign-rpm`` (rpms signed by another key, metadata signed by the right one). Each is
+served at ``<variant>/<releasever>/<BaseOS|AppStream>/x86_64/os/`` for releasevers 8.8 and 8.9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from kit.pgpkey import PGPKey
+from mirrorkit.errors import NotFoundError, OperationError
+
+KERNEL_A = "4.18.0-513.5.1.el8_9"
+KERNEL_B = "4.18.0-477.10.1.el8_8"
+RELEASES = ("8.9", "8.8")
+VARIANTS = ("good", "unsigned", "tampered-primary", "flipped-rpm", "foreign-rpm")
+# What the test image already has installed (its rpmdb): never carried.
+INSTALLED = ("bash", "findutils", "make", "elfutils-libelf")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    version: str
+    release: str
+    repo: str                           # "BaseOS" or "AppStream"
+    arch: str = "x86_64"
+    requires: tuple[str, ...] = ()
+    files: tuple[tuple[str, int], ...] = ()   # (path, size of random content)
+
+    @property
+    def nevra(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+
+def _kernel(kv: str) -> list[Spec]:
+    version, release = kv.split("-", 1)
+    return [
+        Spec("kernel-core", version, release, "BaseOS", requires=("linux-firmware", "/bin/sh"),
+             files=((f"/lib/modules/{kv}.x86_64/vmlinuz", 40_000),)),
+        Spec("kernel-devel", version, release, "BaseOS",
+             requires=("elfutils-libelf-devel", "make", "gcc", "findutils", "/usr/bin/as",
+                       "/usr/share/zoneinfo/UTC"),
+             files=((f"/usr/src/kernels/{kv}.x86_64/Makefile", 30_000),)),
+        Spec("kernel-headers", version, release, "BaseOS", files=((f"/usr/include/linux/k-{kv}.h", 10_000),)),
+        Spec("kernel-modules", version, release, "BaseOS", requires=(f"kernel-core = {kv}",),
+             files=((f"/lib/modules/{kv}.x86_64/extra.ko", 60_000),)),
+    ]
+
+
+def specs() -> list[Spec]:
+    a_version, a_release = KERNEL_A.split("-", 1)
+    return [
+        *_kernel(KERNEL_A), *_kernel(KERNEL_B),
+        Spec("kernel-debug-devel", a_version, a_release, "BaseOS",
+             files=(("/usr/src/kernels/debug/Makefile", 30_000),)),
+        Spec("elfutils-libelf", "0.189", "3.el8", "BaseOS", files=(("/usr/lib64/libelf.so.1", 5_000),)),
+        Spec("elfutils-libelf-devel", "0.189", "3.el8", "BaseOS", requires=("elfutils-libelf = 0.189-3.el8",
+             "zlib-devel"), files=(("/usr/include/libelf.h", 5_000),)),
+        Spec("zlib-devel", "1.2.11", "25.el8", "BaseOS", files=(("/usr/include/zlib.h", 5_000),)),
+        Spec("make", "4.2.1", "11.el8", "BaseOS", files=(("/usr/bin/make", 8_000),)),
+        Spec("findutils", "4.6.0", "21.el8", "BaseOS", files=(("/usr/bin/find", 8_000),)),
+        Spec("bash", "4.4.20", "4.el8", "BaseOS", files=(("/bin/sh", 2_000), ("/usr/bin/bash", 8_000))),
+        Spec("linux-firmware", "20230824", "119.el8", "BaseOS", arch="noarch",
+             files=(("/usr/lib/firmware/gpu.bin", 50_000),)),
+        Spec("tzdata", "2023c", "1.el8", "BaseOS", arch="noarch", files=(("/usr/share/zoneinfo/UTC", 1_000),)),
+        Spec("gcc", "8.5.0", "20.el8", "AppStream", requires=("cpp = 8.5.0-20.el8", "/usr/bin/as"),
+             files=(("/usr/bin/gcc", 20_000),)),
+        Spec("cpp", "8.5.0", "20.el8", "AppStream", files=(("/usr/bin/cpp", 10_000),)),
+        Spec("binutils", "2.30", "123.el8", "AppStream", files=(("/usr/bin/as", 10_000),)),
+        Spec("libreoffice-core", "6.4.7.2", "15.el8", "AppStream", files=(("/usr/lib64/libreoffice/big.so", 200_000),)),
+    ]
+
+
+def closure(kv: str) -> set[str]:
+    """The packages a kernel's needs pull in against the test image (the expected answer)."""
+    version, release = kv.split("-", 1)
+    kernel = {f"{n}-{version}-{release}.x86_64" for n in ("kernel-core", "kernel-devel", "kernel-headers")}
+    return kernel | {"elfutils-libelf-devel-0.189-3.el8.x86_64", "zlib-devel-1.2.11-25.el8.x86_64",
+                     "gcc-8.5.0-20.el8.x86_64", "cpp-8.5.0-20.el8.x86_64", "binutils-2.30-123.el8.x86_64",
+                     "linux-firmware-20230824-119.el8.noarch", "tzdata-2023c-1.el8.noarch"}
+
+
+def _spec_text(spec: Spec) -> str:
+    lines = [f"Name: {spec.name}", f"Version: {spec.version}", f"Release: {spec.release}",
+             "Summary: mirrorkit test package", "License: MIT"]
+    if spec.arch == "noarch":
+        lines.append("BuildArch: noarch")
+    lines += [f"Requires: {r}" for r in spec.requires]
+    lines += ["%description", "A test package for mirrorkit.", "%install"]
+    for path, size in spec.files:
+        lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
+        lines.append(f"head -c {size} /dev/urandom > %{{buildroot}}{path}")
+    lines += ["%files", *(path for path, _ in spec.files), ""]
+    return "\n".join(lines)
+
+
+def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(list(argv), capture_output=True, timeout=300, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {proc.stderr.decode(errors='replace')[-1500:]}")
+
+
+def build_rpms(specs_: Sequence[Spec], top: Path) -> dict[str, Path]:
+    """Each spec built by the real rpmbuild (one call): nevra -> rpm file."""
+    spec_dir = top / "SPECS"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for spec in specs_:
+        path = spec_dir / f"{spec.nevra}.spec"
+        path.write_text(_spec_text(spec))
+        files.append(str(path))
+    _run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", "_build_id_links none",
+          "--target", "x86_64", *files])
+    return {spec.nevra: top / "RPMS" / spec.arch / f"{spec.nevra}.rpm" for spec in specs_}
+
+
+def sign_rpms(rpms: Sequence[Path], key: PGPKey) -> None:
+    _run(["rpmsign", "--addsign", "--define", f"_gpg_name {key.fingerprint}", "--define", "__gpg /usr/bin/gpg",
+          *(str(p) for p in rpms)], env={**os.environ, "GNUPGHOME": str(key.home)})
+
+
+def _createrepo(folder: Path) -> None:
+    _run(["createrepo_c", "--quiet", str(folder)])
+
+
+def _tree(root: Path, specs_: Sequence[Spec], rpms: dict[str, Path], meta_key: PGPKey | None) -> None:
+    """``root/<BaseOS|AppStream>/x86_64/os/`` with Packages/<letter>/ and signed repodata."""
+    for repo in ("BaseOS", "AppStream"):
+        base = root / repo / "x86_64" / "os"
+        for spec in specs_:
+            if spec.repo == repo:
+                dest = base / "Packages" / spec.name[0] / rpms[spec.nevra].name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(rpms[spec.nevra], dest)
+        _createrepo(base)
+        if meta_key is not None:
+            repomd = base / "repodata" / "repomd.xml"
+            (base / "repodata" / "repomd.xml.asc").write_bytes(meta_key.detach_sign(repomd.read_bytes()))
+
+
+@dataclass
+class TestRepo:
+    """The served variants; ``url(variant)`` is the base that ``$releasever/<Repo>/$basearch/os/`` follows."""
+
+    root: Path
+    key: PGPKey
+    other_key: PGPKey
+    rpms: dict[str, Path]
+    specs: list[Spec]
+    port: int = 0
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+
+    def url(self, variant: str = "good") -> str:
+        return f"http://127.0.0.1:{self.port}/{variant}"
+
+    def repo_file(self, path: Path, variant: str = "good", key: Path | None = None, repo_gpgcheck: bool = True,
+                  gpgcheck: bool = True) -> Path:
+        """A user's ``.repo`` file for a variant: BaseOS and AppStream enabled, one disabled section."""
+        keyfile = key or self.key.public_armored
+        sections = []
+        for sid, repo in (("baseos", "BaseOS"), ("appstream", "AppStream")):
+            sections.append(f"[{sid}]\nname=Test {repo} $releasever\n"
+                            f"baseurl={self.url(variant)}/$releasever/{repo}/$basearch/os/\n"
+                            f"enabled=1\ngpgcheck={int(gpgcheck)}\nrepo_gpgcheck={int(repo_gpgcheck)}\n"
+                            f"gpgkey=file://{keyfile}\n")
+        sections.append("[extras]\nname=Not reachable\nbaseurl=http://127.0.0.1:9/nowhere/\nenabled=0\n")
+        path.write_text("\n".join(sections))
+        return path
+
+    def tree_size(self, variant: str = "good", release: str = "8.9") -> int:
+        """Bytes of one release's tree (both repositories, metadata and packages)."""
+        base = self.root / variant / "tree"
+        return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
+
+    def start(self) -> TestRepo:
+        handler = partial(_QuietHandler, directory=str(self.root))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def _flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def build(root: Path, key: PGPKey, other_key: PGPKey) -> TestRepo:
+    """Build every variant under ``root`` (served by ``TestRepo.start``)."""
+    all_specs = specs()
+    rpms = build_rpms(all_specs, root / "rpmbuild")
+    signed = list(rpms.values())
+    sign_rpms(signed, key)
+    foreign_dir = root / "foreign-rpms"
+    foreign_dir.mkdir()
+    foreign = {}
+    for nevra, path in rpms.items():
+        foreign[nevra] = foreign_dir / path.name
+        shutil.copy2(path, foreign[nevra])
+    _run(["rpmsign", "--delsign", *(str(p) for p in foreign.values())])
+    sign_rpms(list(foreign.values()), other_key)
+    for variant in VARIANTS:
+        tree = root / variant / "tree"
+        _tree(tree, all_specs, foreign if variant == "foreign-rpm" else rpms,
+              None if variant == "unsigned" else key)
+        for release in RELEASES:
+            (root / variant / release).symlink_to("tree")
+    baseos = ("tree", "BaseOS", "x86_64", "os")
+    primary = next(root.joinpath("tampered-primary", *baseos, "repodata").glob("*-primary.xml.gz"))
+    _flip_byte(primary, primary.stat().st_size // 2)
+    victim = next(root.joinpath("flipped-rpm", *baseos, "Packages", "k").glob("kernel-devel-4.18.0-513*"))
+    _flip_byte(victim, victim.stat().st_size - 100)
+    return TestRepo(root, key, other_key, rpms, all_specs)
+
+
+def make_image_root(root: Path, rpms: Sequence[Path]) -> Path:
+    """A driver-image root whose sqlite rpmdb (``var/lib/rpm``) holds ``rpms`` (database entries only)."""
+    dbpath = root / "var" / "lib" / "rpm"
+    dbpath.mkdir(parents=True)
+    _run(["rpm", "--dbpath", str(dbpath), "--initdb"])
+    if rpms:
+        _run(["rpm", "--dbpath", str(dbpath), "-i", "--justdb", "--nodeps", "--noscripts", "--nosignature",
+              "--ignorearch", *(str(p) for p in rpms)])
+    (root / "etc" / "dnf").mkdir(parents=True)
+    (root / "etc" / "dnf" / "dnf.conf").write_text("[main]\ngpgcheck=1\ninstall_weak_deps=False\nbest=True\n")
+    (root / "etc" / "yum.repos.d").mkdir(parents=True)
+    (root / "etc" / "yum.repos.d" / "ubi.repo").write_text(
+        "[ubi-8-baseos-rpms]\nname=UBI 8 BaseOS\nbaseurl=https://cdn-ubi.example.invalid/ubi8/8/$basearch/baseos/os\n"
+        "enabled=1\ngpgcheck=1\n")
+    return root
+
+
+class LoopbackFetcher:
+    """A plain httpx Fetcher for the tests (the pipeline gives ``resolve_rpm`` mirrorkit's own)."""
+
+    def __init__(self) -> None:
+        self.client = httpx.Client(timeout=30)
+        self.fetched: list[str] = []
+
+    def _get(self, url: str) -> httpx.Response:
+        self.fetched.append(url)
+        response = self.client.get(url)
+        if response.status_code == 404:
+            raise NotFoundError(f"{url}: not found (404)")
+        if response.status_code != 200:
+            raise OperationError(f"{url}: HTTP {response.status_code}")
+        return response
+
+    def fetch_bytes(self, url: str) -> bytes:
+        return self._get(url).content
+
+    def download(self, url: str, dest: Path, sha256: str | None = None, size: int | None = None) -> None:
+        data = self._get(url).content
+        if size is not None and len(data) != size:
+            raise OperationError(f"{url}: size {len(data)} is not the expected {size}")
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise OperationError(f"{url}: sha256 does not match the signed metadata")
+        dest.write_bytes(data)
