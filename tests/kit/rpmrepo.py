@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
+import struct
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -169,8 +171,12 @@ class TestRepo:
     other_key: PGPKey
     rpms: dict[str, Path]
     specs: list[Spec]
-    port: int = 0
-    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    server: StaticServer | None = field(default=None, repr=False)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "start() the repository first"
+        return self.server.port
 
     def url(self, variant: str = "good") -> str:
         return f"http://127.0.0.1:{self.port}/{variant}"
@@ -195,21 +201,31 @@ class TestRepo:
         return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
 
     def start(self) -> TestRepo:
-        handler = partial(_QuietHandler, directory=str(self.root))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.server = StaticServer(self.root)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self.server is not None:
+            self.server.stop()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+
+class StaticServer:
+    """A plain static HTTP server over a folder on 127.0.0.1 (what nginx would be on the far side)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _flip_byte(path: Path, at: int) -> None:
@@ -289,3 +305,29 @@ class LoopbackFetcher:
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise OperationError(f"{url}: sha256 does not match the signed metadata")
         dest.write_bytes(data)
+
+
+def berkeleydb_copy(image_root: Path, dest: Path) -> Path:
+    """The same image with its rpmdb as RHEL 8 keeps it: a BerkeleyDB hash ``Packages`` file.
+
+    Debian's rpm reads BerkeleyDB (``bdb_ro``) but cannot write it, so the real ``db5.3_load`` (db-util)
+    writes the hash database from the sqlite rpmdb's own header blobs, keyed by their instance
+    numbers as rpm's bdb backend keys them (native-endian 32-bit).
+    """
+    shutil.copytree(image_root, dest, symlinks=True)
+    dbpath = dest / "var" / "lib" / "rpm"
+    con = sqlite3.connect(f"file:{dbpath / 'rpmdb.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT hnum, blob FROM Packages").fetchall()
+    finally:
+        con.close()
+    shutil.rmtree(dbpath)
+    dbpath.mkdir()
+    dump = dest / "packages.dump"
+    lines = ["VERSION=3", "format=bytevalue", "type=hash", "HEADER=END"]
+    for hnum, blob in rows:
+        lines += [" " + struct.pack("=I", hnum).hex(), " " + bytes(blob).hex()]
+    dump.write_text("\n".join([*lines, "DATA=END", ""]))
+    _run(["db5.3_load", "-f", str(dump), str(dbpath / "Packages")])
+    dump.unlink()
+    return dest

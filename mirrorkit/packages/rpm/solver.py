@@ -201,13 +201,20 @@ class ClosureSolver:
                 if s.repo != self.pool.installed and s.name == base and s.arch == arch]
         if not have:
             return ()
-        probe_repo = self.pool.add_repo("@probe")
-        probe = probe_repo.add_solvable()
-        probe.name, probe.evr, probe.arch = base, evr, arch
-        ordered = sorted([*have, probe], key=functools.cmp_to_key(_evrcmp))
+        # Ordered in a scratch pool: a solvable added to (and removed from) the solving pool would
+        # leave its provides index stale for the next need.
+        scratch = solv.Pool()
+        scratch.setarch(self.arch)
+        repo = scratch.add_repo("versions")
+        copies = []
+        for s in [*have, None]:
+            c = repo.add_solvable()
+            c.name, c.evr, c.arch = base, (s.evr if s is not None else evr), arch
+            copies.append(c)
+        probe = copies[-1]
+        ordered = sorted(copies, key=functools.cmp_to_key(_evrcmp))
         at = ordered.index(probe)
         near = ordered[max(0, at - around): at] + ordered[at + 1: at + 1 + around]
-        probe_repo.free()
         seen: list[str] = []
         for s in near:
             text = f"{s.evr}.{s.arch}"
