@@ -17,6 +17,7 @@ from kit.pgpkey import make_key
 from mirrorkit.errors import InputError, MirrorkitError, OperationError
 from mirrorkit.packages.model import FamilyResult, Need
 from mirrorkit.packages.rpm import resolve_rpm
+from mirrorkit.packages.rpm.kernelgcc import kernel_gcc_version
 from mirrorkit.packages.rpm.needs import releasever, rpm_names
 
 KV_A = f"{rpmrepo.KERNEL_A}.x86_64"
@@ -61,6 +62,13 @@ def test_needs_follow_the_driver_container() -> None:
     assert rpm_names("rhel9.4", kv9)[0][-1] == f"kernel-{kv9}"
     assert rpm_names("rocky10.0", "6.12.0-55.9.1.el10_0.x86_64")[0][-1].startswith("kernel-6.12.0")
     assert (releasever(KV_A), releasever(kv9), releasever("4.18.0-372.9.1.el8.x86_64")) == ("8.9", "9.4", "8")
+
+
+def test_kernel_gcc_is_read_from_kernel_devel(repo: rpmrepo.TestRepo) -> None:
+    devel = {v: repo.rpms[f"kernel-devel-{v}.x86_64"] for v in (rpmrepo.KERNEL_A, rpmrepo.KERNEL_B)}
+    assert kernel_gcc_version(devel[rpmrepo.KERNEL_A]) == "8.5.0"
+    assert kernel_gcc_version(devel[rpmrepo.KERNEL_B]) == "8.4.0"
+    assert kernel_gcc_version(repo.rpms["gcc-8.5.0-20.el8.x86_64"]) is None
 
 
 def test_closure_against_the_image_then_real_dnf_installs_from_the_partial_mirror(

@@ -50,21 +50,28 @@ class Spec:
     arch: str = "x86_64"
     requires: tuple[str, ...] = ()
     files: tuple[tuple[str, int], ...] = ()   # (path, size of random content)
+    texts: tuple[tuple[str, str], ...] = ()   # (path, content)
 
     @property
     def nevra(self) -> str:
         return f"{self.name}-{self.version}-{self.release}.{self.arch}"
 
 
+# The gcc that "built" each test kernel (kernel-devel's .config): B's is not the repository's newest.
+KERNEL_GCC = {KERNEL_A: 80500, KERNEL_B: 80400}
+
+
 def _kernel(kv: str) -> list[Spec]:
     version, release = kv.split("-", 1)
+    config = f"CONFIG_64BIT=y\nCONFIG_CC_IS_GCC=y\nCONFIG_GCC_VERSION={KERNEL_GCC[kv]}\nCONFIG_MODULES=y\n"
     return [
         Spec("kernel-core", version, release, "BaseOS", requires=("linux-firmware", "/bin/sh"),
              files=((f"/lib/modules/{kv}.x86_64/vmlinuz", 40_000),)),
         Spec("kernel-devel", version, release, "BaseOS",
              requires=("elfutils-libelf-devel", "make", "gcc", "findutils", "/usr/bin/as",
                        "/usr/share/zoneinfo/UTC"),
-             files=((f"/usr/src/kernels/{kv}.x86_64/Makefile", 30_000),)),
+             files=((f"/usr/src/kernels/{kv}.x86_64/Makefile", 30_000),),
+             texts=((f"/usr/src/kernels/{kv}.x86_64/.config", config),)),
         Spec("kernel-headers", version, release, "BaseOS", files=((f"/usr/include/linux/k-{kv}.h", 10_000),)),
         Spec("kernel-modules", version, release, "BaseOS", requires=(f"kernel-core = {kv}",),
              files=((f"/lib/modules/{kv}.x86_64/extra.ko", 60_000),)),
@@ -90,16 +97,24 @@ def specs() -> list[Spec]:
         Spec("gcc", "8.5.0", "20.el8", "AppStream", requires=("cpp = 8.5.0-20.el8", "/usr/bin/as"),
              files=(("/usr/bin/gcc", 20_000),)),
         Spec("cpp", "8.5.0", "20.el8", "AppStream", files=(("/usr/bin/cpp", 10_000),)),
+        Spec("gcc", "8.4.0", "1.el8", "AppStream", requires=("cpp = 8.4.0-1.el8", "/usr/bin/as"),
+             files=(("/usr/bin/gcc", 20_000),)),
+        Spec("cpp", "8.4.0", "1.el8", "AppStream", files=(("/usr/bin/cpp", 10_000),)),
         Spec("binutils", "2.30", "123.el8", "AppStream", files=(("/usr/bin/as", 10_000),)),
         Spec("libreoffice-core", "6.4.7.2", "15.el8", "AppStream", files=(("/usr/lib64/libreoffice/big.so", 200_000),)),
     ]
 
 
 def closure(kv: str) -> set[str]:
-    """The packages a kernel's needs pull in against the test image (the expected answer)."""
+    """The packages a kernel's needs pull in against the test image (the expected answer).
+
+    Kernel B was built by gcc 8.4.0: the driver later installs ``gcc-8.4.0`` (a downgrade from the
+    8.5.0 that kernel-devel pulled in), so both gccs travel.
+    """
     version, release = kv.split("-", 1)
     kernel = {f"{n}-{version}-{release}.x86_64" for n in ("kernel-core", "kernel-devel", "kernel-headers")}
-    return kernel | {"elfutils-libelf-devel-0.189-3.el8.x86_64", "zlib-devel-1.2.11-25.el8.x86_64",
+    older_gcc = {"gcc-8.4.0-1.el8.x86_64", "cpp-8.4.0-1.el8.x86_64"} if KERNEL_GCC[kv] == 80400 else set()
+    return kernel | older_gcc | {"elfutils-libelf-devel-0.189-3.el8.x86_64", "zlib-devel-1.2.11-25.el8.x86_64",
                      "gcc-8.5.0-20.el8.x86_64", "cpp-8.5.0-20.el8.x86_64", "binutils-2.30-123.el8.x86_64",
                      "linux-firmware-20230824-119.el8.noarch", "tzdata-2023c-1.el8.noarch"}
 
@@ -114,7 +129,11 @@ def _spec_text(spec: Spec) -> str:
     for path, size in spec.files:
         lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
         lines.append(f"head -c {size} /dev/urandom > %{{buildroot}}{path}")
-    lines += ["%files", *(path for path, _ in spec.files), ""]
+    for path, text in spec.texts:
+        lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
+        escaped = text.replace("\n", "\\n")
+        lines.append(f"printf '%%b' '{escaped}' > %{{buildroot}}{path}")
+    lines += ["%files", *(path for path, _ in spec.files), *(path for path, _ in spec.texts), ""]
     return "\n".join(lines)
 
 

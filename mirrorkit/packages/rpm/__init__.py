@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 from mirrorkit.errors import InputError, NotFoundError, OperationError
 from mirrorkit.packages.model import CarriedFile, FamilyResult, Fetcher, MissingKernel, Need, RepoCarry
 from mirrorkit.packages.openpgp import verify_detached
-from mirrorkit.packages.rpm.needs import basearch, kernel_arch, releasever, rpm_names
+from mirrorkit.packages.rpm.kernelgcc import kernel_gcc_version
+from mirrorkit.packages.rpm.needs import basearch, gcc_name, kernel_arch, releasever, rpm_names
 from mirrorkit.packages.rpm.repofile import (
     RepoSection,
     carry_name,
@@ -164,6 +165,28 @@ def _fetch_metadata(site: _Site, store: _Store, meta_dir: Path, allow_unsigned: 
     site.solver_input = SiteMetadata(f"{site.section.id}@{site.url}", opened["primary"], opened.get("filelists"))
 
 
+def _kernel_gcc(need: Need, picks: Sequence[Pick], by_key: dict[str, _Site], store: _Store,
+                installed: Sequence[InstalledPackage]) -> str | None:
+    """``gcc-X.Y.Z`` when the kernel was built by a gcc the image does not have, as the driver decides.
+
+    The version comes from the closure's ``kernel-devel`` (its ``.config``); None when the image's gcc
+    is that version or the kernel does not say.
+    """
+    devel = next((p for p in picks if p.nevra.startswith("kernel-devel-")), None)
+    if devel is None:
+        return None
+    site = by_key[devel.site]
+    base = _base(site.url)
+    path, _ = store.fetch(base + devel.location, devel.checksum_type, devel.checksum, devel.size or None,
+                          f"{_without_credentials(base)}{devel.location}")
+    if site.section.gpgcheck:       # its signature before its payload is read
+        check_signatures([(path, devel.location)], site.keys, _without_credentials(site.url))
+    version = kernel_gcc_version(path)
+    if version is None or any(p.name == "gcc" and p.version == version for p in installed):
+        return None
+    return gcc_name(version)
+
+
 def _describe(need: Need) -> str:
     nodes = f" (nodes {', '.join(need.nodes)})" if need.nodes else ""
     return f"{need.os_tag} kernel {need.kernel} {need.arch}{nodes}"
@@ -221,6 +244,7 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
         _fetch_metadata(site, store, meta_dir, allow_unsigned)
     missing: list[MissingKernel] = []
     picked: dict[str, list[Pick]] = {}
+    by_key = {s.solver_input.key: s for s in sites.values() if s.solver_input is not None}
     for (release, arch), group in groups.items():
         members = group_sites[(release, arch)]
         solver = ClosureSolver(installed, [s.solver_input for s in members if s.solver_input], arch, weak_deps)
@@ -230,7 +254,15 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
             if solution.missing:
                 missing.append(MissingKernel(need, solution.missing, solution.nearest))
                 continue
-            for pick in solution.picks:
+            picks = list(solution.picks)
+            gcc = _kernel_gcc(need, picks, by_key, store, installed)
+            if gcc is not None:
+                if not solver.available(gcc):
+                    missing.append(MissingKernel(need, (gcc,), ()))
+                    continue
+                # The driver installs gcc-X.Y.Z after the rest: both steps' packages travel.
+                picks += solver.solve([*need.names, *optional, gcc], need.kernel, _describe(need)).picks
+            for pick in picks:
                 picked.setdefault(pick.site, []).append(pick)
     repos = []
     split = {sid: len({url for (s, url) in sites if s == sid}) > 1 for sid, _ in sites}
