@@ -6,6 +6,7 @@ image is an rpmdb made by the real ``rpm`` (sqlite, and a BerkeleyDB copy as RHE
 
 from __future__ import annotations
 
+import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,35 @@ def test_allow_unsigned_carries_an_unsigned_repository(repo: rpmrepo.TestRepo, i
     for r in result.repos:
         assert r.signed_by == ""
         assert "repodata/repomd.xml.asc" not in {f.path for f in r.files}
+        assert "repo_gpgcheck=1" not in r.repo_text      # the far side's dnf would refuse it otherwise
+        assert "gpgcheck=1" in r.repo_text.splitlines()  # the packages' own signatures still count
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[base]\nmirrorlist=https://mirrors.example.invalid/?repo=BaseOS\n", "has no baseurl (mirrorlist/metalink)"),
+    ("[base]\nbaseurl=http://127.0.0.1:9/$contentdir/\ngpgcheck=1\ngpgkey=file:///k\n",
+     "unknown dnf variable $contentdir"),
+    ("[base]\nbaseurl=http://127.0.0.1:9/\nenabled=0\n", "no enabled repository"),
+    ("[base]\nbaseurl=http://127.0.0.1:9/\ngpgcheck=1\ngpgkey=https://example.invalid/key\n",
+     "is not a file:// key"),
+    ("not a repo file\n", "not a yum .repo file"),
+])
+def test_repo_file_mistakes_are_one_line_input_errors(tmp_path: Path, text: str, message: str) -> None:
+    source = tmp_path / "bad.repo"
+    source.write_text(text)
+    with pytest.raises(InputError) as caught:
+        resolve_rpm(source, "rocky8", [need()], None, rpmrepo.LoopbackFetcher(), tmp_path / "work", False)
+    assert message in str(caught.value) and str(source) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_image_dnf_vars_expand_the_baseurl(repo: rpmrepo.TestRepo, image_root: Path, tmp_path: Path) -> None:
+    """Rocky's repo files use ``$contentdir``, defined in the image's /etc/dnf/vars."""
+    image = tmp_path / "image"
+    shutil.copytree(image_root, image, symlinks=True)
+    (image / "etc/dnf/vars").mkdir(parents=True)
+    (image / "etc/dnf/vars/contentdir").write_text("good\n")
+    source = tmp_path / "rocky.repo"
+    source.write_text(repo.repo_file(tmp_path / "user.repo").read_text().replace(f"{repo.url()}/",
+                                                                                  f"{repo.url('')}$contentdir/"))
+    result = resolve_rpm(source, "rocky8", [need()], image, rpmrepo.LoopbackFetcher(), tmp_path / "work", False)
+    assert carried(result) == rpmrepo.closure(rpmrepo.KERNEL_A)

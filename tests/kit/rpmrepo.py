@@ -119,22 +119,29 @@ def closure(kv: str) -> set[str]:
                      "linux-firmware-20230824-119.el8.noarch", "tzdata-2023c-1.el8.noarch"}
 
 
-def _spec_text(spec: Spec) -> str:
-    lines = [f"Name: {spec.name}", f"Version: {spec.version}", f"Release: {spec.release}",
-             "Summary: mirrorkit test package", "License: MIT"]
-    if spec.arch == "noarch":
-        lines.append("BuildArch: noarch")
-    lines += [f"Requires: {r}" for r in spec.requires]
-    lines += ["%description", "A test package for mirrorkit.", "%install"]
-    for path, size in spec.files:
-        lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
-        lines.append(f"head -c {size} /dev/urandom > %{{buildroot}}{path}")
-    for path, text in spec.texts:
-        lines.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
-        escaped = text.replace("\n", "\\n")
-        lines.append(f"printf '%%b' '{escaped}' > %{{buildroot}}{path}")
-    lines += ["%files", *(path for path, _ in spec.files), *(path for path, _ in spec.texts), ""]
-    return "\n".join(lines)
+def _spec_text(group: Sequence[Spec], n: int) -> str:
+    """One spec whose subpackages are the given packages (each with its own version): one rpmbuild
+    run builds them all (rpmbuild's start-up, not the packages, is what costs)."""
+    head = [f"Name: mirrorkit-test-{n}", "Version: 1", "Release: 1", "Summary: test packages", "License: MIT",
+            "%description", "Test packages for mirrorkit.", "%install"]
+    for spec in group:
+        for path, size in spec.files:
+            head.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
+            head.append(f"head -c {size} /dev/urandom > %{{buildroot}}{path}")
+        for path, text in spec.texts:
+            head.append(f"mkdir -p %{{buildroot}}{os.path.dirname(path)}")
+            escaped = text.replace("\n", "\\n")
+            head.append(f"printf '%%b' '{escaped}' > %{{buildroot}}{path}")
+    body = []
+    for spec in group:
+        body += [f"%package -n {spec.name}", f"Version: {spec.version}", f"Release: {spec.release}",
+                 f"Summary: mirrorkit test package {spec.name}"]
+        if spec.arch == "noarch":
+            body.append("BuildArch: noarch")
+        body += [f"Requires: {r}" for r in spec.requires]
+        body += [f"%description -n {spec.name}", "A test package for mirrorkit."]
+        body += [f"%files -n {spec.name}", *(path for path, _ in spec.files), *(path for path, _ in spec.texts)]
+    return "\n".join([*head, *body, ""])
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
@@ -144,15 +151,22 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
 
 
 def build_rpms(specs_: Sequence[Spec], top: Path) -> dict[str, Path]:
-    """Each spec built by the real rpmbuild (one call): nevra -> rpm file."""
+    """Every package built by the real rpmbuild (one call): nevra -> rpm file."""
     spec_dir = top / "SPECS"
     spec_dir.mkdir(parents=True, exist_ok=True)
+    groups: list[list[Spec]] = []
+    for spec in specs_:       # a name appears once per spec: a second version goes to the next one
+        group = next((g for g in groups if all(other.name != spec.name for other in g)), None)
+        if group is None:
+            groups.append(group := [])
+        group.append(spec)
     files = []
-    for spec in specs_:
-        path = spec_dir / f"{spec.nevra}.spec"
-        path.write_text(_spec_text(spec))
+    for n, group in enumerate(groups):
+        path = spec_dir / f"test-{n}.spec"
+        path.write_text(_spec_text(group, n))
         files.append(str(path))
     _run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", "_build_id_links none",
+          "--define", "__os_install_post %{nil}", "--define", "_binary_payload w1.gzdio",
           "--target", "x86_64", *files])
     return {spec.nevra: top / "RPMS" / spec.arch / f"{spec.nevra}.rpm" for spec in specs_}
 
@@ -267,10 +281,13 @@ def build(root: Path, key: PGPKey, other_key: PGPKey) -> TestRepo:
         shutil.copy2(path, foreign[nevra])
     _run(["rpmsign", "--delsign", *(str(p) for p in foreign.values())])
     sign_rpms(list(foreign.values()), other_key)
+    _tree(root / "good" / "tree", all_specs, rpms, key)
+    _tree(root / "foreign-rpm" / "tree", all_specs, foreign, key)
+    for variant in ("unsigned", "tampered-primary", "flipped-rpm"):     # copies of good, then spoilt
+        shutil.copytree(root / "good" / "tree", root / variant / "tree")
+    for asc in (root / "unsigned" / "tree").rglob("repomd.xml.asc"):
+        asc.unlink()
     for variant in VARIANTS:
-        tree = root / variant / "tree"
-        _tree(tree, all_specs, foreign if variant == "foreign-rpm" else rpms,
-              None if variant == "unsigned" else key)
         for release in RELEASES:
             (root / variant / release).symlink_to("tree")
     baseos = ("tree", "BaseOS", "x86_64", "os")

@@ -42,7 +42,7 @@ from mirrorkit.packages.rpm.repofile import (
     key_files,
     parse_repo_file,
 )
-from mirrorkit.packages.rpm.repomd import RepoDataFile, decompress, file_digest, parse_repomd
+from mirrorkit.packages.rpm.repomd import RepoDataFile, decompress, file_digest, parse_repomd, safe_relative
 from mirrorkit.packages.rpm.rpmdb import InstalledPackage, read_installed
 from mirrorkit.packages.rpm.rpmsig import check_signatures
 from mirrorkit.packages.rpm.solver import ClosureSolver, Pick, SiteMetadata
@@ -54,6 +54,9 @@ __all__ = ["IMAGE_PATHS", "resolve_rpm", "rpm_names"]
 # the keys ``gpgkey=file://`` names.
 IMAGE_PATHS = ("var/lib/rpm/", "usr/lib/sysimage/rpm/", "etc/dnf/vars/", "etc/yum/vars/", "etc/dnf/dnf.conf",
                "etc/yum.repos.d/", "etc/pki/rpm-gpg/")
+
+
+_SIGNATURE = "repodata/repomd.xml.asc"
 
 
 @dataclass
@@ -140,7 +143,7 @@ def _fetch_metadata(site: _Site, store: _Store, meta_dir: Path, allow_unsigned: 
     where = f"{_without_credentials(base)}repodata/repomd.xml"
     repomd = store.fetcher.fetch_bytes(base + "repodata/repomd.xml")
     try:
-        signature: bytes | None = store.fetcher.fetch_bytes(base + "repodata/repomd.xml.asc")
+        signature: bytes | None = store.fetcher.fetch_bytes(base + _SIGNATURE)
     except NotFoundError:
         signature = None
     if signature is not None and (site.keys or not allow_unsigned):
@@ -177,6 +180,7 @@ def _kernel_gcc(need: Need, picks: Sequence[Pick], by_key: dict[str, _Site], sto
         return None
     site = by_key[devel.site]
     base = _base(site.url)
+    safe_relative(devel.location, f"{_without_credentials(site.url)} primary")
     path, _ = store.fetch(base + devel.location, devel.checksum_type, devel.checksum, devel.size or None,
                           f"{_without_credentials(base)}{devel.location}")
     if site.section.gpgcheck:       # its signature before its payload is read
@@ -236,7 +240,7 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
                 if not section.gpgcheck and not allow_unsigned:
                     raise InputError(f"{section.where}: gpgcheck is off, so its packages would travel unchecked; "
                                      "refused (--allow-unsigned-repo carries it anyway)")
-                sites[key] = _Site(section, url, release, arch, key_files(section, image_root))
+                sites[key] = _Site(section, url, release, arch, key_files(section, image_root, variables))
             group_sites.setdefault((release, arch), []).append(sites[key])
     meta_dir = scratch / "metadata"
     meta_dir.mkdir()
@@ -274,6 +278,7 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
         base = _base(site.url)
         labelled = []
         for location, pick in sorted(chosen.items()):
+            safe_relative(location, f"{_without_credentials(site.url)} primary")
             path, size = store.fetch(base + location, pick.checksum_type, pick.checksum, pick.size or None,
                                      f"{_without_credentials(base)}{location}")
             sha256 = pick.checksum if pick.checksum_type == "sha256" else file_digest(path, "sha256")
@@ -289,6 +294,7 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
             files[location] = carried
         repos.append(RepoCarry(os=os_key, name=name, family="rpm", source=_without_credentials(site.url),
                                repo_file=f"{os_key}-{name}.repo",
-                               repo_text=far_side_text(site.section, name, site.section.gpgcheck),
+                               repo_text=far_side_text(site.section, name, site.section.gpgcheck,
+                                                       site.section.repo_gpgcheck and _SIGNATURE in files),
                                signed_by=site.signed_by, files=sorted(files.values(), key=lambda f: f.path)))
     return FamilyResult(repos=repos, missing=missing, files_dir=store.files_dir)

@@ -117,14 +117,16 @@ def dnf_variables(release: str, arch: str, image_vars: dict[str, str]) -> dict[s
             "basearch": arch, "arch": arch}
 
 
-def key_files(section: RepoSection, image_root: Path | None) -> list[Path]:
+def key_files(section: RepoSection, image_root: Path | None, variables: dict[str, str]) -> list[Path]:
     """The local key files ``gpgkey=`` names: the path as given, else the same path in the driver image.
+
+    The value is expanded like the baseurl (EPEL names ``RPM-GPG-KEY-EPEL-$releasever_major``).
 
     Only ``file://`` keys are used: a key fetched over the network at pull time would be trusted
     because of where it came from, which is what the signature check is there to avoid.
     """
     keys = []
-    for url in section.gpgkey.replace(",", " ").split():
+    for url in expand(section.gpgkey, variables, section.where).replace(",", " ").split():
         parts = urlsplit(url)
         if parts.scheme != "file":
             raise InputError(f"{section.where}: gpgkey {url!r} is not a file:// key (download it and name the file)")
@@ -142,11 +144,14 @@ def carry_name(section: RepoSection, release: str, arch: str, split: bool) -> st
     return name[:128]
 
 
-def far_side_text(section: RepoSection, name: str, gpgcheck: bool) -> str:
-    """The far side's ``.repo`` file: same checks, same key line, ``@URL@`` where the mirror goes."""
+def far_side_text(section: RepoSection, name: str, gpgcheck: bool, repo_gpgcheck: bool) -> str:
+    """The far side's ``.repo`` file: same checks, same key line, ``@URL@`` where the mirror goes.
+
+    ``repo_gpgcheck`` is on where the source had it and the carried metadata has its signature.
+    """
     lines = [f"[{name}]", f"name={section.name} (mirrorkit partial mirror)", "baseurl=@URL@", "enabled=1",
              f"gpgcheck={1 if gpgcheck else 0}"]
-    if section.repo_gpgcheck:
+    if repo_gpgcheck:
         lines.append("repo_gpgcheck=1")
     if section.gpgkey:
         lines.append(f"gpgkey={section.gpgkey}")
