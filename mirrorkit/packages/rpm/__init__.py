@@ -227,9 +227,38 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
             raise InputError(f"{_describe(need)}: not an rpm need (family {need.family})")
         arch = kernel_arch(need.kernel) or basearch(need.arch)
         groups.setdefault((releasever(need.kernel, need.os_tag), arch), []).append(need)
+    sites, group_sites = _sites(sections, groups, image_root, image_vars, allow_unsigned)
+    meta_dir = scratch / "metadata"
+    meta_dir.mkdir()
+    for site in sites.values():
+        _fetch_metadata(site, store, meta_dir, allow_unsigned)
+    missing: list[MissingKernel] = []
+    picked: dict[str, list[Pick]] = {}
+    by_key = {s.solver_input.key: s for s in sites.values() if s.solver_input is not None}
+    for group_key, group in groups.items():
+        inputs = [s.solver_input for s in group_sites[group_key] if s.solver_input is not None]
+        solver = ClosureSolver(installed, inputs, group_key[1], weak_deps)
+        for need in group:
+            picks = _solve_need(need, solver, by_key, store, installed, missing)
+            for pick in picks:
+                picked.setdefault(pick.site, []).append(pick)
+    split = {sid: len({url for (s, url) in sites if s == sid}) > 1 for sid, _ in sites}
+    repos = []
+    for site in sites.values():
+        assert site.solver_input is not None
+        chosen = {p.location: p for p in picked.get(site.solver_input.key, [])}
+        if chosen:     # a repository no node needs a package from is not carried
+            repos.append(_carry(site, chosen, store, os_key, split[site.section.id]))
+    return FamilyResult(repos=repos, missing=missing, files_dir=store.files_dir)
+
+
+def _sites(sections: list[RepoSection], groups: dict[tuple[str, str], list[Need]], image_root: Path | None,
+           image_vars: dict[str, str], allow_unsigned: bool,
+           ) -> tuple[dict[tuple[str, str], _Site], dict[tuple[str, str], list[_Site]]]:
+    """Each enabled section at each (release, arch) the needs ask for: one site per distinct baseurl."""
     sites: dict[tuple[str, str], _Site] = {}
     group_sites: dict[tuple[str, str], list[_Site]] = {}
-    for (release, arch), _ in groups.items():
+    for release, arch in groups:
         variables = dnf_variables(release, arch, image_vars)
         for section in sections:
             url = expand(section.baseurl, variables, section.where)
@@ -242,59 +271,50 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
                                      "refused (--allow-unsigned-repo carries it anyway)")
                 sites[key] = _Site(section, url, release, arch, key_files(section, image_root, variables))
             group_sites.setdefault((release, arch), []).append(sites[key])
-    meta_dir = scratch / "metadata"
-    meta_dir.mkdir()
-    for site in sites.values():
-        _fetch_metadata(site, store, meta_dir, allow_unsigned)
-    missing: list[MissingKernel] = []
-    picked: dict[str, list[Pick]] = {}
-    by_key = {s.solver_input.key: s for s in sites.values() if s.solver_input is not None}
-    for (release, arch), group in groups.items():
-        members = group_sites[(release, arch)]
-        solver = ClosureSolver(installed, [s.solver_input for s in members if s.solver_input], arch, weak_deps)
-        for need in group:
-            optional = [name for name in need.optional if solver.available(name)]
-            solution = solver.solve([*need.names, *optional], need.kernel, _describe(need))
-            if solution.missing:
-                missing.append(MissingKernel(need, solution.missing, solution.nearest))
-                continue
-            picks = list(solution.picks)
-            gcc = _kernel_gcc(need, picks, by_key, store, installed)
-            if gcc is not None:
-                if not solver.available(gcc):
-                    missing.append(MissingKernel(need, (gcc,), ()))
-                    continue
-                # The driver installs gcc-X.Y.Z after the rest: both steps' packages travel.
-                picks += solver.solve([*need.names, *optional, gcc], need.kernel, _describe(need)).picks
-            for pick in picks:
-                picked.setdefault(pick.site, []).append(pick)
-    repos = []
-    split = {sid: len({url for (s, url) in sites if s == sid}) > 1 for sid, _ in sites}
-    for site in sites.values():
-        assert site.solver_input is not None
-        chosen = {p.location: p for p in picked.get(site.solver_input.key, [])}
-        if not chosen:
-            continue       # a repository no node needs a package from is not carried
-        base = _base(site.url)
-        labelled = []
-        for location, pick in sorted(chosen.items()):
-            safe_relative(location, f"{_without_credentials(site.url)} primary")
-            path, size = store.fetch(base + location, pick.checksum_type, pick.checksum, pick.size or None,
-                                     f"{_without_credentials(base)}{location}")
-            sha256 = pick.checksum if pick.checksum_type == "sha256" else file_digest(path, "sha256")
-            site.packages[location] = CarriedFile(location, sha256, size, "package")
-            labelled.append((path, location))
-        if site.section.gpgcheck:
-            check_signatures(labelled, site.keys, _without_credentials(site.url))
-        name = carry_name(site.section, site.release, site.arch, split[site.section.id])
-        files = {f.path: f for f in site.metadata}
-        for location, carried in site.packages.items():
-            if location in files:
-                raise OperationError(f"{site.url}: package {location} has the path of a metadata file")
-            files[location] = carried
-        repos.append(RepoCarry(os=os_key, name=name, family="rpm", source=_without_credentials(site.url),
-                               repo_file=f"{os_key}-{name}.repo",
-                               repo_text=far_side_text(site.section, name, site.section.gpgcheck,
-                                                       site.section.repo_gpgcheck and _SIGNATURE in files),
-                               signed_by=site.signed_by, files=sorted(files.values(), key=lambda f: f.path)))
-    return FamilyResult(repos=repos, missing=missing, files_dir=store.files_dir)
+    return sites, group_sites
+
+
+def _solve_need(need: Need, solver: ClosureSolver, by_key: dict[str, _Site], store: _Store,
+                installed: Sequence[InstalledPackage], missing: list[MissingKernel]) -> list[Pick]:
+    """One need's closure (with the gcc step), or nothing and a MissingKernel appended to ``missing``."""
+    optional = [name for name in need.optional if solver.available(name)]
+    solution = solver.solve([*need.names, *optional], need.kernel, _describe(need))
+    if solution.missing:
+        missing.append(MissingKernel(need, solution.missing, solution.nearest))
+        return []
+    picks = list(solution.picks)
+    gcc = _kernel_gcc(need, picks, by_key, store, installed)
+    if gcc is not None:
+        if not solver.available(gcc):
+            missing.append(MissingKernel(need, (gcc,), ()))
+            return []
+        # The driver installs gcc-X.Y.Z after the rest: both steps' packages travel.
+        picks += solver.solve([*need.names, *optional, gcc], need.kernel, _describe(need)).picks
+    return picks
+
+
+def _carry(site: _Site, chosen: dict[str, Pick], store: _Store, os_key: str, split: bool) -> RepoCarry:
+    """Fetch and check the chosen packages of one site; the repository as it travels."""
+    base = _base(site.url)
+    shown = _without_credentials(base)
+    labelled = []
+    for location, pick in sorted(chosen.items()):
+        safe_relative(location, f"{shown} primary")
+        path, size = store.fetch(base + location, pick.checksum_type, pick.checksum, pick.size or None,
+                                 f"{shown}{location}")
+        sha256 = pick.checksum if pick.checksum_type == "sha256" else file_digest(path, "sha256")
+        site.packages[location] = CarriedFile(location, sha256, size, "package")
+        labelled.append((path, location))
+    if site.section.gpgcheck:
+        check_signatures(labelled, site.keys, shown)
+    name = carry_name(site.section, site.release, site.arch, split)
+    files = {f.path: f for f in site.metadata}
+    for location, carried in site.packages.items():
+        if location in files:
+            raise OperationError(f"{shown}: package {location} has the path of a metadata file")
+        files[location] = carried
+    return RepoCarry(os=os_key, name=name, family="rpm", source=_without_credentials(site.url),
+                     repo_file=f"{os_key}-{name}.repo",
+                     repo_text=far_side_text(site.section, name, site.section.gpgcheck,
+                                             site.section.repo_gpgcheck and _SIGNATURE in files),
+                     signed_by=site.signed_by, files=sorted(files.values(), key=lambda f: f.path))
