@@ -49,11 +49,12 @@ from mirrorkit.packages.rpm.solver import ClosureSolver, Pick, SiteMetadata
 
 __all__ = ["IMAGE_PATHS", "resolve_rpm", "rpm_names"]
 
-# What the pipeline extracts from the driver image into ``image_root``: the rpmdb (RHEL 8 BerkeleyDB
-# or RHEL 9 sqlite), the dnf variables and settings, the repo files the ConfigMap must replace, and
-# the keys ``gpgkey=file://`` names.
-IMAGE_PATHS = ("var/lib/rpm/", "usr/lib/sysimage/rpm/", "etc/dnf/vars/", "etc/yum/vars/", "etc/dnf/dnf.conf",
-               "etc/yum.repos.d/", "etc/pki/rpm-gpg/")
+# What the pipeline extracts from the driver image into ``image_root`` (``imagefs.read_paths`` globs):
+# the rpmdb (RHEL 8 BerkeleyDB or RHEL 9 sqlite), the dnf variables (Rocky's $contentdir) and
+# settings (install_weak_deps), the repo files the ConfigMap must replace, and the keys that
+# ``gpgkey=file:///etc/pki/rpm-gpg/…`` names when the workstation does not have them.
+IMAGE_PATHS = ("var/lib/rpm/*", "usr/lib/sysimage/rpm/*", "etc/dnf/vars/*", "etc/yum/vars/*", "etc/dnf/dnf.conf",
+               "etc/yum.repos.d/*.repo", "etc/pki/rpm-gpg/*")
 
 
 _SIGNATURE = "repodata/repomd.xml.asc"
