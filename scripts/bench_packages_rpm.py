@@ -96,9 +96,12 @@ def dnf_resolution(repo: rpmrepo.TestRepo, image: Path, source: Path, names: tup
         argv = ["dnf", "-y", "--noplugins", "--installroot", str(root), f"--setopt=reposdir={reposdir}",
                 f"--setopt=cachedir={work / 'cache'}", "--releasever", "8.9", "install", "--assumeno", *names]
         t0 = time.perf_counter()
-        subprocess.run(argv, capture_output=True, timeout=300, check=False,
-                       env={**os.environ, "HOME": str(work / "home"), "LC_ALL": "C"})
+        proc = subprocess.run(argv, capture_output=True, timeout=300, check=False,
+                              env={**os.environ, "HOME": str(work / "home"), "LC_ALL": "C"})
         times.append(time.perf_counter() - t0)
+        # --assumeno ends with exit 1 after printing the transaction; anything else is a failure
+        if b"Transaction Summary" not in proc.stdout:
+            raise RuntimeError(f"dnf did not resolve: {proc.stderr.decode(errors='replace')[-800:]}")
     return round(statistics.median(times), 3)
 
 
