@@ -186,6 +186,8 @@ def test_allow_unsigned_carries_an_unsigned_repository(repo: rpmrepo.TestRepo, i
     ("[base]\nbaseurl=http://127.0.0.1:9/\ngpgcheck=1\ngpgkey=https://example.invalid/key\n",
      "is not a file:// key"),
     ("not a repo file\n", "not a yum .repo file"),
+    ("[rhel]\nbaseurl=https://cdn.example.invalid/x\nsslclientcert=/etc/pki/entitlement/1.pem\n",
+     "sslclientcert"),
 ])
 def test_repo_file_mistakes_are_one_line_input_errors(tmp_path: Path, text: str, message: str) -> None:
     source = tmp_path / "bad.repo"

@@ -14,6 +14,11 @@ For each enabled repository (its ``baseurl`` expanded per node: ``$releasever`` 
 
 Nothing is regenerated: the far side serves the original signed metadata and the packages at their
 ``location href`` paths, and the image's own dnf verifies them with keys it already trusts.
+
+Not handled (each refused in one line or left as dnf would see it): ``mirrorlist``/``metalink`` without
+a ``baseurl``, TLS client certificates (the RHEL CDN's ``sslclientcert``: use a Satellite or mirror
+URL), ``xml:base`` locations, and dnf's modularity filter (libsolv sees modular packages as plain
+ones; the kernel packages and the base gcc are not modular).
 """
 
 from __future__ import annotations

@@ -71,6 +71,9 @@ def parse_repo_file(path: Path) -> list[RepoSection]:
         if enabled and not baseurls:
             how = "mirrorlist/metalink" if (sec.get("mirrorlist") or sec.get("metalink")) else "nothing"
             raise InputError(f"{where}: has no baseurl ({how}): name the repository's baseurl to carry it")
+        if enabled and sec.get("sslclientcert"):
+            raise InputError(f"{where}: TLS client certificates (sslclientcert) are not supported: "
+                             "name a mirror or Satellite baseurl that does not need one")
         sections.append(RepoSection(
             id=sid, name=(sec.get("name") or sid).strip(), baseurl=baseurls[0] if baseurls else "",
             enabled=enabled, gpgcheck=_flag(sec, "gpgcheck", False, where),
