@@ -228,11 +228,6 @@ class TestRepo:
         path.write_text("\n".join(sections))
         return path
 
-    def tree_size(self, variant: str = "good", release: str = "8.9") -> int:
-        """Bytes of one release's tree (both repositories, metadata and packages)."""
-        base = self.root / variant / "tree"
-        return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
-
     def start(self) -> TestRepo:
         self.server = StaticServer(self.root)
         return self
@@ -320,10 +315,8 @@ class LoopbackFetcher:
 
     def __init__(self) -> None:
         self.client = httpx.Client(timeout=30)
-        self.fetched: list[str] = []
 
     def _get(self, url: str) -> httpx.Response:
-        self.fetched.append(url)
         response = self.client.get(url)
         if response.status_code == 404:
             raise NotFoundError(f"{url}: not found (404)")
