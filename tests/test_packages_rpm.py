@@ -20,6 +20,7 @@ from mirrorkit.packages.model import FamilyResult, Need
 from mirrorkit.packages.rpm import resolve_rpm
 from mirrorkit.packages.rpm.kernelgcc import kernel_gcc_version
 from mirrorkit.packages.rpm.needs import releasever, rpm_names
+from mirrorkit.packages.rpm.repofile import RepoSection, carry_name
 
 KV_A = f"{rpmrepo.KERNEL_A}.x86_64"
 KV_B = f"{rpmrepo.KERNEL_B}.x86_64"
@@ -65,6 +66,14 @@ def test_needs_follow_the_driver_container() -> None:
     assert (releasever(KV_A), releasever(kv9), releasever("4.18.0-372.9.1.el8.x86_64")) == ("8.9", "9.4", "8")
 
 
+def test_carried_names_follow_what_the_baseurl_depends_on() -> None:
+    def section(baseurl: str) -> RepoSection:
+        return RepoSection("base os", "n", baseurl, True, True, True, "", "f [base os]")
+    assert carry_name(section("https://m.example/rocky/8/os/"), "8.9", "x86_64") == "base_os"
+    assert carry_name(section("https://m.example/$releasever/${basearch}/"), "9.4", "aarch64") == "base_os-9.4-aarch64"
+    assert carry_name(section("https://m.example/epel/8/$basearch/"), "8.9", "x86_64") == "base_os-x86_64"
+
+
 def test_kernel_gcc_is_read_from_kernel_devel(repo: rpmrepo.TestRepo) -> None:
     devel = {v: repo.rpms[f"kernel-devel-{v}.x86_64"] for v in (rpmrepo.KERNEL_A, rpmrepo.KERNEL_B)}
     assert kernel_gcc_version(devel[rpmrepo.KERNEL_A]) == "8.5.0"
@@ -78,18 +87,20 @@ def test_closure_against_the_image_then_real_dnf_installs_from_the_partial_mirro
     assert result.missing == []
     assert carried(result) == rpmrepo.closure(rpmrepo.KERNEL_A)   # nothing installed, no other kernel, no decoy
     by_name = {r.name: r for r in result.repos}
-    assert set(by_name) == {"baseos", "appstream"}                 # the disabled section is not touched
+    # named after the section and the release/arch its baseurl depends on; the disabled section is not touched
+    assert set(by_name) == {"baseos-8.9-x86_64", "appstream-8.9-x86_64"}
     for r in result.repos:
         assert r.signed_by == repo.key.fingerprint and r.family == "rpm" and r.os == "rocky8"
         assert r.repo_file == f"rocky8-{r.name}.repo"
-        assert r.source == f"{repo.url()}/8.9/{'BaseOS' if r.name == 'baseos' else 'AppStream'}/x86_64/os/"
+        section = "BaseOS" if r.name.startswith("baseos") else "AppStream"
+        assert r.source == f"{repo.url()}/8.9/{section}/x86_64/os/"
         text = r.repo_text.splitlines()
         assert text[0] == f"[{r.name}]" and "baseurl=@URL@" in text and "gpgcheck=1" in text
         assert "repo_gpgcheck=1" in text and f"gpgkey=file://{repo.key.public_armored}" in text
         # the original signed metadata, unchanged: repomd, its signature and every file it lists
         files = {f.path: f for f in r.files}
         repomd = (result.files_dir / files["repodata/repomd.xml"].sha256).read_bytes()
-        served = repo.root / "good" / "tree" / ("BaseOS" if r.name == "baseos" else "AppStream") / "x86_64" / "os"
+        served = repo.root / "good" / "tree" / section / "x86_64" / "os"
         assert repomd == (served / "repodata" / "repomd.xml").read_bytes()
         assert "repodata/repomd.xml.asc" in files
         listed = {loc.get("href") for loc in ET.fromstring(repomd).iter("{http://linux.duke.edu/metadata/repo}location")}
@@ -112,7 +123,7 @@ def test_far_side_dnf_refuses_a_mirror_whose_metadata_lost_its_signature(
     """The far side's checks are really on: without repomd.xml.asc dnf (repo_gpgcheck=1) gives up."""
     result = resolve(repo, tmp_path, image_root)
     mirror = dnfroot.write_mirror(result.repos, result.files_dir, tmp_path / "mirror")
-    (mirror / "rocky8" / "baseos" / "repodata" / "repomd.xml.asc").unlink()
+    (mirror / "rocky8" / "baseos-8.9-x86_64" / "repodata" / "repomd.xml.asc").unlink()
     server = rpmrepo.StaticServer(mirror)
     try:
         with pytest.raises(dnfroot.DnfError, match="makecache"):
@@ -132,7 +143,8 @@ def test_empty_installed_set_and_two_releases(repo: rpmrepo.TestRepo, tmp_path: 
     result = resolve(repo, tmp_path, None, need(KV_A), need(KV_B, "rocky8.8"))
     extra = {f"{s.name}-{s.version}-{s.release}.{s.arch}" for s in repo.specs if s.name in rpmrepo.INSTALLED}
     assert carried(result) == rpmrepo.closure(rpmrepo.KERNEL_A) | rpmrepo.closure(rpmrepo.KERNEL_B) | extra
-    # one section expanded to two baseurls ($releasever 8.9 and 8.8): one carried repository each
+    # one section expanded to two baseurls ($releasever 8.9 and 8.8): one carried repository each,
+    # named as it would be had each kernel been resolved on its own
     assert {r.name for r in result.repos} == {f"{sid}-{rel}-x86_64" for sid in ("baseos", "appstream")
                                               for rel in ("8.9", "8.8")}
     assert all(r.repo_text.startswith(f"[{r.name}]\n") for r in result.repos)

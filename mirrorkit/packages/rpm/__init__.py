@@ -248,13 +248,12 @@ def _resolve(sections: list[RepoSection], os_key: str, needs: Sequence[Need], im
             picks = _solve_need(need, solver, by_key, store, installed, missing)
             for pick in picks:
                 picked.setdefault(pick.site, []).append(pick)
-    split = {sid: len({url for (s, url) in sites if s == sid}) > 1 for sid, _ in sites}
     repos = []
     for site in sites.values():
         assert site.solver_input is not None
         chosen = {p.location: p for p in picked.get(site.solver_input.key, [])}
         if chosen:     # a repository no node needs a package from is not carried
-            repos.append(_carry(site, chosen, store, os_key, split[site.section.id]))
+            repos.append(_carry(site, chosen, store, os_key))
     return FamilyResult(repos=repos, missing=missing, files_dir=store.files_dir)
 
 
@@ -299,7 +298,7 @@ def _solve_need(need: Need, solver: ClosureSolver, by_key: dict[str, _Site], sto
     return picks
 
 
-def _carry(site: _Site, chosen: dict[str, Pick], store: _Store, os_key: str, split: bool) -> RepoCarry:
+def _carry(site: _Site, chosen: dict[str, Pick], store: _Store, os_key: str) -> RepoCarry:
     """Fetch and check the chosen packages of one site; the repository as it travels."""
     base = _base(site.url)
     shown = _without_credentials(base)
@@ -313,7 +312,7 @@ def _carry(site: _Site, chosen: dict[str, Pick], store: _Store, os_key: str, spl
         labelled.append((path, location))
     if site.section.gpgcheck:
         check_signatures(labelled, site.keys, shown)
-    name = carry_name(site.section, site.release, site.arch, split)
+    name = carry_name(site.section, site.release, site.arch)
     files = {f.path: f for f in site.metadata}
     for location, carried in site.packages.items():
         if location in files:

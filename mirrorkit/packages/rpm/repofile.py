@@ -140,9 +140,20 @@ def key_files(section: RepoSection, image_root: Path | None, variables: dict[str
     return keys
 
 
-def carry_name(section: RepoSection, release: str, arch: str, split: bool) -> str:
-    """The carried repository's name: the section id, or ``id-release-arch`` when one section expands twice."""
-    base = section.id if not split else f"{section.id}-{release}-{arch}"
+def carry_name(section: RepoSection, release: str, arch: str) -> str:
+    """The carried repository's name (its folder on the far side and its section id there).
+
+    The section id, followed by the release and/or architecture its baseurl depends on
+    (``baseos-8.9-x86_64``): one section expands to one repository per release, the name is the same
+    whichever nodes were resolved together (the pipeline merges what two driver images carry by
+    name), and every repo file mounted side by side in ``/etc/yum.repos.d`` keeps a distinct section id.
+    """
+    used = {m.group(1) or m.group(2) for m in _VAR.finditer(section.baseurl)}
+    base = section.id
+    if used & {"releasever", "releasever_major", "releasever_minor"}:
+        base += f"-{release}"
+    if used & {"basearch", "arch"}:
+        base += f"-{arch}"
     name = _SAFE_ID.sub("_", base).strip("._-") or "repo"
     return name[:128]
 
