@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PKGS := skopeo docker-registry containerd podman openssl procps chromium poppler-utils gnupg gpgv dpkg-dev rpm createrepo-c dnf python3-solv debian-archive-keyring
+APT_PKGS := skopeo docker-registry containerd podman openssl procps chromium poppler-utils gnupg gpgv dpkg-dev rpm createrepo-c dnf python3-solv debian-archive-keyring db-util
 
 .PHONY: test demo bench lint setup system-deps clean
 

@@ -24,7 +24,13 @@ from mirrorkit.packages.model import Family, FamilyResult, Fetcher, MissingKerne
 
 _OS_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 APT_IMAGE_PATHS = ("var/lib/dpkg/status",)
-RPM_IMAGE_PATHS = ("var/lib/rpm/*", "usr/lib/sysimage/rpm/*", "etc/yum.repos.d/*.repo")
+
+
+def rpm_image_paths() -> tuple[str, ...]:
+    """What the rpm family reads from a driver image: its rpmdb, dnf variables and config, repo files, keys."""
+    from mirrorkit.packages.rpm import IMAGE_PATHS
+
+    return tuple(IMAGE_PATHS)
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ def _image_root(need: Need, manifests: dict[str, bytes], open_blob: OpenBlob, fa
     manifest = manifests.get(need.driver_image)
     if manifest is None:
         return None
-    patterns = APT_IMAGE_PATHS if family == "apt" else RPM_IMAGE_PATHS
+    patterns = APT_IMAGE_PATHS if family == "apt" else rpm_image_paths()
     found = read_paths(manifest, open_blob, patterns, need.arch, what=need.driver_image)
     for rel, data in found.items():
         target = folder.joinpath(*rel.split("/"))   # imagefs names are normalised: no '..', not absolute
