@@ -14,12 +14,16 @@ from mirrorkit.errors import InputError
 from mirrorkit.mapping import STRATEGIES
 
 
-def _inputs(source: str, registry: str | None, mapping: str | None) -> tuple[Any, Any, dict]:
+def _inputs(source: str, registry: str | None, mapping: str | None,
+            images: bool = True) -> tuple[Any, Any, dict]:
+    """The plan, lock and destinations; ``images=False`` (driver-repo) needs destinations only where there are some."""
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_map
     from mirrorkit.refs import RegistryTarget
 
     plan, lock = load_plan_or_lock(source)
+    if not images and not (registry or plan.registry):
+        return plan, lock, {}
     target = RegistryTarget.parse(registry) if registry else None
     # every plan image and every lock image: destination_map then names each source the writers look up,
     # or refuses one it cannot place ("has no destination"), so they need not check again
@@ -356,7 +360,7 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            pull_secret: str | None = None, package_url: str | None = None,
                            package_ca: str | None = None) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
-    plan, lock, dest = _inputs(source, registry, mapping)
+    plan, lock, dest = _inputs(source, registry, mapping, images=fmt != "driver-repo")
     WRITERS[fmt](Request(source, fmt, output, registry, plan, lock, dest, values_file, pin_digests, service_monitor,
                          chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys,
                          kyverno_version, pull_secret, node_certs_dir, object_name, package_url, package_ca))
