@@ -11,6 +11,8 @@ APT_PKGS := skopeo docker-registry containerd podman openssl procps chromium pop
 # PYTHONDONTWRITEBYTECODE would otherwise compile every module on every command.
 setup: $(STAMP) system-deps
 	@$(PY) -m compileall -q mirrorkit
+	@# Debian's real signed metadata and one kernel's .debs for the real-metadata package test (no test downloads)
+	@$(PY) tests/kit/realdebian.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

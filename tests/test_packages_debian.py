@@ -4,8 +4,9 @@ This machine's ``/var/lib/apt/lists`` holds Debian bookworm-security's real ``In
 the Debian archive keys, valid for a week) and the ``main/binary-amd64/Packages`` it covers (3k
 packages, the kernels among them; the 63k-package bookworm main index is what ``make bench``
 measures the closure against, being too slow for a test). They are served
-on loopback as an upstream mirror, with the real ``.deb`` files of the closure (fetched once with
-``apt-get download`` and cached across runs in pytest's cache folder). The apt family carries the
+on loopback as an upstream mirror, with the real ``.deb`` files of the closure (fetched once by
+``make setup`` with ``apt-get download``: no test reaches anything but loopback; kit/realdebian.py).
+The apt family carries the
 closure of the newest ``linux-headers-6.1.0-*-amd64`` against this machine's own dpkg status (a real
 Debian package database, standing in for the driver image's), and the real ``apt-get`` then updates
 from the carried partial mirror and downloads the closure with ``debian-archive-keyring`` as the only
@@ -14,20 +15,17 @@ trusted key.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from kit.aptrepo import StaticServer
+from kit.realdebian import Upstream, prepare
 
 from mirrorkit.oci.httpfile import HttpFiles
 from mirrorkit.packages.apt import resolve_apt
-from mirrorkit.packages.apt.closure import run_solver
 from mirrorkit.packages.model import Need
 from mirrorkit.packages.needs import apt_names
 
@@ -36,48 +34,9 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 STATUS = Path("/var/lib/dpkg/status")
 
 
-@dataclass
-class Upstream:
-    root: Path            # web root; the repository is root/debian-security
-    kernel: str
-
-
-def _lists_file(suffix: str) -> Path:
-    found = sorted(LISTS.glob(f"*debian-security_dists_bookworm-security_{suffix}*"))
-    assert found, f"run apt-get update: {LISTS} has no bookworm-security {suffix}"
-    return found[0]
-
-
 @pytest.fixture(scope="session")
-def debian(request: pytest.FixtureRequest) -> Upstream:
-    cache = Path(request.config.cache.mkdir("mirrorkit-real-debian"))
-    dists = cache / "debian-security" / "dists" / "bookworm-security"
-    index = dists / "main" / "binary-amd64" / "Packages"
-    inrelease = _lists_file("InRelease")
-    if not index.is_file() or (dists / "InRelease").read_bytes() != inrelease.read_bytes():
-        shutil.rmtree(cache / "debian-security", ignore_errors=True)
-        index.parent.mkdir(parents=True)
-        shutil.copyfile(inrelease, dists / "InRelease")
-        packages = _lists_file("main_binary-amd64_Packages")
-        if packages.name.endswith(".lz4"):
-            subprocess.run(["unlz4", "-q", "-f", str(packages), str(index)], check=True, timeout=120)
-        else:
-            shutil.copyfile(packages, index)
-    heads = re.findall(rb"^Package: linux-headers-6\.1\.0-(\d+)-amd64$", index.read_bytes(), re.M)
-    kernel = f"6.1.0-{max(int(n) for n in heads)}-amd64"
-    names, _, alone = apt_names(kernel)
-    solution = run_solver([("r", index)], STATUS, "amd64", [f"linux-headers-{kernel}"], [], [], "fixture")
-    for pkg in solution.install:                 # the real .debs, fetched once and kept in the cache
-        target = cache / "debian-security" / pkg.location
-        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == pkg.sha256:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=target.parent, check=True,
-                       capture_output=True, timeout=600)
-        got = next(target.parent.glob(f"{pkg.name}_*.deb"))
-        if got != target:
-            got.rename(target)
-    return Upstream(cache, kernel)
+def debian() -> Upstream:
+    return prepare(download=False)     # no download in a test: make setup fetched the .debs
 
 
 def apt(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
