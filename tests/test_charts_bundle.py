@@ -197,7 +197,8 @@ def test_corrupted_chart_blob_is_refused_before_anything_is_pushed(tmp_path: Pat
     data = bytearray(bundle.read_bytes())
     data[member.offset_data + 20] ^= 0xFF
     bundle.write_bytes(bytes(data))
-    # a .sha256 that matches the altered tar, so the blob's own hash is what catches it
+    # a .sha256 made for the altered volume (push-bundle refuses a volume without one), so the blob's own
+    # hash is what catches it
     bundle.with_name("gpu.tar.sha256").write_text(f"{hashlib.sha256(bytes(data)).hexdigest()}  gpu.tar\n")
     res = cli("push-bundle", str(bundle), "--insecure", private.host)
     assert res.exit_code == 2, res.output
