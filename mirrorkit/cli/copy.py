@@ -179,12 +179,15 @@ Examples:
 @click.option("--check-blobs", is_flag=True,
               help="Count an image as already there only if every blob of it can be read; push the rest again "
                    "(repairs what verify reports as missing or unreadable blobs).")
+@click.option("--site-key", metavar="KEY.pem", type=click.Path(dir_okay=False),
+              help="Sign, at the mirror, each index --platform rewrote (several platforms kept), once --verify-key "
+                   "has checked its platform manifests; the policy then lists the site's public key.")
 @JOBS
 @FORMAT
 @signature_options
 @registry_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
-                        jobs: int, fmt: str, **p: Any) -> None:
+                        jobs: int, fmt: str, site_key: str | None = None, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
@@ -192,10 +195,27 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
+    key = None
+    if site_key:
+        from mirrorkit.transfer.sitesign import load_site_key
+
+        if not signatures.keys:
+            raise InputError("--site-key needs --verify-key: the site signs only what it has verified")
+        key = load_site_key(site_key)
+    site_signed: list[str] = []
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
                              signatures)
+        if key is not None and not report.problems:
+            from mirrorkit.bundle.reader import BundleReader
+            from mirrorkit.destinations import destination_pairs
+            from mirrorkit.transfer.sitesign import sign_rewritten
+
+            with BundleReader([Path(b) for b in bundle]) as reader:
+                lock = reader.lock
+            dest = destination_pairs(lock.plan, [(i.source, i.destination) for i in lock.images], target, mapping)
+            site_signed = sign_rewritten(client, lock, dest, key)
     data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
             "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
             "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
@@ -205,6 +225,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     pushed_artifacts = report.signatures.manifests if report.signatures else 0
     data["artifacts_pushed"] = pushed_artifacts
     data["verifications"] = [v.to_dict() for v in report.verifications]
+    data["site_signed"] = site_signed
     text = (f"pushed {_n(report.images_pushed, 'image')} ({report.images_skipped} already there)"
             + (f", {_n(report.charts_pushed, 'Helm chart')} ({report.charts_skipped} already there)"
                if report.charts_pushed or report.charts_skipped else "")
@@ -213,7 +234,9 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             f"{report.blobs_mounted}, skipped {report.blobs_skipped} ({human(report.bytes_skipped)})\n"
             f"  verified {report.verified} destination manifests digest for digest")
     text += "".join(f"\n{line}" for line in ([f"  pushed {_n(pushed_artifacts, 'signature artifact')} beside them"]
-                                               if pushed_artifacts else []) + _signature_lines(report.verifications))
+                                               if pushed_artifacts else []) + _signature_lines(report.verifications)
+                                              + ([f"  signed {len(site_signed)} rewritten index(es) with the "
+                                                  "site key"] if site_signed else []))
     _emit(fmt, data, text)
     if report.problems:
         raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))

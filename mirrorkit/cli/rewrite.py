@@ -63,6 +63,9 @@ Examples:
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
 @click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
+@click.option("--site-signed", is_flag=True,
+              help="kyverno, containers-policy: push-bundle --site-key signed the indexes --platform rewrote; "
+                   "give that key's public half as one more --verify-key.")
 @click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
               help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
 @click.option("--node-certs-dir", default="/etc/containerd/certs.d", show_default=True, metavar="DIR",
@@ -78,14 +81,14 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            namespace: str, insecure: tuple[str, ...], ca_file: str | None, skip_verify: bool,
                            fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
                            pull_secret: str | None = None, node_certs_dir: str = "/etc/containerd/certs.d",
-                           object_name: str | None = None) -> None:
+                           object_name: str | None = None, site_signed: bool = False) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     from mirrorkit.cli.main import write_output
     from mirrorkit.rewrite import helm
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if fmt in ("kyverno", "containers-policy"):  # policies that make the cluster check signatures
-        _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version, object_name)
+        _signature_policy(fmt, plan, lock, dest, verify_keys, output, kyverno_version, object_name, site_signed)
         return
     if fmt == "pull-secret":
         from mirrorkit.files import write_atomic
@@ -178,7 +181,8 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
 
 
 def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: tuple[str, ...],
-                      output: str | None, kyverno_version: str = "1.11", name: str | None = None) -> None:
+                      output: str | None, kyverno_version: str = "1.11", name: str | None = None,
+                      site_signed: bool = False) -> None:
     from mirrorkit.cli.main import write_output
     from mirrorkit.refs import Ref
     from mirrorkit.trust.keys import load_keys
@@ -189,8 +193,11 @@ def _signature_policy(fmt: str, plan: Any, lock: Any, dest: dict, verify_keys: t
     from mirrorkit.rewrite.admission import refusal, unsignable
 
     blocked = unsignable(plan, lock)
-    if blocked:
+    if blocked and not site_signed:
         raise InputError(refusal(fmt, blocked))
+    if blocked and len(keys) < 2:
+        raise InputError(f"--site-signed: give the site's public key as one more --verify-key (it signed "
+                         f"{len(blocked)} rewritten index(es); the publisher's key cannot admit them)")
     if fmt == "kyverno":
         from mirrorkit.rewrite.idms import check_name
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
