@@ -191,6 +191,9 @@ def test_a_site_key_signs_the_rewritten_indexes_and_admission_then_works(registr
     res = cli("push-bundle", str(bundle), "--insecure", private.host, "--verify-key", str(pub), "--site-key",
               str(site_pem))
     assert res.exit_code == 0 and "signed 12 rewritten index(es) with the site key" in res.output, res.output
+    # the runbook prints these very steps for such a bundle
+    book = cli("runbook", str(bundle), "--insecure", private.host).stdout
+    assert "--site-key site.pem" in book and "--site-signed" in book and "--verify-key site.pub" in book
     keys = ["--verify-key", str(pub), "--verify-key", str(site_pub)]
     assert cli("verify", str(bundle), "--insecure", private.host, *keys).exit_code == 0
     res = CliRunner().invoke(main, ["rewrite-config", str(bundle), "--format", "kyverno", "--verify-key", str(pub),

@@ -243,13 +243,16 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
     from mirrorkit.lock import lock_charts
+    from mirrorkit.rewrite.admission import unsignable
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if registry:
         plan.registry = registry
+    # --platform rewrote indexes no publisher signed: the printed steps have the site sign them
+    site_signed = bool(unsignable(plan, lock))
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
-                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret,
+                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret, site_signed=site_signed,
                        volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
