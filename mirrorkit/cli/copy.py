@@ -172,6 +172,7 @@ Examples:
   mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu
   mirrorkit push-bundle bundles/gpu.001.tar bundles/gpu.000.tar --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
   echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
+  mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --verify-key nvidia.pub --site-key site.pem
 """)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")

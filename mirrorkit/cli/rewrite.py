@@ -41,6 +41,8 @@ Examples:
   mirrorkit rewrite-config bundles/gpu.tar --format containers-policy --verify-key nvidia.pub -o containers-policy
   mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
   mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
+  mirrorkit rewrite-config bundles/gpu.tar --format pull-secret --pull-secret mirror-pull -o pull-secret.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format kyverno --verify-key nvidia.pub --verify-key site.pub --site-signed
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
