@@ -156,14 +156,21 @@ def test_one_platform_tags_resolve_to_signed_manifests_and_the_policy_is_written
     assert checked >= 10        # operator, driver, manager, toolkit, plugin, dcgm, gfd, mig, nfd, validator…
 
 
-def test_several_platforms_refuse_the_policy_and_fail_verify(registry_factory, tmp_path: Path) -> None:
+def test_several_platforms_are_refused_unless_a_site_key_signs_the_rewritten_indexes(registry_factory,
+                                                                                     tmp_path: Path) -> None:
     up, private = registry_factory(), registry_factory()
-    plan, pub, _ = signed_release(tmp_path, up, private, ["linux/amd64", "linux/arm64"],
-                                  arches=("amd64", "arm64", "ppc64le"))
+    plan, pub, images = signed_release(tmp_path, up, private, ["linux/amd64", "linux/arm64"],
+                                       arches=("amd64", "arm64", "ppc64le"))
+    site = cosign.make_key("p256")
+    site_pem = tmp_path / "site.pem"
+    site_pem.write_bytes(site.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    site_pub = cosign.write_public_key(site, tmp_path / "site.pub")
     for fmt in ("kyverno", "containers-policy"):       # from the plan alone: it cannot tell the platforms
         res = CliRunner().invoke(main, ["rewrite-config", str(plan), "--format", fmt, "--verify-key", str(pub)])
         assert res.exit_code == 2 and "cannot pass signature admission" in res.output, res.output
     bundle = pull_and_push(tmp_path, up, private, plan, pub)
+    # no combination of the publisher's keys can admit an index --platform rewrote: refused, and verify fails
     for fmt in ("kyverno", "containers-policy"):
         res = CliRunner().invoke(main, ["rewrite-config", str(bundle), "--format", fmt, "--verify-key", str(pub),
                                         "-o", str(tmp_path / fmt)])
@@ -172,3 +179,41 @@ def test_several_platforms_refuse_the_policy_and_fail_verify(registry_factory, t
         assert not (tmp_path / fmt).exists()
     res = CliRunner().invoke(main, ["verify", str(bundle), "--insecure", private.host, "--verify-key", str(pub)])
     assert res.exit_code == 1 and "rewrote this index" in res.output, res.output
+    # unless the site signs them, having checked their platform manifests
+    res = CliRunner().invoke(main, ["push-bundle", str(bundle), "--insecure", private.host, "--site-key",
+                                    str(site_pem)])
+    assert res.exit_code == 2 and "--site-key needs --verify-key" in res.output
+    res = cli("push-bundle", str(bundle), "--insecure", private.host, "--verify-key", str(pub), "--site-key",
+              str(site_pem))
+    assert res.exit_code == 0 and "signed 12 rewritten index(es) with the site key" in res.output, res.output
+    # the runbook prints these very steps for such a bundle
+    book = cli("runbook", str(bundle), "--insecure", private.host).stdout
+    assert "--site-key site.pem" in book and "--site-signed" in book and "--verify-key site.pub" in book
+    keys = ["--verify-key", str(pub), "--verify-key", str(site_pub)]
+    assert cli("verify", str(bundle), "--insecure", private.host, *keys).exit_code == 0
+    res = CliRunner().invoke(main, ["rewrite-config", str(bundle), "--format", "kyverno", "--verify-key", str(pub),
+                                    "--site-signed"])
+    assert res.exit_code == 2 and "one more --verify-key" in res.output
+    policy = cli("rewrite-config", str(bundle), "--format", "kyverno", *keys, "--site-signed")
+    assert policy.exit_code == 0
+    assert policy.stdout.count("BEGIN PUBLIC KEY") == 2
+
+    # every reference the Helm values name resolves at the mirror to a digest signed by one of the policy's keys
+    values = yaml.safe_load(cli("rewrite-config", str(bundle), "--format", "helm").stdout)
+    lock_dests = [Ref.parse(i.destination) for i in load_plan(plan).images if i.destination]
+    nvidia, site_key = (serialization.load_pem_public_key(p.read_bytes()) for p in (pub, site_pub))
+    assert isinstance(nvidia, ec.EllipticCurvePublicKey) and isinstance(site_key, ec.EllipticCurvePublicKey)
+    upstream = {idx.digest for idx in images.values()}
+    checked = 0
+    with httpx.Client(timeout=30) as http:
+        for repository, image, version in values_references(values):
+            repo_path = f"{repository}/{image}".removeprefix(f"{private.host}/")
+            tags = [version] if resolve_at_mirror(http, private, repo_path, version) else \
+                [d.tag for d in lock_dests if d.repository == repo_path and d.tag and d.tag.startswith(version + "-")]
+            for tag in tags:
+                digest = resolve_at_mirror(http, private, repo_path, tag)
+                assert digest and digest not in upstream            # a rewritten index ...
+                assert not signature_holds(http, private, repo_path, digest, nvidia)
+                assert signature_holds(http, private, repo_path, digest, site_key)   # ... signed by the site
+                checked += 1
+    assert checked >= 10

@@ -241,6 +241,7 @@ Examples:
   mirrorkit push-bundle bundles/gpu.001.tar bundles/gpu.000.tar --registry 10.0.0.5:5000 --insecure 10.0.0.5:5000
   echo "$PASS" | mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --username robot --password-stdin
   mirrorkit push-bundle bundles/gpu.tar --registry harbor.local/gpu --bundle-key site-bundle.pub
+  mirrorkit push-bundle gpu.tar --registry harbor.local/gpu --verify-key nvidia.pub --site-key site.pem
 """)
 @click.argument("bundle", nargs=-1, required=True, type=click.Path())
 @click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Destination registry (default: the plan's).")
@@ -251,6 +252,9 @@ Examples:
 @click.option("--packages-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Write every carried package repository as a partial mirror under DIR/<os>/<name>/ "
                    "(serve DIR with any web server); images are pushed only when a registry is known.")
+@click.option("--site-key", metavar="KEY.pem", type=click.Path(dir_okay=False),
+              help="Sign, at the mirror, each index --platform rewrote (several platforms kept), once --verify-key "
+                   "has checked its platform manifests; the policy then lists the site's public key.")
 @JOBS
 @FORMAT
 @signature_options
@@ -258,7 +262,7 @@ Examples:
 @destination_options
 def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: str | None, check_blobs: bool,
                         jobs: int, fmt: str, bundle_keys: tuple[str, ...], packages_dir: str | None = None,
-                        **p: Any) -> None:
+                        site_key: str | None = None, **p: Any) -> None:
     """Air-gapped side: verify the bundle, push it, verify the registry."""
     from mirrorkit.oci.client import RegistryClient
     from mirrorkit.progress import bars, human
@@ -267,6 +271,13 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
     signed = check_bundle_keys([Path(b) for b in bundle], bundle_keys)   # before anything else is read
+    key = None
+    if site_key:
+        from mirrorkit.transfer.sitesign import load_site_key
+
+        if not signatures.keys:
+            raise InputError("--site-key needs --verify-key: the site signs only what it has verified")
+        key = load_site_key(site_key)
     if packages_dir is not None:
         written, plan_registry = _write_packages([Path(b) for b in bundle], Path(packages_dir))
         if target is None and plan_registry is None:
@@ -275,10 +286,20 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
                   _packages_line(written, packages_dir) + "\n  no registry given or planned: images not pushed")
             return
         click.echo(_packages_line(written, packages_dir), err=True)
+    site_signed: list[str] = []
     with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
                              signatures, signed.lock_sha256 if signed else None)
+        if key is not None and not report.problems:
+            from mirrorkit.bundle.reader import BundleReader
+            from mirrorkit.destinations import destination_pairs
+            from mirrorkit.transfer.sitesign import sign_rewritten
+
+            with BundleReader([Path(b) for b in bundle]) as reader:
+                lock = reader.lock
+            dest = destination_pairs(lock.plan, [(i.source, i.destination) for i in lock.images], target, mapping)
+            site_signed = sign_rewritten(client, lock, dest, key)
     data = {"images_pushed": report.images_pushed, "images_skipped": report.images_skipped,
             "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
             "blobs_mounted": report.blobs_mounted, "blobs_skipped": report.blobs_skipped,
@@ -288,6 +309,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     pushed_artifacts = report.signatures.manifests if report.signatures else 0
     data["artifacts_pushed"] = pushed_artifacts
     data["verifications"] = [v.to_dict() for v in report.verifications]
+    data["site_signed"] = site_signed
     text = (f"pushed {_n(report.images_pushed, 'image')} ({report.images_skipped} already there)"
             + (f", {_n(report.charts_pushed, 'Helm chart')} ({report.charts_skipped} already there)"
                if report.charts_pushed or report.charts_skipped else "")
@@ -296,7 +318,9 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             f"{report.blobs_mounted}, skipped {report.blobs_skipped} ({human(report.bytes_skipped)})\n"
             f"  verified {report.verified} destination manifests digest for digest")
     text += "".join(f"\n{line}" for line in ([f"  pushed {_n(pushed_artifacts, 'signature artifact')} beside them"]
-                                               if pushed_artifacts else []) + _signature_lines(report.verifications))
+                                               if pushed_artifacts else []) + _signature_lines(report.verifications)
+                                              + ([f"  signed {len(site_signed)} rewritten index(es) with the "
+                                                  "site key"] if site_signed else []))
     _emit(fmt, data, text)
     if report.problems:
         raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))

@@ -54,6 +54,8 @@ Examples:
   mirrorkit prune --registry registry.local:5000/kse --keep bundles/gpu-v24.9.2.tar \\
       --drop bundles/gpu-v23.9.2.lock.yaml --apply
   mirrorkit prune --registry registry.local:5000/kse --keep new.yaml --drop old.yaml --format json
+  kubectl get pods,nvidiadrivers.nvidia.com,clusterpolicies.nvidia.com -A -o yaml > in-use.yaml
+  mirrorkit prune --registry registry.local:5000/kse --keep new.yaml --drop old.yaml --in-use in-use.yaml
 """)
 @click.option("--registry", required=True, metavar="HOST[:PORT][/PREFIX]", help="The private registry to prune.")
 @click.option("--keep", multiple=True, type=click.Path(exists=True), metavar="PLAN|LOCK|BUNDLE",

@@ -59,6 +59,7 @@ class Request:
     object_name: str | None = None
     package_url: str | None = None
     package_ca: str | None = None
+    site_signed: bool = False
 
     @property
     def digests(self) -> dict[str, str] | None:
@@ -198,8 +199,11 @@ def _signature_policy(req: Request) -> None:
     from mirrorkit.rewrite.admission import refusal, unsignable
 
     blocked = unsignable(req.plan, req.lock)
-    if blocked:
+    if blocked and not req.site_signed:
         raise InputError(refusal(req.fmt, blocked))
+    if blocked and len(keys) < 2:
+        raise InputError(f"--site-signed: give the site's public key as one more --verify-key (it signed "
+                         f"{len(blocked)} rewritten index(es); the publisher's key cannot admit them)")
     if req.fmt == "kyverno":
         from mirrorkit.rewrite.idms import check_name
         from mirrorkit.rewrite.kyverno import kyverno_policy, repositories
@@ -316,6 +320,8 @@ Examples:
   mirrorkit rewrite-config plan.yaml --format nvidiadriver -o nvidiadrivers.yaml
   mirrorkit rewrite-config bundles/gpu.tar --format idms -o mirror-sets.yaml   # OpenShift
   mirrorkit rewrite-config bundles/gpu.tar --format driver-repo --package-url http://pkgs.local/gpu -o driver-repo.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format pull-secret --pull-secret mirror-pull -o pull-secret.yaml
+  mirrorkit rewrite-config bundles/gpu.tar --format kyverno --verify-key nvidia.pub --verify-key site.pub --site-signed
 """)
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
@@ -338,6 +344,9 @@ Examples:
               help="containerd: what 'server' names; 'mirror' keeps nodes from ever trying the internet.")
 @click.option("--verify-key", "verify_keys", multiple=True, metavar="KEY.pub", type=click.Path(dir_okay=False),
               help="kyverno, containers-policy: public key the cluster checks signatures with (repeatable).")
+@click.option("--site-signed", is_flag=True,
+              help="kyverno, containers-policy: push-bundle --site-key signed the indexes --platform rewrote; "
+                   "give that key's public half as one more --verify-key.")
 @click.option("--kyverno-version", type=click.Choice(("1.11", "1.10")), default="1.11", show_default=True,
               help="kyverno: 1.11 covers 1.11 and later; 1.10 turns the transparency log off the only way it can.")
 @click.option("--node-certs-dir", default="/etc/containerd/certs.d", show_default=True, metavar="DIR",
@@ -358,12 +367,13 @@ def rewrite_config_command(source: str, fmt: str, output: str | None, registry: 
                            fallback: str, verify_keys: tuple[str, ...], kyverno_version: str = "1.11",
                            node_certs_dir: str = "/etc/containerd/certs.d", object_name: str | None = None,
                            pull_secret: str | None = None, package_url: str | None = None,
-                           package_ca: str | None = None) -> None:
+                           package_ca: str | None = None, site_signed: bool = False) -> None:
     """Emit configuration pointing the cluster at the mirrored images."""
     plan, lock, dest = _inputs(source, registry, mapping, images=fmt != "driver-repo")
     WRITERS[fmt](Request(source, fmt, output, registry, plan, lock, dest, values_file, pin_digests, service_monitor,
                          chart_ref, namespace, insecure, ca_file, skip_verify, fallback, verify_keys,
-                         kyverno_version, pull_secret, node_certs_dir, object_name, package_url, package_ca))
+                         kyverno_version, pull_secret, node_certs_dir, object_name, package_url, package_ca,
+                         site_signed))
 
 
 @click.command("runbook", epilog="""
@@ -395,13 +405,16 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     from mirrorkit.bundle.volumes import bundle_volumes
     from mirrorkit.cli.main import write_output
     from mirrorkit.lock import lock_charts
+    from mirrorkit.rewrite.admission import unsignable
     from mirrorkit.rewrite.runbook import RunbookInput, markdown, shell, volumes_of
 
     plan, lock, dest = _inputs(source, registry, mapping)
     if registry:
         plan.registry = registry
+    # --platform rewrote indexes no publisher signed: the printed steps have the site sign them
+    site_signed = bool(unsignable(plan, lock))
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
-                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret,
+                       ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret, site_signed=site_signed,
                        volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [],
                        installer=lock.installer if lock else None)
     if upgrade_from:

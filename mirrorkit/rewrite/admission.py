@@ -36,4 +36,5 @@ def refusal(fmt: str, lines: list[str]) -> str:
     return (f"--format {fmt}: {len(lines)} image(s) cannot pass signature admission: {'; '.join(lines)}. "
             "A rewritten index is a digest no publisher signed, and admission checks the digest a tag "
             "resolves to. Plan with one --platform (the tag then names that platform's signed manifest) "
-            "or without --platform")
+            "or without --platform, or sign them at the mirror (push-bundle --site-key) and give --site-signed "
+            "with the site's public key as another --verify-key")

@@ -48,6 +48,7 @@ class RunbookInput:
     installer: LockInstaller | None = None     # mirrorkit's offline installer, carried in the bundle
     verify_key: str = "nvidia.pub"           # the publisher's cosign key: every runbook checks signatures with it
     pull_secret: str | None = None           # an authenticated mirror: the imagePullSecret the pods use
+    site_signed: bool = False                # --platform rewrote indexes: the site signs them (push-bundle --site-key)
 
 
 def _installer_lines(inp: RunbookInput) -> list[str]:
@@ -92,8 +93,18 @@ def _registry(inp: RunbookInput) -> str:
     return hosts[0] if hosts else "REGISTRY"
 
 
+SITE_KEY, SITE_PUB = "site.pem", "site.pub"
+
+
 def _sig(inp: RunbookInput, shell: bool = False) -> str:
-    return " --verify-key " + ('"$VERIFY_KEY"' if shell else shlex.quote(inp.verify_key))
+    """The keys signatures are checked with: the publisher's, and the site's when --platform rewrote indexes."""
+    out = " --verify-key " + ('"$VERIFY_KEY"' if shell else shlex.quote(inp.verify_key))
+    return out + (f" --verify-key {SITE_PUB}" if inp.site_signed else "")
+
+
+def _push_sig(inp: RunbookInput, shell: bool = False) -> str:
+    """push-bundle's keys; with rewritten indexes, the site signs them at the mirror (push-bundle --site-key)."""
+    return _sig(inp, shell) + (f" --site-key {SITE_KEY}" if inp.site_signed else "")
 
 
 def _mirror_host(inp: RunbookInput) -> str:
@@ -144,7 +155,8 @@ def _pull_secret_lines(inp: RunbookInput, src: str, namespace: str) -> list[str]
 def _policy_lines(inp: RunbookInput, src: str, shell: bool = False) -> list[str]:
     sig = _sig(inp, shell)
     reg = ' --registry "$REGISTRY"' if shell else ""
-    return [f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno{reg}{sig} -o verify-images.yaml",
+    site = " --site-signed" if inp.site_signed else ""
+    return [f"mirrorkit rewrite-config {shlex.quote(src)} --format kyverno{reg}{sig}{site} -o verify-images.yaml",
             "if kubectl get crd clusterpolicies.kyverno.io >/dev/null 2>&1; then kubectl apply -f verify-images.yaml; "
             "else echo 'Kyverno is not installed: verify-images.yaml not applied' >&2; fi"]
 
@@ -241,7 +253,7 @@ def _load(inp: RunbookInput) -> list[str]:
     """2. Load the private registry: push-bundle, then verify."""
     reg, src, bundle_args = _registry(inp), inp.source_name, _bundle_args(inp)
     lines = ["## 2. Load the private registry", "", "```sh",
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_push_sig(inp)}",
               f"mirrorkit verify {shlex.quote(inp.volumes[0][0]) if inp.volumes else shlex.quote(src)} "
               f"--registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
               "```", "",
@@ -249,6 +261,11 @@ def _load(inp: RunbookInput) -> list[str]:
               "`verify` must print every image present with the expected digest (exit 0) before you go on.",
               f"`--verify-key {inert(inp.verify_key)}` (NVIDIA's cosign public key) checks every image's signature",
               "offline before the push, and at the mirror the digest each reference resolves to.", ""]
+    if inp.site_signed:
+        lines += ["`--platform` kept several platforms, so the tags name indexes no publisher signed: the site signs",
+                  f"them at the mirror with its own key (`{SITE_KEY}`, e.g. `openssl genpkey -algorithm EC -pkeyopt",
+                  f"ec_paramgen_curve:P-256 -out {SITE_KEY}`, public half `openssl pkey -in {SITE_KEY} -pubout -out",
+                  f"{SITE_PUB}`), after checking their platform manifests, and the policies list `{SITE_PUB}` too.", ""]
     return lines
 
 
@@ -305,7 +322,8 @@ def _signatures(inp: RunbookInput) -> list[str]:
               f"under `{inert(inp.verify_key)}` before the push and at the mirror. Make the cluster refuse anything",
               "unsigned as well (Kyverno; CRI-O/podman nodes check on their own):", "", "```sh",
               *_policy_lines(inp, src),
-              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy{_sig(inp)} "
+              f"mirrorkit rewrite-config {shlex.quote(src)} --format containers-policy{_sig(inp)}"
+              f"{' --site-signed' if inp.site_signed else ''} "
               "-o containers-policy",
               "# CRI-O / podman nodes: policy.json -> /etc/containers/,",
               "#   registries.d/* -> /etc/containers/registries.d/, keys/* -> /etc/containers/keys/", "```", ""]
@@ -408,7 +426,7 @@ def shell(inp: RunbookInput) -> str:
                   *(f"  {line.split('  #')[0].rstrip()}" for line in _installer_lines(inp)),
                   "  export PATH=/opt/mirrorkit/bin:$PATH", "fi"]
     secret = f" --pull-secret {shlex.quote(inp.pull_secret)}" if inp.pull_secret and fmt == "helm" else ""
-    lines += [f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+    lines += [f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_push_sig(inp, True)}",
               f"mirrorkit verify {first} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
               *_policy_lines(inp, inp.source_name, shell=True),
               *_pull_secret_lines(inp, inp.source_name, '"$NAMESPACE"'),
@@ -605,7 +623,7 @@ def upgrade_markdown(up: UpgradeInput) -> str:
                   f"(`mirrorkit inventory --registry {shlex.quote(reg)}{_flags(inp)} -o inventory.json`), carry it",
                   "out and add `--have inventory.json` to the line above.", ""]
     lines += ["On the air-gapped side:", "", "```sh", _checksum(first),
-              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}",
+              f"mirrorkit push-bundle {bundle_args} --registry {shlex.quote(reg)}{_flags(inp)}{_push_sig(inp)}",
               f"mirrorkit verify {shlex.quote(first)} --registry {shlex.quote(reg)}{_flags(inp)}{_sig(inp)}", "```", "",
               "`--verify-key` checks every new image's signature before the push, and at the mirror.", "",
               "## 4. CRDs first: Helm does not upgrade them", "",
@@ -660,7 +678,7 @@ def upgrade_shell(up: UpgradeInput) -> str:
              f"VERIFY_KEY=${{VERIFY_KEY:-{shlex.quote(inp.verify_key)}}}   # NVIDIA's cosign public key", "",
              f"mirrorkit verify {shlex.quote(up.old_source)} --registry \"$REGISTRY\"{_flags(inp)}",
              _checksum(first),
-             f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
+             f"mirrorkit push-bundle {bundle_args} --registry \"$REGISTRY\"{_flags(inp)}{_push_sig(inp, True)}",
              f"mirrorkit verify {shlex.quote(first)} --registry \"$REGISTRY\"{_flags(inp)}{_sig(inp, True)}",
              *_policy_lines(inp, inp.source_name, shell=True),
              f"mirrorkit rewrite-config {shlex.quote(inp.source_name)} --format {fmt} --registry \"$REGISTRY\""

@@ -1,0 +1,107 @@
+"""``push-bundle --site-key``: the site signs the indexes ``--platform`` rewrote, once it has checked them.
+
+An index restricted to several platforms is a new digest no publisher signed, and
+admission checks the digest a tag resolves to. After push-bundle has verified every
+platform manifest under the publisher's key (``--verify-key``, required) and pushed the
+bundle, it signs each rewritten index with the site's key, in cosign's format
+(``sha256-<hex>.sig`` beside it at the mirror, the same payload and annotation cosign
+writes), so ``rewrite-config --format kyverno --verify-key nvidia.pub --verify-key
+site.pub --site-signed`` admits them and ``verify --verify-key … site.pub`` proves it.
+The site vouches only for what it verified: a rewritten index holds nothing but
+platform manifests whose own signatures were checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from mirrorkit.errors import InputError
+from mirrorkit.lock import Lock
+from mirrorkit.oci.client import RegistryClient
+from mirrorkit.oci.manifests import sha256_digest
+from mirrorkit.refs import Ref
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+PASSWORD_ENV = "COSIGN_PASSWORD"      # as cosign reads an encrypted key's password: never from argv
+
+SiteKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def load_site_key(path: str) -> SiteKey:
+    """A PEM private key (ECDSA P-256/P-384, RSA, Ed25519); an encrypted one takes $COSIGN_PASSWORD."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"--site-key {path}: cannot read it ({exc.strerror or exc})") from None
+    password = os.environ.get(PASSWORD_ENV)
+    try:
+        key = serialization.load_pem_private_key(data, password.encode() if password else None)
+    except (ValueError, TypeError):
+        raise InputError(f"--site-key {path}: not a PEM private key (an encrypted key needs ${PASSWORD_ENV})") \
+            from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise InputError(f"--site-key {path}: use an ECDSA, RSA or Ed25519 key")
+    return key
+
+
+def _sign(key: SiteKey, data: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data)
+
+
+def payload(identity: str, digest: str) -> bytes:
+    """cosign's simple-signing payload, in its field order and compact form."""
+    return json.dumps({"critical": {"identity": {"docker-reference": identity},
+                                    "image": {"docker-manifest-digest": digest},
+                                    "type": "cosign container image signature"}, "optional": None},
+                      separators=(",", ":")).encode()
+
+
+def signature_manifest(key: SiteKey, identity: str, digest: str) -> tuple[bytes, list[bytes]]:
+    """The ``.sig`` manifest and its blobs (config, payload layer)."""
+    body = payload(identity, digest)
+    config = json.dumps({"architecture": "", "os": "", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(body)]}},
+                        separators=(",", ":")).encode()
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": sha256_digest(config)},
+        "layers": [{"mediaType": SIMPLE_SIGNING, "size": len(body), "digest": sha256_digest(body),
+                    "annotations": {SIGNATURE_ANNOTATION: base64.b64encode(_sign(key, body)).decode()}}]}
+    return json.dumps(manifest, separators=(",", ":")).encode(), [config, body]
+
+
+def sign_rewritten(client: RegistryClient, lock: Lock, dest: dict[tuple[str, str | None], Ref],
+                   key: SiteKey) -> list[str]:
+    """Sign every rewritten index at the mirror; the references signed."""
+    import io
+
+    signed: list[str] = []
+    for img in lock.images:
+        if not img.rewritten_index:
+            continue
+        ref = dest[(img.source, img.destination)]
+        # the publisher's repository as identity, as its own signatures name it: CRI-O's exactRepository
+        # requirement (containers-policy) then accepts the site's signature like the publisher's
+        data, blobs = signature_manifest(key, Ref.parse(img.source).name, img.digest)
+        for blob in blobs:
+            if not client.blob_exists(ref, sha256_digest(blob)):
+                client.upload_blob(ref.registry, ref.repository, sha256_digest(blob), len(blob),
+                                   lambda b=blob: io.BytesIO(b))   # type: ignore[misc]
+        algo, _, hexpart = img.digest.partition(":")
+        client.put_manifest(ref.registry, ref.repository, f"{algo}-{hexpart}.sig", data, OCI_MANIFEST)
+        signed.append(f"{ref.name}@{img.digest}")
+    return signed
