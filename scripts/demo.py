@@ -321,16 +321,22 @@ def rocky_need() -> dict:
 
 
 def show_dnf(argv: list[str], output: str, folder: Path) -> None:
-    """Print one real dnf run, its paths relative to its folder (the driver image's copy is ``root``);
-    the whole output goes to dnf.log."""
+    """Print one real dnf run, its paths relative to its folder (the driver image's copy is ``root``):
+    for the install, the packages asked for and the downloads; the whole output goes to dnf.log."""
     shown = [a for a in argv if not a.startswith("--setopt=cachedir")]
     command = " ".join(shlex.quote(a) for a in shown).replace(f"{folder}/", "")
     print(f"$ (in {folder.name}/) {command}")
     with (OUT / "dnf.log").open("a") as log:
         log.write(f"$ {command}\n{output}\n")
     lines = [line.rstrip() for line in output.splitlines() if line.strip()]
-    if len(lines) > 16:
-        lines = [*lines[:12], f"... ({len(lines) - 16} more lines in dnf.log)", *lines[-4:]]
+    if "install" in argv:
+        asked = lines[:next((i for i, line in enumerate(lines) if line.startswith("Installing dependencies")),
+                            len(lines))]
+        fetched = lines[next((i for i, line in enumerate(lines) if line.startswith("Downloading Packages")),
+                             len(lines)):]
+        fetched = fetched[:next((i + 1 for i, line in enumerate(fetched) if line == "Complete!"), len(fetched))]
+        lines = [*asked, f"... (the dependencies, {len(lines) - len(asked) - len(fetched)} more lines in dnf.log)",
+                 *fetched]
     for line in lines:
         print(f"  {line}")
 
