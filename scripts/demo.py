@@ -12,8 +12,14 @@ air gap. It runs the installed ``mirrorkit`` through plan -> pull-bundle
 (air gap) -> push-bundle --bundle-key --verify-key -> verify --verify-key ->
 rewrite-config (every cluster-side format, the signature policies included) ->
 runbook; then a real containerd pulls the nvcr.io names from the private
-registry through the emitted hosts.toml; last, ``report --bundle-key --verify-key``
-writes the approver's HTML record and ``diff`` compares two releases' plans. Every process it starts
+registry through the emitted hosts.toml. A second plan covers a Rocky Linux 8.9 node
+whose driver is compiled at run time: a signed dnf repository built with the test kit
+(rpmbuild, rpmsign, createrepo_c) -> pull-bundle --package-source -> push-bundle
+--packages-dir -> verify --packages-dir -> rewrite-config --format driver-repo -> the
+real dnf downloading the kernel packages from that partial mirror, signature checks on.
+With the private registry stopped too, ``mirrorkit serve`` answers for the bundle and
+containerd pulls through it; serve stops on SIGTERM. Last, ``report --bundle-key
+--verify-key`` writes the approver's HTML record and ``diff`` compares two releases' plans. Every process it starts
 is stopped. The mirrorkit commands run in the output folder, so the commands
 shown are exactly the ones that ran.
 """
