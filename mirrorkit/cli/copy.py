@@ -51,7 +51,11 @@ def _signature_lines(verifications: list[Any]) -> list[str]:
 
 
 def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    if count == 1:
+        return f"1 {noun}"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":    # "package repository" -> "repositories"
+        return f"{count} {noun[:-1]}ies"
+    return f"{count} {noun}s"
 
 
 def _emit(fmt: str, data: dict[str, Any], text: str) -> None:

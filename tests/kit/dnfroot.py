@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mirrorkit.packages.model import RepoCarry
@@ -38,10 +38,12 @@ class DnfError(RuntimeError):
 
 
 def dnf_download(image_root: Path, repo_texts: dict[str, str], names: Sequence[str], work: Path,
-                 releasever: str, weak_deps: bool = False) -> list[str]:
+                 releasever: str, weak_deps: bool = False,
+                 echo: Callable[[list[str], str], None] | None = None) -> list[str]:
     """``dnf makecache`` then ``dnf install --downloadonly NAMES`` in a copy of ``image_root``.
 
     Returns the downloaded rpm file names; raises DnfError with dnf's own words when it refuses.
+    ``echo(argv, output)`` sees each dnf run that succeeded (``make demo`` shows them).
     """
     root = work / "root"
     shutil.copytree(image_root, root, symlinks=True)
@@ -68,4 +70,6 @@ def dnf_download(image_root: Path, repo_texts: dict[str, str], names: Sequence[s
         if proc.returncode != 0:
             text = (proc.stdout + proc.stderr).decode(errors="replace")
             raise DnfError(f"{' '.join(argv[len(base) - 2:len(base) + 2])} failed ({proc.returncode}): {text[-2500:]}")
+        if echo is not None:
+            echo(argv, (proc.stdout + proc.stderr).decode(errors="replace"))
     return sorted(p.name for p in out.glob("*.rpm"))
