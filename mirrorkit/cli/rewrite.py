@@ -416,7 +416,8 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
     inp = RunbookInput(plan=plan, dest=dest, source_name=source, namespace=namespace, insecure=insecure,
                        ca_cert=ca_cert, verify_key=verify_key, pull_secret=pull_secret, site_signed=site_signed,
                        volumes=volumes_of(bundle_volumes(source)), charts=lock_charts(lock) if lock else [],
-                       installer=lock.installer if lock else None)
+                       installer=lock.installer if lock else None,
+                       package_repos=[f"{r.os}/{r.name}" for r in lock.package_repos] if lock else [])
     if upgrade_from:
         from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input

@@ -46,6 +46,7 @@ class RunbookInput:
     insecure: tuple[str, ...] = ()
     ca_cert: str | None = None
     installer: LockInstaller | None = None     # mirrorkit's offline installer, carried in the bundle
+    package_repos: list[str] = field(default_factory=list)   # OS/NAME of each package repository the bundle carries
     verify_key: str = "nvidia.pub"           # the publisher's cosign key: every runbook checks signatures with it
     pull_secret: str | None = None           # an authenticated mirror: the imagePullSecret the pods use
     site_signed: bool = False                # --platform rewrote indexes: the site signs them (push-bundle --site-key)
@@ -182,9 +183,16 @@ def driver_package_steps(inp: RunbookInput) -> list[str]:
         return []
     src = inp.source_name
     kernels = ", ".join(sorted({f"{p.get('os')} {p.get('kernel')}" for p in inp.plan.packages}))
+    if not inp.package_repos:
+        # no step that would exit 2: say what the connected side must do first
+        return ["### Driver packages", "",
+                f"These nodes compile the driver at run time ({kernels}), and this "
+                + ("bundle carries none of their kernel packages." if inp.volumes else "is a plan, not a bundle."),
+                "Pull the bundle with `--package-source OS=FILE` (an apt sources file or a yum .repo file the",
+                "connected side reaches), or give the driver a package repository the nodes reach.", ""]
     return ["### Driver packages: the carried partial mirror", "",
             f"These nodes compile the driver at run time ({kernels}). The bundle carries exactly their kernel",
-            "packages with the distribution's own signed metadata (when pulled with `--package-source`). Write",
+            f"packages ({', '.join(inp.package_repos)}) with the distribution's own signed metadata. Write",
             "them out, serve the folder with any web server the nodes reach, and point the driver at it; the",
             "image's own apt/dnf checks the distribution's signatures with the keys it already has.", "", "```sh",
             f"mirrorkit push-bundle {shlex.quote(src)} --packages-dir /srv/gpu-packages",
