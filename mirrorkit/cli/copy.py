@@ -277,11 +277,11 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     signed = check_bundle_keys([Path(b) for b in bundle], bundle_keys)   # before anything else is read
     key = None
     if site_key:
-        from mirrorkit.transfer.sitesign import load_site_key
+        from mirrorkit.trust.bundlesig import load_signing_key
 
         if not signatures.keys:
             raise InputError("--site-key needs --verify-key: the site signs only what it has verified")
-        key = load_site_key(site_key)
+        key = load_signing_key(site_key)   # one loader for every private key (bundle and site)
     if packages_dir is not None:
         written, plan_registry = _write_packages([Path(b) for b in bundle], Path(packages_dir))
         if target is None and plan_registry is None:

@@ -15,53 +15,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-
-from mirrorkit.errors import InputError
 from mirrorkit.lock import Lock
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.manifests import sha256_digest
 from mirrorkit.refs import Ref
+from mirrorkit.trust.bundlesig import SigningKey
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-PASSWORD_ENV = "COSIGN_PASSWORD"      # as cosign reads an encrypted key's password: never from argv
-
-SiteKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-
-
-def load_site_key(path: str) -> SiteKey:
-    """A PEM private key (ECDSA P-256/P-384, RSA, Ed25519); an encrypted one takes $COSIGN_PASSWORD."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"--site-key {path}: cannot read it ({exc.strerror or exc})") from None
-    password = os.environ.get(PASSWORD_ENV)
-    try:
-        key = serialization.load_pem_private_key(data, password.encode() if password else None)
-    except (ValueError, TypeError):
-        raise InputError(f"--site-key {path}: not a PEM private key (an encrypted key needs ${PASSWORD_ENV})") \
-            from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise InputError(f"--site-key {path}: use an ECDSA, RSA or Ed25519 key")
-    return key
-
-
-def _sign(key: SiteKey, data: bytes) -> bytes:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return key.sign(data)
-
-
 def payload(identity: str, digest: str) -> bytes:
     """cosign's simple-signing payload, in its field order and compact form."""
     return json.dumps({"critical": {"identity": {"docker-reference": identity},
@@ -70,7 +35,7 @@ def payload(identity: str, digest: str) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def signature_manifest(key: SiteKey, identity: str, digest: str) -> tuple[bytes, list[bytes]]:
+def signature_manifest(key: SigningKey, identity: str, digest: str) -> tuple[bytes, list[bytes]]:
     """The ``.sig`` manifest and its blobs (config, payload layer)."""
     body = payload(identity, digest)
     config = json.dumps({"architecture": "", "os": "", "config": {},
@@ -80,12 +45,12 @@ def signature_manifest(key: SiteKey, identity: str, digest: str) -> tuple[bytes,
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": sha256_digest(config)},
         "layers": [{"mediaType": SIMPLE_SIGNING, "size": len(body), "digest": sha256_digest(body),
-                    "annotations": {SIGNATURE_ANNOTATION: base64.b64encode(_sign(key, body)).decode()}}]}
+                    "annotations": {SIGNATURE_ANNOTATION: base64.b64encode(key.sign(body)).decode()}}]}
     return json.dumps(manifest, separators=(",", ":")).encode(), [config, body]
 
 
 def sign_rewritten(client: RegistryClient, lock: Lock, dest: dict[tuple[str, str | None], Ref],
-                   key: SiteKey) -> list[str]:
+                   key: SigningKey) -> list[str]:
     """Sign every rewritten index at the mirror; the references signed."""
     import io
 
