@@ -12,6 +12,7 @@ from mirrorkit.cli.common import (
     credentials_from,
     endpoints_from,
     registry_options,
+    retry_from,
     target_from,
     warn_unused_endpoints,
 )
@@ -118,7 +119,8 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
         depends.append(what)
     opts = PullOptions(output=out, jobs=jobs, split=split_bytes,
                        compress=None if compress == "none" else compress, omit=omit, depends_on=depends,
-                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going)
+                       keep_work=keep_work, charts=[Path(c) for c in charts], keep_going=keep_going,
+                       retry=retry_from(p))
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
     with bars(len(the_plan.images), sum(i.size or 0 for i in the_plan.images) or None, "fetching") as progress:
@@ -192,7 +194,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
 
     target = target_from({"registry": registry})
     signatures = _signatures(p)
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
                              signatures)
@@ -259,7 +261,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         charts = lock_charts(lock)
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
         result = verify_registry(client, expected, jobs, blobs=not manifests_only)
         # every image's signature checked where cosign would look for it, at the mirror
         signed = None
@@ -310,7 +312,7 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
     creds = credentials_from(p, target)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
-    with RegistryClient(endpoints, creds) as client:
+    with RegistryClient(endpoints, creds, retry=retry_from(p)) as client:
         report = mirror(the_plan, client, target, mapping, jobs, signatures=signatures)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
@@ -339,7 +341,7 @@ def inventory_command(registry: str, repos: tuple[str, ...], output: str | None,
     from mirrorkit.transfer.inventory import dumps, take_inventory
 
     target = RegistryTarget.parse(registry)       # --registry is required here
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
         inv = take_inventory(client, target, list(repos) or None, jobs)
     write_output(dumps(inv), output)
     click.echo(f"{len(inv['repositories'])} repositories, {len(inv['manifests'])} manifests, "

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mirrorkit.cli.common import credentials_from, endpoints_from, registry_options, target_from
+from mirrorkit.cli.common import credentials_from, endpoints_from, registry_options, retry_from, target_from
 from mirrorkit.mapping import STRATEGIES
 
 
@@ -69,7 +69,7 @@ def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], m
         return Source(path, plan, lock)
 
     kept, dropped = [load(k) for k in keep], [load(d) for d in drop]
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
         result = plan_prune(client, target, kept, dropped, mapping)
         if apply_:
             result = apply_prune(client, result)

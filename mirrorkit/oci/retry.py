@@ -158,14 +158,15 @@ class RetryPolicy:
         return self if seconds is None else replace(self, max_total=seconds)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        if retry_after is not None:
-            return retry_after
+        """Seconds to wait after failed attempt number ``attempt`` (1-based): the server's
+        ``Retry-After`` when it asks for longer than the schedule (a "0" must not make a tight loop
+        of a whole outage budget)."""
         base = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
         # jitter below the schedule, never above it: clients still spread out, and the documented
         # backoff is the longest any wait gets (with jitter added on top, a 25 %-failing upstream
         # spent most of a pull waiting)
-        return base * (1 - random.uniform(0, self.jitter))  # noqa: S311 - spreading clients, not secrecy
+        own = base * (1 - random.uniform(0, self.jitter))  # noqa: S311 - spreading clients, not secrecy
+        return own if retry_after is None else max(retry_after, own)
 
 
 def run(policy: RetryPolicy, operation: Callable[[], T], progress: Callable[[], int] | None = None) -> T:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -30,6 +30,7 @@ from mirrorkit.errors import MirrorkitError, OperationError, RegistryError
 from mirrorkit.oci import manifests, retry
 from mirrorkit.oci.client import Manifest, sha256_digest
 from mirrorkit.oci.retry import RetryPolicy, TransientError
+from mirrorkit.transfer import workers
 from mirrorkit.transfer.sinks import Sink
 from mirrorkit.transfer.sources import Source
 
@@ -138,16 +139,7 @@ class Engine:
                     raise
                 on_error(item, str(exc))
 
-        with ThreadPoolExecutor(max_workers=width or self.jobs) as pool:
-            futures: list[Future[None]] = [pool.submit(guarded, item) for item in items]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.done() and f.exception() is not None for f in futures):
-                stop.set()                  # tasks not started yet return at once
-                for f in futures:
-                    f.cancel()
-        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
-        if errors:
-            raise errors[0]  # type: ignore[misc]
+        workers.run_all(items, guarded, width or self.jobs, stop)
 
     # -- 1. walk ----------------------------------------------------------------------
     def walk(self, roots: list[Root]) -> list[Graph]:

@@ -28,6 +28,7 @@ from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import RetryPolicy
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.transfer.artifacts import (
@@ -54,6 +55,7 @@ class PullOptions:
     keep_work: bool = False
     charts: list[Path] = field(default_factory=list)  # Helm chart .tgz files (mirrorkit.charts)
     keep_going: bool = False     # copy everything that can be copied, then list every failure
+    retry: RetryPolicy | None = None  # the retry policy (--retry-for); None: the default, from the environment
 
 
 @dataclass
@@ -213,7 +215,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     except OSError as exc:
         raise write_error(exc, str(work_dir_for(opts.output))) from None
     previous = _previous_lock(lock_file)
-    with RegistryClient(endpoints, credentials) as client:
+    with RegistryClient(endpoints, credentials, retry=opts.retry) as client:
         same = _pinned_as_before(previous, plan, opts) if previous is not None else None
         if previous is not None and same is not None and not signatures.keys and _volumes_present(opts.output) \
                 and previous.charts == lock_entries(charts, plan.registry):
