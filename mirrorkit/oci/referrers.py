@@ -1,8 +1,10 @@
 """The OCI 1.1 referrers API (``GET /v2/<repo>/referrers/<digest>``) and the descriptor lists it answers with.
 
 A registry without the API (distribution 2.8 answers 404) or one that refuses it
-gives None: the caller then reads the ``sha256-<hex>`` fallback tag index instead,
-whose ``manifests`` are read with :func:`descriptors` too.
+(any 4xx) gives None: the caller then reads the ``sha256-<hex>`` fallback tag index
+instead, whose ``manifests`` are read with :func:`descriptors` too. A registry that is
+failing or away (5xx, connection errors, after the retry policy) is an error: it must
+not silently change where signatures are looked for.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, A
         resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/referrers/{digest}",
                               scope=f"repository:{ref.repository}:pull",
                               headers={"Accept": OCI_INDEX}, ok=(200, 404, 405, 400))
-    except RegistryError:               # refused or broken (AuthError included): the fallback answers instead
-        return None
+    except RegistryError as exc:
+        if exc.refused:                 # answered no (a 4xx, AuthError included): the fallback tags answer instead
+            return None
+        raise                           # a registry failing or away: not a reason to look elsewhere
     if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
         return None
     return descriptors(resp.content[:MAX_SMALL_BLOB])

@@ -105,10 +105,10 @@ class RegistrySink:
             return False
         try:
             there = self.client.blob_exists(self.ref, digest)
-        except (AuthError, NotFoundError):
-            raise
-        except RegistryError:
-            return False
+        except RegistryError as exc:
+            if exc.status == 500:
+                return False            # the registry answers, and fails on this blob: upload it again
+            raise                       # refused, or the registry away: uploading would fail the same way
         if there:
             self.holders.add(self.ref.registry, digest, self.ref.repository)
         return there

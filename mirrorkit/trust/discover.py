@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.errors import NotFoundError, RegistryError
 from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
 from mirrorkit.oci.manifests import OCI_INDEX
 from mirrorkit.oci.referrers import descriptors, referrers
@@ -73,8 +73,10 @@ class Discovery:
                 self._tags = set(self.client.list_tags(self.ref.registry, self.ref.repository))
             except NotFoundError:
                 self._tags = set()
-            except (AuthError, RegistryError):
-                self._listed = False
+            except RegistryError as exc:
+                if not exc.refused:     # failing or away: an error, not a reason to ask tag by tag
+                    raise
+                self._listed = False    # refused (a pull-only token, AuthError included): ask each tag
         return self._tags
 
     def _manifest(self, tag: str) -> Any:
