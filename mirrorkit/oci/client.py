@@ -113,10 +113,13 @@ class RegistryClient:
             client = self._clients.get(key)
             if client is None:
                 # redirects are followed by _send, hop by hop, each host with its own TLS settings
+                # metadata requests run many at once (transfer.engine.metadata_width): keep their
+                # connections open, a new one costs a round trip (two with TLS) to a distant registry
                 client = httpx.Client(
                     verify=self.endpoints.verify(name), timeout=self.timeout,
                     follow_redirects=False, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
+                    limits=httpx.Limits(max_connections=160, max_keepalive_connections=160),
                 )
                 self._clients[key] = client
             return client

@@ -10,6 +10,7 @@ not silently change where signatures are looked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from mirrorkit.errors import RegistryError
@@ -29,8 +30,13 @@ def descriptors(data: bytes) -> list[dict[str, Any]]:
             and is_digest(e["digest"])] if isinstance(entries, list) else []
 
 
-def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, Any]] | None:
-    """The referrers of ``digest`` in ``ref``'s repository, or None when the registry has no such API."""
+def referrers(client: RegistryClient, ref: Ref, digest: str,
+              no_api: Callable[[], None] | None = None) -> list[dict[str, Any]] | None:
+    """The referrers of ``digest`` in ``ref``'s repository, or None when the registry has no such API.
+
+    ``no_api`` is called when the answer says the registry has no referrers API at all (404, 405
+    or 400 to an existing repository, or an answer that is not an index), rather than refusing us:
+    the caller need not ask its other repositories."""
     try:
         resp = client.request(ref.registry, "GET", f"/v2/{ref.repository}/referrers/{digest}",
                               scope=f"repository:{ref.repository}:pull",
@@ -40,5 +46,7 @@ def referrers(client: RegistryClient, ref: Ref, digest: str) -> list[dict[str, A
             return None
         raise                           # a registry failing or away: not a reason to look elsewhere
     if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+        if no_api is not None:
+            no_api()
         return None
     return descriptors(resp.content[:MAX_SMALL_BLOB])

@@ -59,12 +59,15 @@ class Discovery:
     is asked for each candidate tag instead: slower, but nothing is missed.
     """
 
-    def __init__(self, client: RegistryClient, ref: Ref) -> None:
+    def __init__(self, client: RegistryClient, ref: Ref, without_api: set[str] | None = None) -> None:
         self.client = client
         self.ref = ref
         self._tags: set[str] | None = None
         self._listed = True
         self._referrers_api: bool | None = None
+        # registries known to have no referrers API at all, shared by the Discovery of each repository: a
+        # no-change rerun of 60 images then asks distribution 2.8 once, not 60 times (50 ms each, far away)
+        self.without_api = without_api if without_api is not None else set()
 
     def tags(self) -> set[str] | None:
         """The repository's tags, or None when the registry refuses to list them."""
@@ -90,9 +93,9 @@ class Discovery:
 
     def _referrers(self, digest: str) -> list[dict[str, Any]] | None:
         """The referrers API's answer, or None when the registry has no such API (asked once)."""
-        if self._referrers_api is False:
+        if self._referrers_api is False or self.ref.registry in self.without_api:
             return None
-        found = referrers(self.client, self.ref, digest)
+        found = referrers(self.client, self.ref, digest, no_api=lambda: self.without_api.add(self.ref.registry))
         self._referrers_api = found is not None
         return found
 
