@@ -6,9 +6,12 @@ to set at a sink. It runs in three phases, as oras-go's CopyGraph does:
 
 1. walk: read each root's manifests (index -> children -> ...), restricting an
    index to the wanted platforms (the index is then rewritten, and a note says so);
-2. blobs: one pool of ``jobs`` workers over the blobs of ALL roots, each blob once
-   per sink, largest first; a sink that has a blob skips it, a registry mounts it
-   from a repository known to hold it, everything else is copied verified;
+   manifests are round trips, so ``metadata_width(jobs)`` of them are in flight;
+2. blobs: one pool over the blobs of ALL roots, one task per (registry, digest),
+   largest first: it copies the blob into the first repository lacking it and
+   mounts it into the others; a sink that has a blob skips it, everything else is
+   copied verified. At most ``jobs`` big blobs move at once (they share the link);
+   the other workers take small ones (round trips) meanwhile;
 3. manifests: exact bytes, children before parents, the tags last. A registry
    that refuses a manifest because something it names is not there yet (another
    run still writing it) gets the children, and the missing blobs, again.
