@@ -10,8 +10,7 @@ to set at a sink. It runs in three phases, as oras-go's CopyGraph does:
 2. blobs: one pool over the blobs of ALL roots, one task per (registry, digest),
    largest first: it copies the blob into the first repository lacking it and
    mounts it into the others; a sink that has a blob skips it, everything else is
-   copied verified. At most ``jobs`` big blobs move at once (they share the link);
-   the other workers take small ones (round trips) meanwhile;
+   copied verified; ``jobs`` blobs move at once (``--jobs``: blobs in flight);
 3. manifests: exact bytes, children before parents, the tags last. A registry
    that refuses a manifest because something it names is not there yet (another
    run still writing it) gets the children, and the missing blobs, again.
@@ -38,14 +37,13 @@ from mirrorkit.transfer.sinks import Sink
 from mirrorkit.transfer.sources import Source
 
 MAX_DEPTH = 4
-SMALL_BLOB = 1 << 20        # below this a blob's copy is bound by round trips, not by bandwidth
 
 
 def metadata_width(jobs: int) -> int:
-    """Requests in flight for manifests, HEADs, tag lists and small blobs: round trips, not bytes.
+    """Requests in flight for manifests, index children, tag lists and referrers: round trips, not bytes.
 
     Against an upstream 50 ms away a plan of many small images is bound by round trips;
-    these run many more at once than the ``jobs`` big-blob transfers sharing the link."""
+    these run many more at once than the ``jobs`` blob transfers sharing the link."""
     return min(64, max(16, 4 * jobs))
 # a registry's words for "a manifest names something I do not have (yet)"
 # (distribution also answers DIGEST_INVALID when a blob it checks is being linked by another run)
@@ -131,7 +129,7 @@ class Engine:
         return graphs
 
     def _pool(self, items: list[T], work: Callable[[T], None], on_error: Callable[[T, str], None],
-              width: int | None = None, heavy: Callable[[T], bool] | None = None) -> None:
+              width: int | None = None) -> None:
         """Run ``work`` over items; stop at the first failure unless keep_going (then ``on_error``)."""
         if not items:
             return
@@ -152,7 +150,7 @@ class Engine:
                     raise
                 on_error(item, str(exc))
 
-        workers.run_all(items, guarded, width or self.jobs, stop, heavy=heavy, heavy_width=self.jobs)
+        workers.run_all(items, guarded, width or self.jobs, stop)
 
     # -- 1. walk ----------------------------------------------------------------------
     def walk(self, roots: list[Root]) -> list[Graph]:
@@ -272,10 +270,7 @@ class Engine:
                     g.error = g.error or message
             self._fail(message)
 
-        # big blobs share the link among `jobs` transfers; small ones (configs, signatures, tiny layers)
-        # are round trips, and the other workers overlap them meanwhile
-        self._pool(sorted(tasks.values(), key=lambda group: -group[0][3]), one, failed,
-                   width=self.jobs + metadata_width(self.jobs), heavy=lambda group: group[0][3] >= SMALL_BLOB)
+        self._pool(sorted(tasks.values(), key=lambda group: -group[0][3]), one, failed)
 
     def blob(self, source: Source, sink: Sink, digest: str, size: int) -> None:
         if sink.has_blob(digest):

@@ -11,8 +11,8 @@ transfer ends with the process, or at its next interrupt check in a longer-lived
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,12 +22,9 @@ T = TypeVar("T")
 
 
 def run_all(items: list[T], work: Callable[[T], None], width: int, stop: threading.Event,
-            wait_on_failure: bool = True, heavy: Callable[[T], bool] | None = None, heavy_width: int = 0) -> None:
+            wait_on_failure: bool = True) -> None:
     """Run ``work`` over ``items`` on at most ``width`` daemon threads; raise the first failure.
 
-    With ``heavy``, at most ``heavy_width`` heavy items (big blobs: bandwidth) run at once while
-    the other workers take light ones (small blobs, bound by round trips), so a link's
-    bandwidth is shared by ``heavy_width`` transfers and the latency of small ones overlaps.
     ``stop`` set (by a task, or here at the first failure) starts no further item. At a
     failure the running tasks are waited for when ``wait_on_failure`` (they end on their own:
     a registry's answer, the retry budget); at Ctrl-C (KeyboardInterrupt here, or a task's
@@ -35,32 +32,21 @@ def run_all(items: list[T], work: Callable[[T], None], width: int, stop: threadi
     """
     if not items:
         return
-    queues: tuple[deque[T], deque[T]] = (deque(), deque())      # (light, heavy), in the given order
+    todo: queue.SimpleQueue[T] = queue.SimpleQueue()
     for item in items:
-        queues[1 if heavy is not None and heavy(item) else 0].append(item)
+        todo.put(item)
     errors: list[BaseException] = []
     lock = threading.Lock()
     settled = threading.Event()
     left = [min(max(1, width), len(items))]
-    running_heavy = [0]
-    cap = max(1, heavy_width) if heavy is not None else len(items)
-
-    def take() -> tuple[T, bool] | None:
-        with lock:
-            if queues[1] and running_heavy[0] < cap:
-                running_heavy[0] += 1
-                return queues[1].popleft(), True
-            if queues[0]:
-                return queues[0].popleft(), False
-            return None     # nothing light left; the heavy ones go to the workers running heavy ones
 
     def worker() -> None:
         try:
             while not stop.is_set():
-                taken = take()
-                if taken is None:
+                try:
+                    item = todo.get_nowait()
+                except queue.Empty:
                     return
-                item, is_heavy = taken
                 try:
                     work(item)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -69,10 +55,6 @@ def run_all(items: list[T], work: Callable[[T], None], width: int, stop: threadi
                     stop.set()
                     settled.set()
                     return
-                finally:
-                    if is_heavy:
-                        with lock:
-                            running_heavy[0] -= 1
         finally:
             with lock:
                 left[0] -= 1
