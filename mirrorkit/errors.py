@@ -63,11 +63,21 @@ class DiskFullError(OperationError):
 
 
 class RegistryError(OperationError):
-    """``code`` is the registry's own error code (``NAME_INVALID``, ``DENIED``, ...) when it gave one."""
+    """``code`` is the registry's own error code (``NAME_INVALID``, ``DENIED``, ...) when it gave one;
+    ``status`` the HTTP status of the answer, when there was one (None: no answer, a bad body...).
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    Callers decide on these fields, never on the message's text.
+    """
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """The registry answered and said no (a 4xx): not a registry failing or away."""
+        return self.status is not None and 400 <= self.status < 500
 
 
 class AuthError(RegistryError):

@@ -30,6 +30,12 @@ def check() -> None:
         raise Interrupted("interrupted")
 
 
+def sleep(seconds: float) -> None:
+    """``time.sleep`` that ends at Ctrl-C: a retry waiting out a registry's outage stops at once."""
+    if _REQUESTED.wait(max(seconds, 0.0)):
+        raise Interrupted("interrupted")
+
+
 @contextmanager
 def handling_ctrl_c() -> Iterator[None]:
     """For the duration of a command (main thread only): SIGINT sets the flag and interrupts."""

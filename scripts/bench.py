@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test kit (images, registries) lives with the tests
 
+from kit.distance import DistanceProxy  # noqa: E402
 from kit.images import (  # noqa: E402
     GPU_OPERATOR_REFS,
     OCI_LAYER,
@@ -286,6 +287,77 @@ def many_tiny_images(count: int) -> dict[str, object]:
             for n in range(count)}
 
 
+DELAY = 0.025           # one way: 50 ms per round trip
+RATE = 50e6             # bytes per second, each direction
+
+
+def distance_set(label: str, content: dict[str, object], runs: int) -> dict:
+    """pull-bundle and skopeo sync of one set through a 50 ms, 50 MB/s link, and pull-bundle's no-change rerun.
+
+    The plan is resolved on loopback (it pins every digest, as a real plan does); only the
+    measured commands cross the distance."""
+    work = WORK / f"distance-{label}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    res: dict = {"images": len(content)}
+    with RegistryServer() as upstream:
+        for ref, image in content.items():
+            repo, tag = ref.split(":")
+            push_image(upstream.url, repo, tag, image)  # type: ignore[arg-type]
+        res["unique_blob_bytes"] = sum(b.size for b in unique_blobs(content.values()).values())  # type: ignore[arg-type]
+        sources = [f"nvcr.io/{ref}" for ref in content]
+        plan = work / "plan.yaml"
+        args = [MIRRORKIT, "plan", "--registry", "mirror.invalid/bench", "--resolve", "--source-endpoint",
+                f"nvcr.io=http://{upstream.host}", "-o", str(plan)]
+        for src in sources:
+            args += ["--image", src]
+        subprocess.run(args, check=True, capture_output=True)
+        with DistanceProxy(upstream.host, DELAY, RATE) as far:
+            spec = work / "sync.yaml"
+            spec.write_text(json.dumps({far.host: {
+                "tls-verify": False,
+                "images": {s.split("/", 1)[1].rsplit(":", 1)[0]: [s.rsplit(":", 1)[1]] for s in sources}}}))
+            sync_dir = work / "skopeo-sync"
+            res["skopeo_sync_seconds"], _ = timed(["skopeo", "--insecure-policy", "sync", "--all", "--src", "yaml",
+                                                   "--dest", "dir", str(spec), str(sync_dir)])
+            shutil.rmtree(sync_dir)
+            ep = ["--source-endpoint", f"nvcr.io=http://{far.host}"]
+            pulls = []
+            for n in range(runs):
+                bundle = work / f"b{n}.tar"
+                seconds, rss = timed([MIRRORKIT, "pull-bundle", str(plan), "-o", str(bundle), *ep, "--format", "json"])
+                pulls.append(seconds)
+                res["pull_peak_rss"] = rss
+            res["pull_seconds_runs"] = [round(x, 2) for x in pulls]
+            res["pull_seconds"] = sorted(pulls)[len(pulls) // 2]
+            res["pull_rerun_seconds"] = rerun([MIRRORKIT, "pull-bundle", str(plan), "-o", str(bundle), *ep])
+    res["link_floor_seconds"] = res["unique_blob_bytes"] / RATE
+    shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def distance_rows(runs: int = 1) -> dict:
+    """The issue's real-distance rows: 17 GPU-Operator-shaped images (~110 MB unique) and 60 tiny images."""
+    refs = [*GPU_OPERATOR_REFS, ("nvidia/cloud-native/k8s-kata-manager", "v0.1.2")][:17]
+    shaped = {k: v for k, v in gpu_operator_like_set(refs, layer_size=2 << 20).items()}
+    out = {"gpu_operator_17": distance_set("gpu", shaped, runs), "tiny_60": distance_set("tiny", many_tiny_images(60),
+                                                                                          runs)}
+    gpu, tiny = out["gpu_operator_17"], out["tiny_60"]
+    rows = [
+        ("17 images: pull-bundle / link floor", gpu["pull_seconds"] / gpu["link_floor_seconds"], 1.5),
+        ("17 images: pull-bundle / skopeo sync", gpu["pull_seconds"] / gpu["skopeo_sync_seconds"], None),
+        ("17 images: no-change rerun / skopeo sync", gpu["pull_rerun_seconds"] / gpu["skopeo_sync_seconds"], None),
+        ("60 tiny: pull-bundle / skopeo sync", tiny["pull_seconds"] / tiny["skopeo_sync_seconds"], 0.15),
+        ("60 tiny: no-change rerun / skopeo sync", tiny["pull_rerun_seconds"] / tiny["skopeo_sync_seconds"], 0.05),
+    ]
+    print(f"\nreal distance ({DELAY * 2000:.0f} ms round trips, {RATE / 1e6:.0f} MB/s)   measured   target   verdict")
+    for name, value, target in rows:
+        verdict = "" if target is None else ("met" if value <= target else "MISSED")
+        print(f"{name:<45} {value:>8.3f}   {'' if target is None else f'<= {target}':<8} {verdict}")
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def report(main: dict, small: dict, scale: dict[str, dict] | None = None) -> dict:
     def ratio(a: float, b: float) -> float:
         return round(a / b, 3) if b else float("inf")
@@ -341,10 +413,19 @@ def main() -> int:
     ap.add_argument("--big-layer-mib", type=int, default=1024, help="the one layer of the flat-memory row (MiB)")
     ap.add_argument("--many", type=int, default=200, help="tiny images of the flat-memory row")
     ap.add_argument("--no-scale", action="store_true", help="skip the flat-memory rows")
+    ap.add_argument("--no-distance", action="store_true", help="skip the real-distance rows (50 ms, 50 MB/s)")
+    ap.add_argument("--distance-only", action="store_true", help="only the real-distance rows")
+    ap.add_argument("--distance-runs", type=int, default=1, help="pull-bundle runs per distance row (median)")
     args = ap.parse_args()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {os.cpu_count()} cores, {memory:.0f} GiB; load average at the start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.distance_only:
+        distance = distance_rows(args.distance_runs)
+        WORK.mkdir(parents=True, exist_ok=True)
+        (WORK / "distance.json").write_text(json.dumps({"distance": distance, "load_average": os.getloadavg()},
+                                                       indent=2))
+        return 0
     small = run_set("small", 1 << 20, args.images, compare=False)
     print(f"small set: {small['unique_blob_bytes'] / 1e6:.0f} MB unique, push peak RSS "
           f"{small['push_peak_rss'] / 1e6:.0f} MB", flush=True)
@@ -355,12 +436,14 @@ def main() -> int:
         scale[f"{args.big_layer_mib}mib_layer"] = scale_rows("big", one_big_layer(args.big_layer_mib << 20))
         scale[f"{args.many}_images"] = scale_rows("many", many_tiny_images(args.many))
         print(json.dumps(scale, indent=2))
+    distance = {} if args.no_distance else distance_rows(args.distance_runs)
     load = os.getloadavg()
     ratios = report(main_set, small, scale)
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "results.json").write_text(json.dumps({"main": main_set, "small": small, "scale": scale,
-                                                   "ratios": ratios, "load_average": load}, indent=2))
+                                                   "distance": distance, "ratios": ratios, "load_average": load},
+                                                  indent=2))
     return 0
 
 

@@ -282,7 +282,7 @@ def test_503_twice_then_ok_backs_off() -> None:
 
 
 @pytest.mark.parametrize(("header", "expected"), [("3", 3.0), ("3600", RETRY_AFTER_CAP), ("soon", 0.25),
-                                                  (b"\xb2", 0.25), ("0", 0.0)])
+                                                  (b"\xb2", 0.25), ("0", 0.25)])  # "0": the schedule, no tight loop
 def test_429_retry_after(header: str | bytes, expected: float) -> None:
     # b"\xb2" reaches the client as "\u00b2": str.isdigit() says yes, float() says no.
     handler, seen = sequence(httpx.Response(429, headers=[(b"Retry-After", header)]), ok_manifest())
@@ -302,14 +302,25 @@ def test_retry_after_http_date() -> None:
     assert len(sleeps) == 1 and 8.0 <= sleeps[0] <= 10.0
 
 
-def test_persistent_503_gives_up() -> None:
+def test_persistent_503_gives_up_once_the_outage_budget_is_spent() -> None:
+    """A registry answering 503 is away (restarting, failing over): retried for the whole budget, not 6 times."""
     handler, seen = sequence(httpx.Response(503))
     client, sleeps = make_client(handler)
     with client, pytest.raises(RegistryError, match="gave up") as info:
         client.get_manifest(REF)
-    assert "503" in str(info.value)
-    assert len(seen) == client.retry.attempts == 6
-    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0]  # exponential, capped at backoff_max
+    assert "503" in str(info.value) and "60 s --retry-for budget" in str(info.value)
+    assert info.value.status == 503
+    assert sleeps[:5] == [0.25, 0.5, 1.0, 2.0, 2.0]  # exponential, capped at backoff_max
+    assert 55 <= sum(sleeps) <= 60 and len(seen) == len(sleeps) + 1
+
+
+def test_persistent_429_gives_up_after_the_attempts() -> None:
+    """A registry that answers "too many requests" is there: bounded by attempts, not by the outage budget."""
+    handler, seen = sequence(httpx.Response(429))
+    client, sleeps = make_client(handler)
+    with client, pytest.raises(RegistryError, match="gave up after 6 attempts") as info:
+        client.get_manifest(REF)
+    assert info.value.status == 429 and len(seen) == client.retry.attempts == 6
 
 
 def test_connection_errors_are_retried() -> None:
@@ -327,7 +338,7 @@ def test_persistent_connection_error_is_registry_error() -> None:
         client.get_manifest(REF)
     assert "ConnectError" in str(info.value)
     assert not isinstance(info.value, httpx.HTTPError)
-    assert len(seen) == 6
+    assert len(seen) > 6                        # outages are bounded by the budget, not by attempts
 
 
 @pytest.mark.parametrize(("status", "error"), [(400, RegistryError), (403, AuthError), (404, NotFoundError)])

@@ -131,7 +131,8 @@ def test_one_failing_upload_sends_one_post_per_attempt() -> None:
         return httpx.Response(503)
 
     clock = Clock()
-    with client(handler, clock, attempts=6) as c, pytest.raises(RegistryError, match="503.*gave up after 6"):
+    with client(handler, clock, attempts=6, outage_attempts=6) as c, \
+            pytest.raises(RegistryError, match="503.*gave up after 6"):
         c.upload_blob("reg.example", "team/app", DIGEST, len(DATA), lambda: _bytes(DATA))
     assert seen == ["POST"] * 6
 

@@ -54,13 +54,18 @@ class _VolumeHasher:
     from the store file (still in the page cache) while the kernel copies the same range.
 
     Each queued blob comes with its own duplicate of the file descriptor, read with ``pread``
-    and closed here, so the writer never waits for the hash before moving on.
+    and closed here, so the writer does not wait for each hash before moving on. The queue is
+    bounded (``QUEUED`` items): with thousands of tiny blobs the writer ran ahead of the hash
+    and held one descriptor per blob (651 at once for 6,000 blobs, and on a reflinking
+    filesystem it would approach the 1,024 limit); now it waits once that far ahead.
     """
+
+    QUEUED = 64
 
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
         self.error: BaseException | None = None
-        self._queue: queue.SimpleQueue[bytes | tuple[int, str, int, bool, Path, int] | None] = queue.SimpleQueue()
+        self._queue: queue.Queue[bytes | tuple[int, str, int, bool, Path, int] | None] = queue.Queue(self.QUEUED)
         self._cancelled = False
         self._pending = 0                       # blob bytes queued but not hashed yet
         self._done = threading.Condition()
@@ -73,7 +78,12 @@ class _VolumeHasher:
     def blob(self, fd: int, digest: str, size: int, verify: bool, path: Path, start: int = 0) -> None:
         with self._done:
             self._pending += size
-        self._queue.put((os.dup(fd), digest, size, verify, path, start))
+        dup = os.dup(fd)
+        try:
+            self._queue.put((dup, digest, size, verify, path, start))   # blocks while QUEUED blobs wait
+        except BaseException:
+            os.close(dup)
+            raise
 
     def wait_pending(self, limit: int) -> None:
         """Wait until at most ``limit`` queued blob bytes are left to hash (their files' space is held

@@ -10,6 +10,7 @@ import click
 
 from mirrorkit.errors import InputError
 from mirrorkit.oci.credentials import Credentials, CredentialStore
+from mirrorkit.oci.retry import RetryPolicy, parse_duration
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.refs import RegistryTarget
 
@@ -31,6 +32,12 @@ tls_options = _stack([
                  help="Trust DIR/HOST:PORT/*.crt per registry, instead of /etc/containers/certs.d and "
                       "/etc/docker/certs.d (default: $MIRRORKIT_CERTS_DIR)."),
 ])
+# how long a registry may be away (a restart, a failover) before a command gives up (read by retry_from)
+retry_options = _stack([
+    click.option("--retry-for", metavar="DURATION",
+                 help="Ride out a registry that refuses connections or answers 5xx for this long since the "
+                      "last progress, e.g. 90s, 5m (default: 60s)."),
+])
 source_endpoint_option = click.option(
     "--source-endpoint", multiple=True, metavar="NAME=URL",
     help="Reach upstream NAME through URL, e.g. nvcr.io=http://127.0.0.1:5001 (credentials stored under NAME, "
@@ -40,6 +47,7 @@ insecure_options = _stack([
     click.option("--insecure", multiple=True, metavar="HOST[:PORT]",
                  help="A registry reached over plain HTTP or without TLS verification (repeatable)."),
     tls_options,
+    retry_options,
 ])
 # commands that contact a source (plan --resolve, pull-bundle, mirror) also take --source-endpoint
 endpoint_options = _stack([source_endpoint_option, insecure_options])
@@ -57,6 +65,12 @@ destination_options = _stack([insecure_options, credential_options])
 def endpoints_from(p: dict[str, Any]) -> Endpoints:
     return Endpoints.from_options(p.get("source_endpoint") or (), p.get("insecure") or (), p.get("ca_cert"),
                                   p.get("certs_dir"))
+
+
+def retry_from(p: dict[str, Any]) -> RetryPolicy:
+    """The one retry policy, with --retry-for as its outage budget when given."""
+    text = p.get("retry_for")
+    return RetryPolicy.from_env().with_budget(parse_duration(str(text)) if text else None)
 
 
 def warn_unused_endpoints(endpoints: Endpoints, registries: set[str]) -> None:

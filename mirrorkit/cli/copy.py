@@ -15,6 +15,7 @@ from mirrorkit.cli.common import (
     destination_options,
     endpoints_from,
     registry_options,
+    retry_from,
     target_from,
     warn_unused_endpoints,
 )
@@ -161,7 +162,7 @@ def pull_bundle_command(plan: str, output: str | None, jobs: int, split: str | N
                        keep_work=keep_work, charts=list(charts), keep_going=keep_going,
                        work_dir=Path(work_dir) if work_dir else None, sign_key=signer,
                        with_installer=with_installer, installer=Path(installer_dir) if installer_dir else None,
-                       package_sources=list(package_sources), allow_unsigned_repo=allow_unsigned_repo)
+                       package_sources=list(package_sources), allow_unsigned_repo=allow_unsigned_repo, retry=retry_from(p))
     if package_sources:
         from mirrorkit.packages.carry import parse_package_source
 
@@ -291,7 +292,7 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             return
         click.echo(_packages_line(written, packages_dir), err=True)
     site_signed: list[str] = []
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client, \
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client, \
             bars(0, None, "uploading") as progress:
         report = push_bundle([Path(b) for b in bundle], client, target, mapping, jobs, progress, check_blobs,
                              signatures, signed.lock_sha256 if signed else None)
@@ -425,7 +426,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         expected += [(destination(c, target), c.digest, []) for c in charts]
         items += [(c.name, None, c.digest, []) for c in charts]
     try:
-        with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+        with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
             result = verify_registry(client, expected, jobs, blobs=not manifests_only)
             # every image's signature checked where cosign would look for it, at the mirror
             signed = None
@@ -482,7 +483,7 @@ def mirror_command(plan: str, registry: str | None, mapping: str | None, jobs: i
     creds = credentials_from(p, target)
     endpoints = endpoints_from(p)
     warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in the_plan.images})
-    with RegistryClient(endpoints, creds) as client:
+    with RegistryClient(endpoints, creds, retry=retry_from(p)) as client:
         report = mirror(the_plan, client, target, mapping, jobs, signatures=signatures)
     data = {"copied": report.copied, "skipped": report.skipped, "verified": report.verified,
             "problems": report.problems, "seconds": round(report.seconds, 2),
@@ -511,7 +512,7 @@ def inventory_command(registry: str, repos: tuple[str, ...], output: str | None,
     from mirrorkit.transfer.inventory import dumps, take_inventory
 
     target = RegistryTarget.parse(registry)       # --registry is required here
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
         inv = take_inventory(client, target, list(repos) or None, jobs)
     write_output(dumps(inv), output)
     click.echo(f"{len(inv['repositories'])} repositories, {len(inv['manifests'])} manifests, "

@@ -13,6 +13,7 @@ from mirrorkit.cli.common import (
     credentials_from,
     destination_options,
     endpoints_from,
+    retry_from,
     target_from,
 )
 from mirrorkit.mapping import STRATEGIES
@@ -91,7 +92,7 @@ def prune_command(registry: str, keep: tuple[str, ...], drop: tuple[str, ...], m
     if not keep:
         click.echo("warning: no --keep: nothing but the registry's other tags protects content the dropped "
                    "images share with a release you still run", err=True)
-    with RegistryClient(endpoints_from(p), credentials_from(p, target)) as client:
+    with RegistryClient(endpoints_from(p), credentials_from(p, target), retry=retry_from(p)) as client:
         result = plan_prune(client, target, kept, dropped, mapping, live)
         if apply_:
             result = apply_prune(client, result)

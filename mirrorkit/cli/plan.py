@@ -122,11 +122,13 @@ def command(ctx: click.Context, **params: Any) -> None:
         p["chart_archive"] = _remote_chart(str(p["chart"]), endpoints)
     plan = build_plan(p)
     if p["resolve"]:
-        from mirrorkit.cli.common import warn_unused_endpoints
+        from mirrorkit.cli.common import retry_from, warn_unused_endpoints
+        from mirrorkit.oci.client import RegistryClient
         from mirrorkit.resolve.lookup import resolve_plan
 
         warn_unused_endpoints(endpoints, {i.source_ref.registry.lower() for i in plan.images})
-        resolve_plan(plan, endpoints)
+        with RegistryClient(endpoints, retry=retry_from(p)) as client:
+            resolve_plan(plan, endpoints, client=client)
     write_output(render(plan, p["fmt"]), p["output"])
     click.echo(_summary(plan), err=True)
 

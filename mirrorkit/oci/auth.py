@@ -4,6 +4,13 @@ Anonymous, basic and bearer tokens (distribution's token spec, as nvcr.io and
 Docker Hub use it), with docker's stored ``identitytoken`` exchanged as an OAuth2
 refresh token. A token realm on another host is reached with that host's own TLS
 settings (``http_for``), never the registry's.
+
+A token service is a server like any other: its 429 (``Retry-After`` honoured), 5xx
+and connection failures raise :class:`~mirrorkit.oci.retry.TransientError`, so the
+request (or blob transfer) that needed the token is retried under the one policy,
+never in a loop of its own. Tokens are fetched single-flight: of the threads that
+get a 401 for one (registry, scope) at once, one asks the token service and the
+others wait for its token.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ import httpx
 
 from mirrorkit.errors import AuthError, RegistryError
 from mirrorkit.oci.credentials import Credentials, CredentialStore
-from mirrorkit.oci.protocol import MAX_ERROR_BODY, error_detail, parse_challenge, scope_repository
+from mirrorkit.oci.protocol import (
+    MAX_ERROR_BODY,
+    error_detail,
+    first_error_code,
+    parse_challenge,
+    parse_retry_after,
+    scope_repository,
+)
+from mirrorkit.oci.retry import TransientError, is_outage
 from mirrorkit.oci.transport import Endpoints
 
 
@@ -34,6 +49,8 @@ class Auth:
         self.tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self.basic: set[str] = set()
         self.lock = threading.Lock()
+        self._fetching: dict[tuple[str, str], threading.Lock] = {}   # one token fetch per (registry, scope)
+        self.fetches = 0                # token requests sent (tests count them)
 
     def creds(self, registry: str, scope: str = "") -> Credentials | None:
         return self.credentials.get(registry, scope_repository(scope))
@@ -54,10 +71,23 @@ class Auth:
         with self.lock:
             return registry in self.basic or any(r == registry for r, _ in self.tokens)
 
-    def forget(self, registry: str, scope: str) -> None:
-        """Drop a token the registry no longer takes (a 401 after it was sent)."""
+    def renew(self, registry: str, scope: str, challenge: str, sent: str) -> None:
+        """Answer a 401 to a request that carried ``sent`` (its Authorization header, or "").
+
+        Single-flight: the first thread fetches a token while the others for the same
+        (registry, scope) wait; a waiter then finds a token other than the one it sent
+        and uses it, asking the token service nothing.
+        """
+        key = (registry, scope)
         with self.lock:
-            self.tokens.pop((registry, scope), None)
+            gate = self._fetching.setdefault(key, threading.Lock())
+        with gate:
+            with self.lock:
+                token = self.tokens.get(key)
+                if token and token[1] > self.clock() and f"Bearer {token[0]}" != sent:
+                    return                  # renewed by another thread while this one waited
+                self.tokens.pop(key, None)  # the one sent (or an expired one): not taken any more
+            self.authenticate(registry, scope, challenge, sent_basic=sent.startswith("Basic "))
 
     def missing(self, registry: str, scope: str) -> str:
         """What the credential lookup saw, for the one line that says none were found."""
@@ -100,6 +130,8 @@ class Auth:
         wanted = scope or params.get("scope", "")
         if wanted:
             query["scope"] = wanted
+        with self.lock:
+            self.fetches += 1
         try:
             if creds and creds.identity_token:
                 # docker's stored identitytoken is an OAuth2 refresh token (distribution's token spec)
@@ -109,6 +141,10 @@ class Auth:
             else:
                 auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
                 resp = self.http_for(registry, realm_url).get(realm, params=query, auth=auth)
+        except httpx.TransportError as exc:
+            # a reset or a refused connection is worth another try, as for the registry itself
+            raise TransientError(f"{registry}: token service {realm_host} unreachable: {type(exc).__name__}",
+                                 outage=is_outage(exc)) from None
         except httpx.HTTPError as exc:
             raise RegistryError(f"{registry}: token service {realm_host} unreachable: "
                                 f"{type(exc).__name__}") from None
@@ -119,9 +155,15 @@ class Auth:
                                 f"--username and --password-stdin); {self.missing(registry, scope)}")
             who = "the identity token" if creds.identity_token else f"user {creds.username!r}"
             raise AuthError(f"{registry}: token service refused {who} for {wanted or 'access'}")
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise TransientError(f"{registry}: token service answered HTTP {resp.status_code}"
+                                 f"{error_detail(resp.content[:MAX_ERROR_BODY])}",
+                                 parse_retry_after(resp.headers.get("Retry-After")),
+                                 status=resp.status_code, outage=resp.status_code in (502, 503, 504))
         if resp.status_code != 200:
-            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}"
-                                f"{error_detail(resp.content[:MAX_ERROR_BODY])}")
+            body = resp.content[:MAX_ERROR_BODY]
+            raise RegistryError(f"{registry}: token service answered HTTP {resp.status_code}{error_detail(body)}",
+                                code=first_error_code(body), status=resp.status_code)
         try:
             body = resp.json()
         except ValueError:

@@ -115,10 +115,13 @@ class RegistryClient:
             client = self._clients.get(key)
             if client is None:
                 # redirects are followed by _send, hop by hop, each host with its own TLS settings
+                # metadata requests run many at once (transfer.engine.metadata_width): keep their
+                # connections open, a new one costs a round trip (two with TLS) to a distant registry
                 client = httpx.Client(
                     verify=self.endpoints.verify(name), timeout=self.timeout,
                     follow_redirects=False, transport=self.transport, trust_env=True,
                     headers={"User-Agent": "mirrorkit"},
+                    limits=httpx.Limits(max_connections=160, max_keepalive_connections=160),
                 )
                 self._clients[key] = client
             return client
@@ -212,20 +215,20 @@ class RegistryClient:
                     raise self.transport_error(exc, what, registry, url) from None
                 if resp.status_code == 401 and resp.headers.get("WWW-Authenticate") and send_auth:
                     resp.close()
-                    self.auth.forget(registry, scope)
-                    self.auth.authenticate(registry, scope, resp.headers["WWW-Authenticate"],
-                                       sent_basic=hdrs.get("Authorization", "").startswith("Basic "))
+                    self.auth.renew(registry, scope, resp.headers["WWW-Authenticate"],
+                                    sent=hdrs.get("Authorization", ""))
                     if one_shot:
                         # the body may have been a one-shot stream, already (partly) sent: the
                         # caller's operation starts again, now with the renewed authorization
                         raise TransientError(f"{what}: authorization renewed mid-request; starting it again",
-                                             retry_after=0.0)
+                                             free=True)
                     continue
                 if resp.status_code == 429 or resp.status_code >= 500:
                     code = "" if stream else (first_error_code(read_error_body(resp, False)) or "")
                     resp.close()
                     raise TransientError(f"HTTP {resp.status_code}{' ' + code if code else ''} from {what}",
-                                         parse_retry_after(resp.headers.get("Retry-After")))
+                                         parse_retry_after(resp.headers.get("Retry-After")),
+                                         status=resp.status_code, code=code or None)
                 return resp
             raise AuthError(f"{registry}: authentication did not succeed for {what}")
 
@@ -240,11 +243,12 @@ class RegistryClient:
         # a read in a repository the registry will not name (Quay's depth limit: 400 NAME_INVALID)
         # finds nothing there, like a 404: "is the image there?" is answered no, and the preflight
         # then reports the name rule before anything is pushed
-        if resp.status_code == 404 or (method in ("GET", "HEAD") and code in ("NAME_INVALID", "NAME_UNKNOWN")):
-            raise NotFoundError(f"not found ({cause}): {what}", code=code)
-        if resp.status_code in (401, 403):
-            raise AuthError(f"access denied ({cause}): {what}", code=code)
-        raise RegistryError(f"{cause}: {what}", code=code)
+        status = resp.status_code
+        if status == 404 or (method in ("GET", "HEAD") and code in ("NAME_INVALID", "NAME_UNKNOWN")):
+            raise NotFoundError(f"not found ({cause}): {what}", code=code, status=status)
+        if status in (401, 403):
+            raise AuthError(f"access denied ({cause}): {what}", code=code, status=status)
+        raise RegistryError(f"{cause}: {what}", code=code, status=status)
 
     def transport_error(self, exc: httpx.TransportError, what: str, registry: str, url: str) -> RegistryError:
         """A network failure as mirrorkit's error: TLS and name resolution are final, the rest transient."""
@@ -255,7 +259,8 @@ class RegistryClient:
                 f"with --insecure {self.endpoints.network_host(registry)}")
         if retries.is_name_resolution_failure(exc):
             return RegistryError(f"cannot resolve {httpx.URL(url).host}: {exc} ({what})")
-        return TransientError(f"{type(exc).__name__}: {exc or 'connection failed'} ({what})")
+        return TransientError(f"{type(exc).__name__}: {exc or 'connection failed'} ({what})",
+                              outage=retries.is_outage(exc))
 
     # -- manifests ----------------------------------------------------------------
     def get_manifest(self, ref: Ref, reference: str | None = None) -> Manifest:
@@ -284,7 +289,8 @@ class RegistryClient:
                     chunks.append(chunk)
                 return resp, b"".join(chunks)
             except (httpx.TransportError, httpx.StreamError) as exc:
-                raise TransientError(f"reading manifest cut off: {type(exc).__name__} ({what})") from None
+                raise TransientError(f"reading manifest cut off: {type(exc).__name__} ({what})",
+                                     outage=retries.is_outage(exc)) from None
             except httpx.HTTPError as exc:
                 raise RegistryError(f"reading manifest failed: {type(exc).__name__} ({what})") from None
             finally:
@@ -477,7 +483,7 @@ class BlobStream:
         try:
             yield from self.resp.iter_bytes()
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise TransientError(f"{type(exc).__name__} reading {self.what}") from None
+            raise TransientError(f"{type(exc).__name__} reading {self.what}", outage=retries.is_outage(exc)) from None
         except httpx.HTTPError as exc:
             raise RegistryError(f"reading {self.what} failed: {type(exc).__name__}") from None
 

@@ -101,7 +101,8 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                                   scope=f"repository:{ref.repository}:pull", headers=headers,
                                   ok=(200, 206, 416), stream=True, retry=False)
         except TransientError as exc:
-            raise TransientError(f"{exc}; {start} of {size} bytes kept", exc.retry_after) from None
+            raise TransientError(f"{exc}; {start} of {size} bytes kept", exc.retry_after, status=exc.status,
+                                 code=exc.code, outage=exc.outage) from None
         try:
             mode = _write_mode(resp, start, size)
             if mode is None:                   # 416, or a range we did not ask for: start over
@@ -131,7 +132,8 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
                 raise disk_full(partial.parent.parent, f"downloading {where} ({size} bytes)", removed=partial) \
                     from None
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise TransientError(f"{type(exc).__name__} reading {where} at byte {have()} of {size}") from None
+            raise TransientError(f"{type(exc).__name__} reading {where} at byte {have()} of {size}",
+                                 outage=retry.is_outage(exc)) from None
         finally:
             resp.close()
         if have() < size:
@@ -142,7 +144,7 @@ def _download(client: RegistryClient, ref: Ref, digest: str, size: int, partial:
     except RegistryError as exc:
         if have():
             raise type(exc)(f"{exc}; {have()} of {size} bytes are kept in {partial.parent} and the next run "
-                            "resumes from there") from None
+                            "resumes from there", code=exc.code, status=exc.status) from None
         raise
     catch_up()
     return state["fetched"], "sha256:" + hasher.hexdigest()

@@ -4,6 +4,12 @@ An upload is one operation under the retry policy (mirrorkit.oci.retry): the
 requests inside it are single attempts, so retries never nest. distribution
 keeps an upload session's bytes when a PUT is cut; its status says how many, and
 only the rest is sent again.
+
+A session the registry forgot (a registry restarted without its upload state, a
+load balancer that moved us to another node: 404 ``BLOB_UPLOAD_UNKNOWN``) is started
+again at once and is not counted as a failure. Decisions are taken on the error's
+``status`` and ``code`` fields, never on its text. The body generator checks for
+Ctrl-C before every chunk, so an interrupted upload stops within one chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mirrorkit import interrupt
 from mirrorkit.errors import AuthError, NotFoundError, RegistryError
 from mirrorkit.oci import retry as retries
 from mirrorkit.oci.retry import TransientError
@@ -63,7 +70,7 @@ def upload_blob(client: RegistryClient, registry: str, repo: str, digest: str, s
                 except RegistryError as exc:
                     if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"):
                         session["url"] = None
-                        raise TransientError(f"{exc}; starting the upload again") from None
+                        raise again(exc) from None
                     raise
             return
         if offset < size:
@@ -76,9 +83,9 @@ def upload_blob(client: RegistryClient, registry: str, repo: str, digest: str, s
                                                  "Content-Range": f"{offset}-{size - 1}",
                                                  "Content-Length": str(size - offset)})
                 except RegistryError as exc:
-                    if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID") or "416" in str(exc):
+                    if exc.code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID") or exc.status == 416:
                         session["url"] = None       # the registry lost or refused the session
-                        raise TransientError(f"{exc}; starting the upload again") from None
+                        raise again(exc) from None
                     raise
             session["url"] = client.upload_location(registry, resp)
             session["confirmed"] = size
@@ -90,16 +97,23 @@ def upload_blob(client: RegistryClient, registry: str, repo: str, digest: str, s
             if exc.code in ("DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "SIZE_INVALID") \
                     and (session["resumed"] or exc.code == "BLOB_UPLOAD_UNKNOWN"):
                 session["url"] = None           # the resumed session held something else: once more, whole
-                raise TransientError(f"{exc}; starting the upload again") from None
+                raise again(exc) from None
             raise
 
+    def again(exc: RegistryError) -> TransientError:
+        # a session the registry forgot is no failure of this upload: it starts over at once
+        return TransientError(f"{exc}; starting the upload again", status=exc.status, code=exc.code,
+                              free=exc.code == "BLOB_UPLOAD_UNKNOWN")
+
     try:
-        policy = client.retry if attempts is None else dataclasses.replace(client.retry, attempts=attempts)
+        policy = client.retry if attempts is None else \
+            dataclasses.replace(client.retry, attempts=attempts, outage_attempts=attempts)
         retries.run(policy, attempt, progress=lambda: int(session["confirmed"]))
     except RegistryError as exc:
         if isinstance(exc, AuthError):
             raise
-        raise type(exc)(f"{exc} (uploading {digest} to {registry}/{repo})") from None
+        raise type(exc)(f"{exc} (uploading {digest} to {registry}/{repo})", code=exc.code, status=exc.status) \
+            from None
 
 def upload_offset(client: RegistryClient, registry: str, session: dict[str, Any], scope: str) -> int:
     """Bytes the registry holds for an open upload session (0 when it cannot say)."""
@@ -107,8 +121,7 @@ def upload_offset(client: RegistryClient, registry: str, session: dict[str, Any]
         resp = client.request(registry, "GET", session["url"], scope=scope, ok=(204, 200), retry=False)
     except NotFoundError:
         session["url"] = None
-        raise TransientError("the registry forgot the upload session; starting it again",
-                             retry_after=0.0) from None
+        raise TransientError("the registry forgot the upload session; starting it again", free=True) from None
     if resp.headers.get("Location"):
         session["url"] = client.upload_location(registry, resp)
     end = resp.headers.get("Range", "").strip().removeprefix("bytes=")
@@ -121,8 +134,12 @@ def upload_offset(client: RegistryClient, registry: str, session: dict[str, Any]
 
 
 def body(fh: Any, progress: Callable[[int], None] | None) -> Any:
-    """An upload body streamed from ``fh`` in 1 MiB reads."""
-    while chunk := fh.read(1 << 20):
+    """An upload body streamed from ``fh`` in 1 MiB reads; Ctrl-C ends it before the next chunk."""
+    while True:
+        interrupt.check()
+        chunk = fh.read(1 << 20)
+        if not chunk:
+            return
         if progress:
             progress(len(chunk))
         yield chunk

@@ -27,7 +27,7 @@ from mirrorkit.oci import manifests
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref
-from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.engine import Engine, Graph, Root, metadata_width
 from mirrorkit.transfer.sinks import Sink, StoreSink
 from mirrorkit.transfer.sources import RegistrySource, Source
 from mirrorkit.trust.discover import Artifact, Discovery
@@ -126,11 +126,14 @@ def _discover(client: RegistryClient, subjects: list[Subject], jobs: int) -> dic
     for s in subjects:
         groups.setdefault(s.ref.name, []).append(s)
 
+    without_api: set[str] = set()     # registries that answered they have no referrers API
+
     def one(group: list[Subject]) -> list[tuple[str, list[Artifact]]]:
-        d = Discovery(client, group[0].ref)
+        d = Discovery(client, group[0].ref, without_api)
         return [(s.source, [a for digest in s.carried for a in d.find(digest)]) for s in group]
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    # tag lists and referrers probes are round trips: as many in flight as the walk's manifests
+    with ThreadPoolExecutor(max_workers=metadata_width(jobs)) as pool:
         return {src: found for pairs in pool.map(one, groups.values()) for src, found in pairs}
 
 

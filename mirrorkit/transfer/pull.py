@@ -29,6 +29,7 @@ from mirrorkit.mapping import check_collisions
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.credentials import CredentialStore
 from mirrorkit.oci.layout import BlobStore
+from mirrorkit.oci.retry import RetryPolicy
 from mirrorkit.oci.transport import Endpoints
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.transfer.artifacts import (
@@ -64,6 +65,7 @@ class PullOptions:
     installer: Path | None = None  # ... or this one, built before with `mirrorkit offline-installer -o DIR`
     package_sources: list[str] = field(default_factory=list)   # --package-source OS=FILE (mirrorkit.packages)
     allow_unsigned_repo: bool = False
+    retry: RetryPolicy | None = None  # the retry policy (--retry-for); None: the default, from the environment
 
 
 @dataclass
@@ -245,7 +247,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     except OSError as exc:
         raise write_error(exc, str(work)) from None
     previous = _previous_lock(lock_file)
-    with RegistryClient(endpoints, credentials) as client:
+    with RegistryClient(endpoints, credentials, retry=opts.retry) as client:
         if remote:
             from mirrorkit.oci.httpfile import HttpFiles
             from mirrorkit.transfer.remotecharts import fetch_repo_chart

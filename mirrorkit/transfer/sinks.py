@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from mirrorkit.errors import AuthError, NotFoundError, OperationError, RegistryError
+from mirrorkit.errors import AuthError, OperationError, RegistryError
 from mirrorkit.files import write_error
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
@@ -27,6 +27,7 @@ Progress = Callable[[int], None]
 
 class Sink(Protocol):
     key: str            # blobs are copied once per key (a registry repository, a store folder)
+    group: str          # sinks that share storage (one registry): a blob is uploaded once per group, then mounted
 
     def has_blob(self, digest: str) -> bool: ...
 
@@ -45,13 +46,7 @@ class Holders:
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], set[str]] = {}
         self._whole: dict[str, set[str]] = {}      # repositories holding every blob asked about (a mirror's source)
-        self._busy: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
-
-    def busy(self, registry: str, digest: str) -> threading.Lock:
-        """Held while a blob goes into one repository of a registry: the next repository then mounts it."""
-        with self._lock:
-            return self._busy.setdefault((registry, digest), threading.Lock())
 
     def add_repository(self, registry: str, repository: str) -> None:
         with self._lock:
@@ -70,7 +65,7 @@ class Holders:
 class StoreSink:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
-        self.key = f"store:{store.root}"
+        self.key = self.group = f"store:{store.root}"
 
     def has_blob(self, digest: str) -> bool:
         return self.store.has(digest)
@@ -96,6 +91,7 @@ class RegistrySink:
         self._spool: BlobStore | None = None
         self.distrust = distrust or set()     # blobs the registry is known to serve badly here: upload again
         self.key = f"registry:{ref.registry}/{ref.repository}"
+        self.group = f"registry:{ref.registry}"
 
     def has_blob(self, digest: str) -> bool:
         """HEAD the blob. A registry that keeps failing on it has a broken link there (distribution
@@ -105,10 +101,10 @@ class RegistrySink:
             return False
         try:
             there = self.client.blob_exists(self.ref, digest)
-        except (AuthError, NotFoundError):
-            raise
-        except RegistryError:
-            return False
+        except RegistryError as exc:
+            if exc.status == 500:
+                return False            # the registry answers, and fails on this blob: upload it again
+            raise                       # refused, or the registry away: uploading would fail the same way
         if there:
             self.holders.add(self.ref.registry, digest, self.ref.repository)
         return there
@@ -122,10 +118,8 @@ class RegistrySink:
         return self._spool
 
     def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
-        with self.holders.busy(self.ref.registry, digest):
-            return self._put_blob(source, digest, size, progress)
-
-    def _put_blob(self, source: Source, digest: str, size: int, progress: Progress | None) -> str:
+        """Mount from a repository known to hold the blob, else copy it. Never waits for another
+        worker: the engine gives every repository of one registry that needs a blob to one task."""
         registry, repo = self.ref.registry, self.ref.repository
         for holder in self.holders.get(registry, digest, but=repo):
             if self.client.mount_blob(registry, repo, digest, holder):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mirrorkit.errors import AuthError, NotFoundError, RegistryError
+from mirrorkit.errors import NotFoundError, RegistryError
 from mirrorkit.oci import model
 from mirrorkit.oci.client import MAX_SMALL_BLOB, RegistryClient
 from mirrorkit.oci.manifests import OCI_INDEX
@@ -56,12 +56,15 @@ class Discovery:
     is asked for each candidate tag instead: slower, but nothing is missed.
     """
 
-    def __init__(self, client: RegistryClient, ref: Ref) -> None:
+    def __init__(self, client: RegistryClient, ref: Ref, without_api: set[str] | None = None) -> None:
         self.client = client
         self.ref = ref
         self._tags: set[str] | None = None
         self._listed = True
         self._referrers_api: bool | None = None
+        # registries known to have no referrers API at all, shared by the Discovery of each repository: a
+        # no-change rerun of 60 images then asks distribution 2.8 once, not 60 times (50 ms each, far away)
+        self.without_api = without_api if without_api is not None else set()
 
     def tags(self) -> set[str] | None:
         """The repository's tags, or None when the registry refuses to list them."""
@@ -70,8 +73,10 @@ class Discovery:
                 self._tags = set(self.client.list_tags(self.ref.registry, self.ref.repository))
             except NotFoundError:
                 self._tags = set()
-            except (AuthError, RegistryError):
-                self._listed = False
+            except RegistryError as exc:
+                if not exc.refused:     # failing or away: an error, not a reason to ask tag by tag
+                    raise
+                self._listed = False    # refused (a pull-only token, AuthError included): ask each tag
         return self._tags
 
     def _manifest(self, tag: str) -> Any:
@@ -85,9 +90,9 @@ class Discovery:
 
     def _referrers(self, digest: str) -> list[model.Descriptor] | None:
         """The referrers API's answer, or None when the registry has no such API (asked once)."""
-        if self._referrers_api is False:
+        if self._referrers_api is False or self.ref.registry in self.without_api:
             return None
-        found = referrers(self.client, self.ref, digest)
+        found = referrers(self.client, self.ref, digest, no_api=lambda: self.without_api.add(self.ref.registry))
         self._referrers_api = found is not None
         return found
 

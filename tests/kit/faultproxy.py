@@ -23,6 +23,10 @@ and query regexes (after letting ``skip`` through):
 ``every=N`` makes a fault fire on every Nth matching request only, ``rate=p`` on a
 fraction p of them drawn from ``random.Random(seed)`` (reproducible).
 
+``proxy.upload_rate`` (bytes/s) reads every request body no faster than that, a slow link for
+uploads; ``proxy.uploads`` records each body read (start, end, bytes), and :func:`peak_overlap`
+of their spans is the upload concurrency the registry saw.
+
 ``proxy.log`` holds a :class:`Hit` per answered request (logged when answered; ``seq`` is the
 arrival order, and ``proxy.since(mark)`` selects by it); ``fault.fired`` counts firings.
 """
@@ -37,6 +41,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,16 +110,56 @@ class _Cut(Exception):
     pass
 
 
+@dataclass
+class Upload:
+    """One request body the proxy read (an upload's PUT or PATCH): when it began and ended, and its bytes."""
+
+    method: str
+    path: str
+    query: str
+    start: float
+    end: float = 0.0               # 0: still being read
+    received: int = 0
+
+
+def peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one moment (an end at the same instant as a start does not overlap it)."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 class _Body:
     """The request body (by length, or chunked: ``left`` < 0) as a file for http.client.
 
     With ``cut``, that many bytes get through, then _Cut is raised: the upload is dropped.
+    With ``rate`` (bytes per second), it is read no faster than that: a slow link.
     """
 
-    def __init__(self, rfile: Any, left: int, cut: int | None) -> None:
+    def __init__(self, rfile: Any, left: int, cut: int | None, rate: float | None = None,
+                 record: Upload | None = None) -> None:
         self.rfile, self.left, self.cut = rfile, left, cut
+        self.rate, self.record = rate, record
+        self.began = time.monotonic()
+        self.got = 0
 
     def read(self, size: int = 65536) -> bytes:
+        if self.rate:
+            size = min(size, max(1024, int(self.rate / 50)))   # ~20 ms of the link per read
+        data = self._read(size)
+        self.got += len(data)
+        if self.record is not None:
+            self.record.received = self.got
+        if self.rate:
+            ahead = self.got / self.rate - (time.monotonic() - self.began)
+            if ahead > 0:
+                time.sleep(ahead)
+        return data
+
+    def _read(self, size: int) -> bytes:
         if self.left < 0:          # one decoded chunk per read (trailers are not supported)
             n = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
             data, self.left = self.rfile.read(n), -1 if n else 0
@@ -137,6 +182,8 @@ class FaultProxy:
         self.log: list[Hit] = []
         self.arrived = 0               # requests received so far; a Hit's seq is its place in this count
         self.forwarding = 0            # requests being passed to the registry or answered right now
+        self.upload_rate: float | None = None   # bytes/s each request body is read at (None: as fast as it comes)
+        self.uploads: list[Upload] = []         # every request body read (PUT/PATCH with a body)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._unstall = threading.Event()
@@ -257,7 +304,12 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else ""
         self._req, self._answered = (self.command, path, query, kind, seq, self.headers.get("Range", "")), False
         cut = fault.after if fault and kind == "drop" and fault.request else None
-        body = _Body(self.rfile, length, cut)
+        record = None
+        if self.command in ("PUT", "PATCH") and (length > 0 or chunked):
+            record = Upload(self.command, path, query, time.monotonic())
+            with proxy._lock:
+                proxy.uploads.append(record)
+        body = _Body(self.rfile, length, cut, proxy.upload_rate, record)
         if fault and kind == "status":
             for _ in iter(body.read, b""):                         # drain: the connection stays usable
                 pass
@@ -272,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._forward(body, chunked, length, fault)
         finally:
+            if record is not None:
+                record.end = time.monotonic()
             with proxy._lock:
                 proxy.forwarding -= 1
 

@@ -6,6 +6,8 @@ against a separate token service that production registries use. This module
 puts a small threaded reverse proxy (standard library only) in front of a real,
 anonymous ``RegistryServer``:
 
+* ``realm_failures=[(503, None), (429, "1")]``: the realm answers these first (a token service
+  restarting or rate limiting), counted in ``token_failures``;
 * every ``/v2/...`` request without a valid token gets ``401`` and
   ``WWW-Authenticate: Bearer realm="http://127.0.0.1:P/token",service="test-registry",
   scope="repository:REPO:pull"`` (the scope follows the request: ``pull`` for
@@ -293,7 +295,8 @@ class TokenAuthProxy(ReverseProxy):
                  service: str = "test-registry", token_field: str = "token", expires_in: int = 300,
                  lifetime: float | None = None, anonymous_pull: bool = False, tls: ssl.SSLContext | None = None,
                  upload_origin: str | None = None, stall: float = 0.0, stall_after: int = 0,
-                 refresh_token: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 refresh_token: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 realm_failures: list[tuple[int, str | None]] | None = None) -> None:
         super().__init__(upstream, tls=tls, upload_origin=upload_origin)
         self.clock = clock      # when tokens expire: a test moves it forward instead of sleeping
         if token_field not in ("token", "access_token", "both"):
@@ -305,6 +308,10 @@ class TokenAuthProxy(ReverseProxy):
         self.anonymous_pull = anonymous_pull
         self.stall, self.stall_after = stall, stall_after
         self._refresh_token = refresh_token
+        # (status, Retry-After) answered by the realm, in order, before it issues any token: a token
+        # service that is restarting (503) or rate limiting (429)
+        self.realm_failures = list(realm_failures or [])
+        self.token_failures = 0  # realm requests answered with one of realm_failures
         self.refresh_grants = 0  # tokens issued for a refresh_token grant (POST /token)
         self.realm_port: int | None = None
         self._tokens: dict[str, tuple[float, set[tuple[str, str, str]]]] = {}
@@ -326,7 +333,7 @@ class TokenAuthProxy(ReverseProxy):
     @property
     def token_requests(self) -> int:
         with self._lock:
-            return sum(self.tokens_issued.values()) + self.token_refusals
+            return sum(self.tokens_issued.values()) + self.token_refusals + self.token_failures
 
     def start(self) -> TokenAuthProxy:
         if self.port is None:
@@ -354,6 +361,15 @@ class TokenAuthProxy(ReverseProxy):
 
     def _token(self, h: _Handler, form: dict[str, list[str]] | None = None) -> int:
         """GET: Basic credentials; POST (``form``): the OAuth2 refresh-token grant docker uses."""
+        with self._lock:
+            failure = self.realm_failures.pop(0) if self.realm_failures else None
+            if failure:
+                self.token_failures += 1
+        if failure:
+            status, retry_after = failure
+            h.reply(status, b'{"errors":[{"code":"UNAVAILABLE","message":"token service unavailable"}]}',
+                    [("Content-Type", "application/json")] + ([("Retry-After", retry_after)] if retry_after else []))
+            return status
         query = form if form is not None else urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
         if query.get("service", [self.service])[0] != self.service:
             h.reply(400, b'{"errors":[{"code":"UNSUPPORTED","message":"unknown service"}]}')
