@@ -81,7 +81,10 @@ class RegistryError(OperationError):
 
 
 class AuthError(RegistryError):
-    pass
+    @property
+    def refused(self) -> bool:
+        """Credentials missing or refused, by the registry or its token service: always a "no", never an outage."""
+        return True
 
 
 class NotFoundError(RegistryError):

@@ -112,11 +112,12 @@ def test_runbook_gains_the_package_steps(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     res = CliRunner().invoke(main, ["runbook", str(path), "--registry", "harbor.local/gpu"])
     assert res.exit_code == 0, res.output
-    assert "--packages-dir /srv/gpu-packages" in res.stdout and "--format driver-repo" in res.stdout
+    # a plan carries no packages yet: the runbook says how to carry them, and prints no step that would exit 2
+    assert "--package-source OS=FILE" in res.stdout and "--packages-dir" not in res.stdout
     assert f"ubuntu22.04 {KV_U}" in res.stdout
     data, _ = plan("--node", f"ubuntu22.04/{KV_U}", "--no-driver-packages")
     path.write_text(json.dumps(data))
-    assert "--packages-dir" not in CliRunner().invoke(main, ["runbook", str(path), "--registry", "r.local"]).stdout
+    assert "--package-source" not in CliRunner().invoke(main, ["runbook", str(path), "--registry", "r.local"]).stdout
 
 
 def test_helm_values_gain_repo_config_with_package_url(tmp_path: Path) -> None:

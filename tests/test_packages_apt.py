@@ -153,6 +153,11 @@ def test_ubuntu_node_end_to_end_with_real_apt(tmp_path: Path, world: World, upst
     assert "no registry" in res.output
     res = cli("verify", str(tmp_path / "b.tar"), "--packages-dir", str(packages_dir))
     assert res.exit_code == 0, res.output
+    # the runbook of a bundle that carries packages prints the far-side package steps, naming the repositories
+    res = cli("runbook", str(tmp_path / "b.tar"), "--registry", "harbor.local/gpu")
+    assert res.exit_code == 0, res.output
+    assert "--packages-dir /srv/gpu-packages" in res.stdout and "--format driver-repo" in res.stdout
+    assert f"ubuntu22/{repo['name']}" in res.stdout
     out = tmp_path / "driver-repo.yaml"
     with StaticServer(packages_dir) as far:
         res = cli("rewrite-config", str(tmp_path / "b.tar"), "--format", "driver-repo", "--package-url",

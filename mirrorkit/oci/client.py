@@ -230,7 +230,7 @@ class RegistryClient:
                                          parse_retry_after(resp.headers.get("Retry-After")),
                                          status=resp.status_code, code=code or None)
                 return resp
-            raise AuthError(f"{registry}: authentication did not succeed for {what}")
+            raise AuthError(f"{registry}: authentication did not succeed for {what}", status=401)
 
         resp = retries.run(self.retry, attempt) if retry else attempt()
         if resp.status_code in ok:
