@@ -24,7 +24,7 @@ from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.transfer import artifacts
 from mirrorkit.transfer.artifacts import SignatureOptions
-from mirrorkit.transfer.engine import Engine, Root
+from mirrorkit.transfer.engine import CopyReport, Engine, Root
 from mirrorkit.transfer.preflight import require_writable
 from mirrorkit.transfer.sinks import Holders, RegistrySink
 from mirrorkit.transfer.sources import RegistrySource
@@ -39,10 +39,20 @@ class MirrorReport:
     verified: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
-    blobs_copied: int = 0
-    bytes_copied: int = 0
-    blobs_mounted: int = 0
+    transfer: CopyReport = field(default_factory=CopyReport)   # the engine's blob counts
     artifacts: int = 0            # signature, attestation, SBOM and referrer manifests pushed beside the images
+
+    @property
+    def blobs_copied(self) -> int:
+        return self.transfer.blobs_copied
+
+    @property
+    def bytes_copied(self) -> int:
+        return self.transfer.bytes_copied
+
+    @property
+    def blobs_mounted(self) -> int:
+        return self.transfer.blobs_mounted
 
 
 def mirror(plan: Plan, client: RegistryClient, registry: RegistryTarget | None,
@@ -108,9 +118,7 @@ def mirror(plan: Plan, client: RegistryClient, registry: RegistryTarget | None,
             raise OperationError("; ".join(engine.report.failures))
         report.artifacts = len(art_roots)
     report.copied = len(roots)
-    report.blobs_copied = engine.report.blobs_copied
-    report.bytes_copied = engine.report.bytes_copied
-    report.blobs_mounted = engine.report.blobs_mounted
+    report.transfer = engine.report
     # an image found at its destination digest for digest is verified already (as push-bundle's rerun
     # check: `verify` asks for every blob); each copied one is fetched and hashed, and every blob of it
     # asked for that this run did not see there, upload or mount (HEAD)

@@ -40,7 +40,7 @@ from mirrorkit.transfer.artifacts import (
     carry_into_store,
     discover,
 )
-from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.engine import CopyReport, Engine, Graph, Root
 from mirrorkit.transfer.sinks import StoreSink
 from mirrorkit.transfer.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.trust.bundlesig import SigningKey, sign_lock, signature_beside
@@ -81,8 +81,7 @@ class PullReport:
     seconds: float = 0.0
     up_to_date: bool = False
     charts: int = 0
-    blobs_fetched: int = 0
-    bytes_fetched: int = 0
+    transfer: CopyReport = field(default_factory=CopyReport)   # the engine's blob counts (fetched: copied)
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
     signing: LockSigning | None = None           # --sign-key: who signed the lock, and when
     signature_path: Path | None = None           # NAME.lock.yaml.sig beside the bundle
@@ -95,6 +94,14 @@ class PullReport:
     @property
     def saved_bytes(self) -> int:
         return self.total_bytes - self.unique_bytes - self.omitted_bytes
+
+    @property
+    def blobs_fetched(self) -> int:
+        return self.transfer.blobs_copied
+
+    @property
+    def bytes_fetched(self) -> int:
+        return self.transfer.bytes_copied
 
 
 def bundle_stem(output: Path) -> Path:
@@ -324,8 +331,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
                 raise OperationError(f"{_failed(graphs, engine.report.failures)}\n{exc}") from None
         if engine.report.failures:
             raise _failed(graphs, engine.report.failures)
-    report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
-                        blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
+    report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh), transfer=engine.report)
     lock = build_lock(plan, opts, store, graphs, report)
     if packages is not None:
         _add_packages(packages, store, lock, report)

@@ -9,6 +9,7 @@ work folder. A store sink is the bundle's blob store: blobs enter it verified.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import threading
 from collections.abc import Callable
@@ -25,14 +26,22 @@ from mirrorkit.transfer.sources import RegistrySource, Source, TeeStream
 Progress = Callable[[int], None]
 
 
+class BlobResult(enum.Enum):
+    """What became of one blob at one sink: the engine counts each in its CopyReport."""
+
+    COPIED = "copied"       # its bytes moved (uploaded, or written into the store)
+    MOUNTED = "mounted"     # the registry linked it from another repository: no bytes moved
+    SKIPPED = "skipped"     # the sink held it already
+
+
 class Sink(Protocol):
     key: str            # blobs are copied once per key (a registry repository, a store folder)
     group: str          # sinks that share storage (one registry): a blob is uploaded once per group, then mounted
 
     def has_blob(self, digest: str) -> bool: ...
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
-        """Copy the blob; returns "copied" or "mounted"."""
+    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> BlobResult:
+        """Copy the blob; returns COPIED or MOUNTED."""
         ...
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
@@ -70,9 +79,10 @@ class StoreSink:
     def has_blob(self, digest: str) -> bool:
         return self.store.has(digest)
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+    def put_blob(self, source: Source, digest: str, size: int,
+                 progress: Progress | None = None) -> BlobResult:
         source.save_blob(digest, size, self.store, progress)
-        return "copied"
+        return BlobResult.COPIED
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
         try:
@@ -117,20 +127,21 @@ class RegistrySink:
             self._spool = BlobStore(self._spool_root / name)
         return self._spool
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+    def put_blob(self, source: Source, digest: str, size: int,
+                 progress: Progress | None = None) -> BlobResult:
         """Mount from a repository known to hold the blob, else copy it. Never waits for another
         worker: the engine gives every repository of one registry that needs a blob to one task."""
         registry, repo = self.ref.registry, self.ref.repository
         for holder in self.holders.get(registry, digest, but=repo):
             if self.client.mount_blob(registry, repo, digest, holder):
                 self.holders.add(registry, digest, repo)
-                return "mounted"
+                return BlobResult.MOUNTED
         if source.streams:
             self.client.upload_blob(registry, repo, digest, size, lambda: _opened(source, digest, size), progress)
         else:
             if isinstance(source, RegistrySource) and self._streamed(source, digest, size, progress):
                 self.holders.add(registry, digest, repo)
-                return "copied"
+                return BlobResult.COPIED
             # cut midway (or refused): the download resumes from what was kept, the upload from the file
             source.save_blob(digest, size, self.spool, progress)
             try:
@@ -138,7 +149,7 @@ class RegistrySink:
             finally:
                 self.spool.path(digest).unlink(missing_ok=True)
         self.holders.add(registry, digest, repo)
-        return "copied"
+        return BlobResult.COPIED
 
     def _streamed(self, source: RegistrySource, digest: str, size: int, progress: Progress | None) -> bool:
         """Registry to registry in one pass, download piped into the upload; False if that attempt failed."""
