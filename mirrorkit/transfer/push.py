@@ -31,8 +31,8 @@ from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.transfer import artifacts
 from mirrorkit.transfer.artifacts import SignatureOptions
 from mirrorkit.transfer.engine import CopyReport, Engine, Graph, Root
-from mirrorkit.transfer.sinks import BlobResult, Holders, RegistrySink
-from mirrorkit.transfer.sources import BundleSource, Stream
+from mirrorkit.transfer.sinks import BlobResult, Holders, RegistrySink, Sink
+from mirrorkit.transfer.sources import BlobAccess, BundleSource, Stream
 from mirrorkit.transfer.verify import ImageState, VerifyResult, verify_registry
 
 __all__ = ["PushReport", "VerifyResult", "push_bundle", "verify_registry"]
@@ -174,11 +174,13 @@ class Pusher:
 
     def _stream_blobs(self, engine: Engine, graphs: list[Graph]) -> None:
         """Compressed volumes are read once, in order: each blob some repository lacks goes to the
-        first such repository from the stream (spooled when several need it), the rest mount it."""
-        wanted: dict[str, list[RegistrySink]] = {}
+        first such repository from the stream (spooled when several need it), the rest mount it.
+
+        This is the one blob copy beside the engine's pool: a zstd stream cannot be read at
+        two places at once, so the blobs go one after another, each through ``engine.blob``."""
+        wanted: dict[str, list[Sink]] = {}
         for g in graphs:
             sink = g.root.sink
-            assert isinstance(sink, RegistrySink)
             for digest, _ in g.blobs:
                 if not engine.omitted(g, digest) and sink not in wanted.setdefault(digest, []):
                     wanted[digest].append(sink)
@@ -275,7 +277,7 @@ class Pusher:
 class _StreamSource:
     """One blob of a compressed bundle as the stream reached it: read once, or spooled for several repositories."""
 
-    streams = True
+    access = BlobAccess.REOPEN      # each sink opens it again: the first takes the stream, or all share the spool
     name = "bundle"
 
     def __init__(self, stream: Stream, spool: BlobStore | None, digest: str) -> None:
@@ -305,6 +307,9 @@ class _StreamSource:
             shutil.copyfileobj(self.stream, fh, 1 << 20)
         self.stream = None
         store.adopt(partial, digest)
+
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        return None
 
 
 class _Unclosed:
