@@ -386,7 +386,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
     from mirrorkit.bundle.inputs import load_plan_or_lock
     from mirrorkit.destinations import destination_pairs
     from mirrorkit.oci.client import RegistryClient
-    from mirrorkit.transfer.verify import verify_registry
+    from mirrorkit.transfer.verify import ImageState, verify_registry
 
     check_bundle_keys(source, bundle_keys)          # before anything else of the bundle is read
     plan, lock = load_plan_or_lock(source)
@@ -455,7 +455,7 @@ def verify_command(source: str, registry: str | None, mapping: str | None, manif
         raise OperationError(signed.summary())
     if not result.passed:
         hint = ("; push-bundle --check-blobs (or mirror) puts unreadable blobs back"
-                if "blob" in result.states else "")
+                if ImageState.BLOB in result.states else "")
         raise OperationError(f"{len(result.missing)} missing, {len(result.different)} different{hint}")
 
 

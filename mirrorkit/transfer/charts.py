@@ -37,6 +37,7 @@ from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.oci.manifests import OCI_MANIFEST, sha256_digest
 from mirrorkit.refs import Ref, RegistryTarget
+from mirrorkit.transfer.engine import CopyReport
 
 MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.helm.config.v1+json"
@@ -315,10 +316,7 @@ def add_to_bundle(store: BlobStore, lock: Lock, charts: list[HelmChart], registr
 class ChartPushResult:
     pushed: int = 0
     skipped: int = 0
-    blobs_uploaded: int = 0
-    bytes_uploaded: int = 0
-    blobs_skipped: int = 0
-    bytes_skipped: int = 0
+    transfer: CopyReport = field(default_factory=CopyReport)     # the charts' engine run
     verified: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -408,10 +406,7 @@ def push_charts(client: RegistryClient, charts: list[LockChart], blobs: dict[str
         engine = Engine(jobs=2, policy=client.retry)
         engine.copy(roots)
     result.pushed = len(charts)
-    result.blobs_uploaded = engine.report.blobs_copied
-    result.bytes_uploaded = engine.report.bytes_copied
-    result.blobs_skipped = engine.report.blobs_skipped
-    result.bytes_skipped = engine.report.bytes_skipped
+    result.transfer = engine.report
     return result
 
 

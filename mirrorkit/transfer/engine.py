@@ -33,7 +33,7 @@ from mirrorkit.oci import manifests, retry
 from mirrorkit.oci.client import Manifest, sha256_digest
 from mirrorkit.oci.retry import RetryPolicy, TransientError
 from mirrorkit.transfer import workers
-from mirrorkit.transfer.sinks import Sink
+from mirrorkit.transfer.sinks import BlobResult, Sink
 from mirrorkit.transfer.sources import Source
 
 MAX_DEPTH = 4
@@ -101,12 +101,34 @@ class Graph:
 
 @dataclass
 class CopyReport:
+    """What a copy did to blobs, and what failed: pull-bundle, push-bundle and mirror each embed one."""
+
     blobs_copied: int = 0
     bytes_copied: int = 0
     blobs_mounted: int = 0
     blobs_skipped: int = 0
     bytes_skipped: int = 0
     failures: list[str] = field(default_factory=list)
+
+    def count(self, result: BlobResult, size: int, blobs: int = 1) -> None:
+        """Count ``blobs`` blobs of ``size`` bytes each that ended as ``result`` (callers hold any lock)."""
+        if result is BlobResult.SKIPPED:
+            self.blobs_skipped += blobs
+            self.bytes_skipped += blobs * size
+        elif result is BlobResult.MOUNTED:
+            self.blobs_mounted += blobs
+        else:
+            self.blobs_copied += blobs
+            self.bytes_copied += blobs * size
+
+    def add(self, other: CopyReport) -> None:
+        """Fold another copy's counts (and failures) into this one: push-bundle's charts run their own engine."""
+        self.blobs_copied += other.blobs_copied
+        self.bytes_copied += other.bytes_copied
+        self.blobs_mounted += other.blobs_mounted
+        self.blobs_skipped += other.blobs_skipped
+        self.bytes_skipped += other.bytes_skipped
+        self.failures += [f for f in other.failures if f not in self.failures]
 
 
 class Engine:
@@ -285,19 +307,19 @@ class Engine:
 
         self._pool(sorted(tasks.values(), key=lambda group: -group[0][3]), one, failed)
 
-    def blob(self, source: Source, sink: Sink, digest: str, size: int) -> None:
+    def blob(self, source: Source, sink: Sink, digest: str, size: int) -> BlobResult:
+        """One blob into one sink: skipped if the sink has it, else mounted or copied; counted in the report."""
         if sink.has_blob(digest):
-            with self._lock:
-                self.report.blobs_skipped += 1
-                self.report.bytes_skipped += size
-            return
-        how = sink.put_blob(source, digest, size, lambda n: self.progress("bytes", n))
+            result = BlobResult.SKIPPED
+        else:
+            result = sink.put_blob(source, digest, size, lambda n: self.progress("bytes", n))
+        self.counted(result, size)
+        return result
+
+    def counted(self, result: BlobResult, size: int, blobs: int = 1) -> None:
+        """Count blobs in the report, thread-safely (push-bundle's in-order stream counts its own skips)."""
         with self._lock:
-            if how == "mounted":
-                self.report.blobs_mounted += 1
-            else:
-                self.report.blobs_copied += 1
-                self.report.bytes_copied += size
+            self.report.count(result, size, blobs)
 
     def omitted(self, g: Graph, digest: str) -> bool:
         """Left out of a differential bundle: an image's blob may be; an artifact's always travels."""

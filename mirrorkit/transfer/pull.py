@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirrorkit import __version__, interrupt
 from mirrorkit.errors import InputError, OperationError
@@ -40,10 +40,15 @@ from mirrorkit.transfer.artifacts import (
     carry_into_store,
     discover,
 )
-from mirrorkit.transfer.engine import Engine, Graph, Root
+from mirrorkit.transfer.engine import CopyReport, Engine, Graph, Root
 from mirrorkit.transfer.sinks import StoreSink
 from mirrorkit.transfer.sources import LayoutSource, RegistrySource, Source
 from mirrorkit.trust.bundlesig import SigningKey, sign_lock, signature_beside
+
+if TYPE_CHECKING:
+    from mirrorkit.chartref import ChartRef
+    from mirrorkit.installer.build import Installer
+    from mirrorkit.transfer.charts import HelmChart
 
 
 @dataclass
@@ -81,8 +86,7 @@ class PullReport:
     seconds: float = 0.0
     up_to_date: bool = False
     charts: int = 0
-    blobs_fetched: int = 0
-    bytes_fetched: int = 0
+    transfer: CopyReport = field(default_factory=CopyReport)   # the engine's blob counts (fetched: copied)
     signatures: CarriedArtifacts | None = None  # what travelled with the images: signatures, SBOMs, referrers
     signing: LockSigning | None = None           # --sign-key: who signed the lock, and when
     signature_path: Path | None = None           # NAME.lock.yaml.sig beside the bundle
@@ -95,6 +99,14 @@ class PullReport:
     @property
     def saved_bytes(self) -> int:
         return self.total_bytes - self.unique_bytes - self.omitted_bytes
+
+    @property
+    def blobs_fetched(self) -> int:
+        return self.transfer.blobs_copied
+
+    @property
+    def bytes_fetched(self) -> int:
+        return self.transfer.bytes_copied
 
 
 def bundle_stem(output: Path) -> Path:
@@ -219,27 +231,25 @@ def pull_bundle(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials
         return _pull(plan, opts, endpoints, credentials, progress, signatures or SignatureOptions())
 
 
+@dataclass
+class _Inputs:
+    """What the command line names besides the plan, read and checked before anything is fetched."""
+
+    charts: list[HelmChart]         # --chart files (and, once fetched, charts from Helm repositories)
+    remote: list[ChartRef]          # --chart oci://... and REPO_URL/CHART:VERSION
+    prebuilt: Installer | None      # --installer DIR, checked against its SHA256SUMS
+    installing: bool                # an installer travels (--with-installer or --installer)
+
+
 def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: CredentialStore,
           progress: Callable[[str, int], None] | None, signatures: SignatureOptions) -> PullReport:
-    from mirrorkit.bundle.writer import write_bundle
-    from mirrorkit.chartref import OCI, REPO, parse_chart_ref
-    from mirrorkit.transfer.charts import add_to_bundle, load_charts, lock_entries, unique_charts
-
-    if not plan.images:
-        raise InputError("the plan has no images")
-    # a bundle that push-bundle would refuse must not be discovered on the far side of the air gap
-    check_collisions((i.source_ref, dest) for i in plan.images if (dest := i.destination_ref) is not None)
+    """The phases, in order: check the inputs, fetch repository charts, the up-to-date check by pins, walk,
+    carry oci:// charts and signatures, the up-to-date check by digests, check space, fetch, packages,
+    then the lock and the bundle."""
+    _check_plan(plan)
     start = time.monotonic()
     lock_file = lock_path_for(opts.output)
-    specs = list({str(c): parse_chart_ref(str(c)) for c in opts.charts}.values())  # malformed: exit 2, at once
-    charts = load_charts([s.path for s in specs if not s.remote])  # --chart files: refused before anything is fetched
-    remote = [s for s in specs if s.remote]
-    prebuilt = None
-    if opts.installer is not None:
-        from mirrorkit.installer.carry import load
-
-        prebuilt = load(opts.installer)  # checked against its SHA256SUMS before anything is fetched
-    installing = prebuilt is not None or opts.with_installer
+    inputs = _read_inputs(opts)
     work = work_dir_for(opts.output, opts.work_dir)
     new_work = not work.exists()
     try:
@@ -248,59 +258,17 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         raise write_error(exc, str(work)) from None
     previous = _previous_lock(lock_file)
     with RegistryClient(endpoints, credentials, retry=opts.retry) as client:
-        if remote:
-            from mirrorkit.oci.httpfile import HttpFiles
-            from mirrorkit.transfer.remotecharts import fetch_repo_chart
-
-            with HttpFiles(endpoints, credentials, client.retry) as files:
-                charts += [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
-        same = _pinned_as_before(previous, plan, opts) if previous is not None and not remote else None
-        if previous is not None and same is not None and not signatures.keys and _volumes_present(opts) \
-                and not installing and previous.installer is None and not opts.package_sources \
-                and previous.charts == lock_entries(charts, plan.registry) and _signed_as_asked(previous, opts):
-            # every image pinned to the digest the lock beside the bundle was written from: its manifests
-            # and blobs are what they were (content addressed), so only the signatures are asked again
-            # (with --verify-key the full path runs: the keys may not be the ones the lock was checked with)
-            found = {art.digest for _, art in discover(client, [
-                Subject.of(img.source, img.destination, img.source_ref, li.digest, li.planned_digest or li.digest,
-                           li.manifests) for img, li in same if not img.local], opts.jobs)} \
-                if signatures.carry else set()
-            if {a.digest for a in previous.artifacts} == found:
-                shutil.rmtree(store.root, ignore_errors=True)
-                return PullReport(images=len(same), reused=len(same), up_to_date=True, lock_path=lock_file,
-                                  charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
-                                  seconds=time.monotonic() - start, signing=previous.signing)
+        inputs.charts += _repo_charts(inputs.remote, endpoints, credentials, client, store)
+        if previous is not None and _pins_unchanged(previous, plan, opts, inputs, signatures, client):
+            return _up_to_date(store, previous, len(plan.images), inputs, lock_file, start)
         engine = Engine(opts.jobs, client.retry, omit=opts.omit, keep_going=opts.keep_going, progress=progress)
         graphs = engine.walk(_roots(plan, client, store))
-        # oci:// charts: small, copied whole first (their bytes are what the signatures below are judged on)
-        oci_specs = [s for s in remote if s.kind == OCI]
-        from mirrorkit.transfer.remotecharts import chart_subject, copy_oci_charts
-
-        oci_charts, _ = copy_oci_charts(engine, client, store, oci_specs)
-        charts = unique_charts(charts + oci_charts)
-        # signatures, attestations, SBOMs and referrers: found and copied through the same engine (and,
-        # with keys, verified) before any image bytes move; a local image has no upstream to ask
-        carried = carry_into_store(engine, client, store, [
-            Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
-                       g.children)
-            for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error]
-            + [chart_subject(c, s, plan.registry) for c, s in zip(oci_charts, oci_specs, strict=True)],
-            signatures, opts.jobs)
-        for img, g in zip(plan.images, graphs, strict=True):
-            if g.upstream_digest and g.upstream_digest != g.digest and g.children and carried.artifacts:
-                g.note += "; " + RESTRICTED_NOTE
-                carried.notes.append(f"{img.source}: {g.note}")
-        if not engine.report.failures and previous is not None and _unchanged(previous, plan, graphs, opts) \
-                and not installing and previous.installer is None and not opts.package_sources \
-                and _volumes_present(opts) and previous.charts == lock_entries(charts, plan.registry) \
-                and {a.digest for a in previous.artifacts} == carried.digests() \
-                and _signed_as_asked(previous, opts):   # a re-sign (of an image, or of the lock) is a change
-            shutil.rmtree(store.root, ignore_errors=True)
-            return PullReport(images=len(graphs), reused=len(graphs), up_to_date=True, lock_path=lock_file,
-                              charts=len(charts), unique_bytes=sum(b.size for b in previous.blobs),
-                              seconds=time.monotonic() - start, signing=previous.signing)
+        carried = _carry_signatures(plan, opts, engine, client, store, graphs, inputs, signatures)
+        if not engine.report.failures and previous is not None \
+                and _digests_unchanged(previous, plan, opts, graphs, inputs, carried):
+            return _up_to_date(store, previous, len(graphs), inputs, lock_file, start)
         try:
-            fetch = _check_space(store, graphs, opts, len(charts))
+            fetch = _check_space(store, graphs, opts, len(inputs.charts))
         except InputError:
             if new_work:
                 shutil.rmtree(store.root, ignore_errors=True)      # nothing of this run stays behind
@@ -311,44 +279,185 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         earlier = _stored(store)
         engine.copy_blobs(graphs)
         engine.put_manifests(graphs)
-        # driver packages: resolved against the driver images just fetched; every missing kernel is
-        # listed at once and nothing is written (as for images); --keep-going lists them with the
-        # images that failed
-        packages = None
-        if opts.package_sources and (not engine.report.failures or opts.keep_going):
-            try:
-                packages = _carry_packages(plan, opts, endpoints, store, graphs)
-            except OperationError as exc:
-                if not engine.report.failures:
-                    raise
-                raise OperationError(f"{_failed(graphs, engine.report.failures)}\n{exc}") from None
-        if engine.report.failures:
-            raise _failed(graphs, engine.report.failures)
-    report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh),
-                        blobs_fetched=engine.report.blobs_copied, bytes_fetched=engine.report.bytes_copied)
+        packages = _packages_or_failures(plan, opts, endpoints, store, graphs, engine.report.failures)
+    report = PullReport(copied=sum(fresh), reused=len(fresh) - sum(fresh), transfer=engine.report)
     lock = build_lock(plan, opts, store, graphs, report)
     if packages is not None:
         _add_packages(packages, store, lock, report)
     carried.apply(lock)
     report.signatures = carried
-    # charts: their blobs join the store, the lock and index.json
-    chart_bytes = add_to_bundle(store, lock, charts, plan.registry)
+    _add_charts(store, lock, inputs.charts, plan.registry, report)
+    if inputs.installing:
+        _add_installer(store, lock, inputs.prebuilt, report)
+    interrupt.check()
+    _write(lock, opts, store, earlier, report, progress)
+    report.seconds = time.monotonic() - start
+    if not opts.keep_work:
+        shutil.rmtree(store.root, ignore_errors=True)
+    return report
+
+
+def _check_plan(plan: Plan) -> None:
+    """A plan pull-bundle can carry: images, and no two sources for one destination."""
+    if not plan.images:
+        raise InputError("the plan has no images")
+    # a bundle that push-bundle would refuse must not be discovered on the far side of the air gap
+    check_collisions((i.source_ref, dest) for i in plan.images if (dest := i.destination_ref) is not None)
+
+
+def _read_inputs(opts: PullOptions) -> _Inputs:
+    """--chart and --installer, refused at once (exit 2) when malformed: before anything is fetched."""
+    from mirrorkit.chartref import parse_chart_ref
+    from mirrorkit.transfer.charts import load_charts
+
+    specs = list({str(c): parse_chart_ref(str(c)) for c in opts.charts}.values())  # malformed: exit 2, at once
+    charts = load_charts([s.path for s in specs if not s.remote])  # --chart files: refused before anything is fetched
+    remote = [s for s in specs if s.remote]
+    prebuilt = None
+    if opts.installer is not None:
+        from mirrorkit.installer.carry import load
+
+        prebuilt = load(opts.installer)  # checked against its SHA256SUMS before anything is fetched
+    return _Inputs(charts, remote, prebuilt, prebuilt is not None or opts.with_installer)
+
+
+def _repo_charts(remote: list[ChartRef], endpoints: Endpoints, credentials: CredentialStore,
+                 client: RegistryClient, store: BlobStore) -> list[HelmChart]:
+    """The --chart REPO_URL/CHART:VERSION archives, downloaded into the work folder."""
+    from mirrorkit.chartref import REPO
+
+    if not remote:
+        return []
+    from mirrorkit.oci.httpfile import HttpFiles
+    from mirrorkit.transfer.remotecharts import fetch_repo_chart
+
+    with HttpFiles(endpoints, credentials, client.retry) as files:
+        return [fetch_repo_chart(files, s, store.root / "tmp") for s in remote if s.kind == REPO]
+
+
+def _same_extras(previous: Lock, opts: PullOptions, inputs: _Inputs, registry: str | None) -> bool:
+    """Is everything but the images and their signatures as the bundle on disk has it (volumes, installer,
+    packages, charts, the lock's signature)?"""
+    from mirrorkit.transfer.charts import lock_entries
+
+    return (_volumes_present(opts) and not inputs.installing and previous.installer is None
+            and not opts.package_sources and previous.charts == lock_entries(inputs.charts, registry)
+            and _signed_as_asked(previous, opts))
+
+
+def _pins_unchanged(previous: Lock, plan: Plan, opts: PullOptions, inputs: _Inputs, signatures: SignatureOptions,
+                    client: RegistryClient) -> bool:
+    """Up to date before the walk: every image pinned to the digest the lock beside the bundle was written from.
+
+    Its manifests and blobs are what they were (content addressed), so only the signatures
+    are asked again (with --verify-key the full path runs: the keys may not be the ones the
+    lock was checked with)."""
+    same = _pinned_as_before(previous, plan, opts) if not inputs.remote else None
+    if same is None or signatures.keys or not _same_extras(previous, opts, inputs, plan.registry):
+        return False
+    found = {art.digest for _, art in discover(client, [
+        Subject.of(img.source, img.destination, img.source_ref, li.digest, li.planned_digest or li.digest,
+                   li.manifests) for img, li in same if not img.local], opts.jobs)} \
+        if signatures.carry else set()
+    return {a.digest for a in previous.artifacts} == found
+
+
+def _digests_unchanged(previous: Lock, plan: Plan, opts: PullOptions, graphs: list[Graph], inputs: _Inputs,
+                       carried: CarriedArtifacts) -> bool:
+    """Up to date after the walk: the same digests, blobs and artifacts as the bundle on disk
+    (a re-sign, of an image or of the lock, is a change)."""
+    return (_unchanged(previous, plan, graphs, opts) and _same_extras(previous, opts, inputs, plan.registry)
+            and {a.digest for a in previous.artifacts} == carried.digests())
+
+
+def _up_to_date(store: BlobStore, previous: Lock, images: int, inputs: _Inputs, lock_file: Path,
+                start: float) -> PullReport:
+    """The bundle on disk is what this run would write: it is left alone, and the work folder goes."""
+    shutil.rmtree(store.root, ignore_errors=True)
+    return PullReport(images=images, reused=images, up_to_date=True, lock_path=lock_file,
+                      charts=len(inputs.charts), unique_bytes=sum(b.size for b in previous.blobs),
+                      seconds=time.monotonic() - start, signing=previous.signing)
+
+
+def _carry_signatures(plan: Plan, opts: PullOptions, engine: Engine, client: RegistryClient, store: BlobStore,
+                      graphs: list[Graph], inputs: _Inputs, signatures: SignatureOptions) -> CarriedArtifacts:
+    """oci:// charts, then every image's and chart's signatures, attestations, SBOMs and referrers.
+
+    The charts are small and copied whole first (their bytes are what the signatures are judged
+    on); the artifacts are found and copied through the same engine (and, with keys, verified)
+    before any image bytes move; a local image has no upstream to ask. ``inputs.charts`` gains
+    the oci:// charts."""
+    from mirrorkit.chartref import OCI
+    from mirrorkit.transfer.charts import unique_charts
+    from mirrorkit.transfer.remotecharts import chart_subject, copy_oci_charts
+
+    oci_specs = [s for s in inputs.remote if s.kind == OCI]
+    oci_charts, _ = copy_oci_charts(engine, client, store, oci_specs)
+    inputs.charts = unique_charts(inputs.charts + oci_charts)
+    carried = carry_into_store(engine, client, store, [
+        Subject.of(img.source, img.destination, img.source_ref, g.digest, g.upstream_digest or g.digest,
+                   g.children)
+        for img, g in zip(plan.images, graphs, strict=True) if not img.local and not g.error]
+        + [chart_subject(c, s, plan.registry) for c, s in zip(oci_charts, oci_specs, strict=True)],
+        signatures, opts.jobs)
+    for img, g in zip(plan.images, graphs, strict=True):
+        if g.upstream_digest and g.upstream_digest != g.digest and g.children and carried.artifacts:
+            g.note += "; " + RESTRICTED_NOTE
+            carried.notes.append(f"{img.source}: {g.note}")
+    return carried
+
+
+def _packages_or_failures(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: BlobStore,
+                          graphs: list[Graph], failures: list[str]) -> Any:
+    """The driver packages (None without --package-source); raises the images' failures, if any.
+
+    Packages are resolved against the driver images just fetched; every missing kernel is
+    listed at once and nothing is written (as for images); --keep-going lists them with the
+    images that failed."""
+    packages = None
+    if opts.package_sources and (not failures or opts.keep_going):
+        try:
+            packages = _carry_packages(plan, opts, endpoints, store, graphs)
+        except OperationError as exc:
+            if not failures:
+                raise
+            raise OperationError(f"{_failed(graphs, failures)}\n{exc}") from None
+    if failures:
+        raise _failed(graphs, failures)
+    return packages
+
+
+def _add_charts(store: BlobStore, lock: Lock, charts: list[HelmChart], registry: str | None,
+                report: PullReport) -> None:
+    """The charts' blobs join the store, the lock and index.json."""
+    from mirrorkit.transfer.charts import add_to_bundle
+
+    chart_bytes = add_to_bundle(store, lock, charts, registry)
     report.unique_bytes += chart_bytes
     report.total_bytes += chart_bytes
     report.charts = len(charts)
-    if installing:
-        from mirrorkit.installer.build import build_installer
-        from mirrorkit.installer.carry import pack
 
-        built = prebuilt or build_installer(store.root / "tmp" / "installer")
-        lock.installer = pack(built, store)
-        if all(b.digest != lock.installer.digest for b in lock.blobs):
-            lock.blobs = sorted([*lock.blobs, LockBlob(lock.installer.digest, lock.installer.size)],
-                                key=lambda b: b.digest)
-            report.unique_bytes += lock.installer.size
-            report.total_bytes += lock.installer.size
-        report.installer = lock.installer
-    interrupt.check()
+
+def _add_installer(store: BlobStore, lock: Lock, prebuilt: Installer | None, report: PullReport) -> None:
+    """mirrorkit's offline installer (the --installer one, or built now) as one blob of the bundle."""
+    from mirrorkit.installer.build import build_installer
+    from mirrorkit.installer.carry import pack
+
+    built = prebuilt or build_installer(store.root / "tmp" / "installer")
+    lock.installer = pack(built, store)
+    if all(b.digest != lock.installer.digest for b in lock.blobs):
+        lock.blobs = sorted([*lock.blobs, LockBlob(lock.installer.digest, lock.installer.size)],
+                            key=lambda b: b.digest)
+        report.unique_bytes += lock.installer.size
+        report.total_bytes += lock.installer.size
+    report.installer = lock.installer
+
+
+def _write(lock: Lock, opts: PullOptions, store: BlobStore, earlier: set[str] | None, report: PullReport,
+           progress: Callable[[str, int], None] | None) -> None:
+    """Sign the lock (--sign-key), write the volumes, then the lock and its signature beside them."""
+    from mirrorkit.bundle.writer import write_bundle
+
     # what entered the store from here on was hashed as it arrived (the store takes nothing else):
     # the writer hashes only what an earlier run, an import or the signature phase left there
     trusted = set() if earlier is None else \
@@ -361,6 +470,7 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
     volumes = write_bundle(store.root, lock, opts.output, split=opts.split, compress=opts.compress,
                            progress=(lambda n: progress("write", n)) if progress else None, trusted=trusted,
                            consume=not opts.keep_work, lock_signature=signature)
+    lock_file = lock_path_for(opts.output)
     write_atomic(lock_file, lock.dumps())
     sig_file = signature_beside(lock_file)
     if signature is not None:
@@ -370,10 +480,6 @@ def _pull(plan: Plan, opts: PullOptions, endpoints: Endpoints, credentials: Cred
         sig_file.unlink(missing_ok=True)       # an older signature would not match the new lock
     report.volumes = volumes
     report.lock_path = lock_file
-    report.seconds = time.monotonic() - start
-    if not opts.keep_work:
-        shutil.rmtree(store.root, ignore_errors=True)
-    return report
 
 
 def _signed_as_asked(previous: Lock, opts: PullOptions) -> bool:

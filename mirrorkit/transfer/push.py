@@ -30,10 +30,10 @@ from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref, RegistryTarget
 from mirrorkit.transfer import artifacts
 from mirrorkit.transfer.artifacts import SignatureOptions
-from mirrorkit.transfer.engine import Engine, Graph, Root
-from mirrorkit.transfer.sinks import Holders, RegistrySink
-from mirrorkit.transfer.sources import BundleSource, Stream
-from mirrorkit.transfer.verify import VerifyResult, verify_registry
+from mirrorkit.transfer.engine import CopyReport, Engine, Graph, Root
+from mirrorkit.transfer.sinks import BlobResult, Holders, RegistrySink, Sink
+from mirrorkit.transfer.sources import BlobAccess, BundleSource, Stream
+from mirrorkit.transfer.verify import ImageState, VerifyResult, verify_registry
 
 __all__ = ["PushReport", "VerifyResult", "push_bundle", "verify_registry"]
 
@@ -42,11 +42,7 @@ __all__ = ["PushReport", "VerifyResult", "push_bundle", "verify_registry"]
 class PushReport:
     images_pushed: int = 0
     images_skipped: int = 0
-    blobs_uploaded: int = 0
-    bytes_uploaded: int = 0
-    blobs_mounted: int = 0
-    blobs_skipped: int = 0
-    bytes_skipped: int = 0
+    transfer: CopyReport = field(default_factory=CopyReport)   # the engine's blob counts, the charts' added
     verified: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -54,6 +50,27 @@ class PushReport:
     charts_skipped: int = 0
     signatures: Any = None        # PushedArtifacts, when the bundle carried any
     verifications: list[Any] = field(default_factory=list)  # LockVerification per digest checked offline
+
+    # the names push-bundle's output uses (an upload is the engine's copy into a registry)
+    @property
+    def blobs_uploaded(self) -> int:
+        return self.transfer.blobs_copied
+
+    @property
+    def bytes_uploaded(self) -> int:
+        return self.transfer.bytes_copied
+
+    @property
+    def blobs_mounted(self) -> int:
+        return self.transfer.blobs_mounted
+
+    @property
+    def blobs_skipped(self) -> int:
+        return self.transfer.blobs_skipped
+
+    @property
+    def bytes_skipped(self) -> int:
+        return self.transfer.bytes_skipped
 
 
 class Pusher:
@@ -149,12 +166,7 @@ class Pusher:
         else:
             self._stream_blobs(engine, graphs)
         engine.put_manifests(graphs)
-        r = engine.report
-        self.report.blobs_uploaded += r.blobs_copied
-        self.report.bytes_uploaded += r.bytes_copied
-        self.report.blobs_mounted += r.blobs_mounted
-        self.report.blobs_skipped += r.blobs_skipped
-        self.report.bytes_skipped += r.bytes_skipped
+        self.report.transfer.add(engine.report)
         self.report.images_pushed = len(images)
         if carried:
             self.report.signatures = artifacts.PushedArtifacts(len(carried),
@@ -162,19 +174,20 @@ class Pusher:
 
     def _stream_blobs(self, engine: Engine, graphs: list[Graph]) -> None:
         """Compressed volumes are read once, in order: each blob some repository lacks goes to the
-        first such repository from the stream (spooled when several need it), the rest mount it."""
-        wanted: dict[str, list[RegistrySink]] = {}
+        first such repository from the stream (spooled when several need it), the rest mount it.
+
+        This is the one blob copy beside the engine's pool: a zstd stream cannot be read at
+        two places at once, so the blobs go one after another, each through ``engine.blob``."""
+        wanted: dict[str, list[Sink]] = {}
         for g in graphs:
             sink = g.root.sink
-            assert isinstance(sink, RegistrySink)
             for digest, _ in g.blobs:
                 if not engine.omitted(g, digest) and sink not in wanted.setdefault(digest, []):
                     wanted[digest].append(sink)
         for digest in list(wanted):
             lacking = [s for s in wanted[digest] if not s.has_blob(digest)]
             skipped = len(wanted[digest]) - len(lacking)
-            engine.report.blobs_skipped += skipped
-            engine.report.bytes_skipped += skipped * self.sizes.get(digest, 0)
+            engine.counted(BlobResult.SKIPPED, self.sizes.get(digest, 0), skipped)
             wanted[digest] = lacking
         if not any(wanted.values()):
             return                  # every repository holds every blob (a rerun): no need to read the volumes
@@ -197,7 +210,7 @@ class Pusher:
         """Check the registry first: what it already holds digest for digest needs no bytes at all."""
         start = time.monotonic()
         before = verify_registry(self.client, self.expected(), self.jobs, children=False, blobs=self.check_blobs)
-        todo = [i for i, ok in zip(self.lock.images, before.states, strict=True) if ok != "ok"]
+        todo = [i for i, state in zip(self.lock.images, before.states, strict=True) if state is not ImageState.OK]
         self.unreadable = before.unreadable
         chart_todo = self._charts_pending()
         chart_blobs: dict[str, bytes] = {}
@@ -257,17 +270,14 @@ class Pusher:
             self.report.signatures = done
         self.report.charts_pushed = pushed.pushed
         self.report.charts_skipped = len(all_charts) - len(todo)
-        self.report.blobs_uploaded += pushed.blobs_uploaded
-        self.report.bytes_uploaded += pushed.bytes_uploaded
-        self.report.blobs_skipped += pushed.blobs_skipped
-        self.report.bytes_skipped += pushed.bytes_skipped
+        self.report.transfer.add(pushed.transfer)
         self.report.problems += pushed.problems
 
 
 class _StreamSource:
     """One blob of a compressed bundle as the stream reached it: read once, or spooled for several repositories."""
 
-    streams = True
+    access = BlobAccess.REOPEN      # each sink opens it again: the first takes the stream, or all share the spool
     name = "bundle"
 
     def __init__(self, stream: Stream, spool: BlobStore | None, digest: str) -> None:
@@ -297,6 +307,9 @@ class _StreamSource:
             shutil.copyfileobj(self.stream, fh, 1 << 20)
         self.stream = None
         store.adopt(partial, digest)
+
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        return None
 
 
 class _Unclosed:

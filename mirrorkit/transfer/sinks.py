@@ -2,13 +2,16 @@
 
 A registry sink skips a blob the repository has (HEAD), mounts it from another
 repository of the same registry known to hold it, and otherwise uploads it
-(resumably, see RegistryClient.upload_blob) from the source's own verifying
-stream or, for a registry source, from a resumable download spooled in the
-work folder. A store sink is the bundle's blob store: blobs enter it verified.
+(resumably, see RegistryClient.upload_blob) the way the source's ``access``
+allows: from the source's own verifying stream (REOPEN), in one pass piped from
+the source (TEE), or from a resumable download spooled in the work folder. A
+store sink is the bundle's blob store: blobs enter it verified.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import hashlib
 import threading
 from collections.abc import Callable
@@ -20,9 +23,17 @@ from mirrorkit.files import write_error
 from mirrorkit.oci.client import RegistryClient
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.refs import Ref
-from mirrorkit.transfer.sources import RegistrySource, Source, TeeStream
+from mirrorkit.transfer.sources import BlobAccess, Source, Stream
 
 Progress = Callable[[int], None]
+
+
+class BlobResult(enum.Enum):
+    """What became of one blob at one sink: the engine counts each in its CopyReport."""
+
+    COPIED = "copied"       # its bytes moved (uploaded, or written into the store)
+    MOUNTED = "mounted"     # the registry linked it from another repository: no bytes moved
+    SKIPPED = "skipped"     # the sink held it already
 
 
 class Sink(Protocol):
@@ -31,8 +42,8 @@ class Sink(Protocol):
 
     def has_blob(self, digest: str) -> bool: ...
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
-        """Copy the blob; returns "copied" or "mounted"."""
+    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> BlobResult:
+        """Copy the blob; returns COPIED or MOUNTED."""
         ...
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
@@ -70,9 +81,10 @@ class StoreSink:
     def has_blob(self, digest: str) -> bool:
         return self.store.has(digest)
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+    def put_blob(self, source: Source, digest: str, size: int,
+                 progress: Progress | None = None) -> BlobResult:
         source.save_blob(digest, size, self.store, progress)
-        return "copied"
+        return BlobResult.COPIED
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
         try:
@@ -117,51 +129,54 @@ class RegistrySink:
             self._spool = BlobStore(self._spool_root / name)
         return self._spool
 
-    def put_blob(self, source: Source, digest: str, size: int, progress: Progress | None = None) -> str:
+    def put_blob(self, source: Source, digest: str, size: int,
+                 progress: Progress | None = None) -> BlobResult:
         """Mount from a repository known to hold the blob, else copy it. Never waits for another
         worker: the engine gives every repository of one registry that needs a blob to one task."""
         registry, repo = self.ref.registry, self.ref.repository
         for holder in self.holders.get(registry, digest, but=repo):
             if self.client.mount_blob(registry, repo, digest, holder):
                 self.holders.add(registry, digest, repo)
-                return "mounted"
-        if source.streams:
+                return BlobResult.MOUNTED
+        if source.access is BlobAccess.REOPEN:
             self.client.upload_blob(registry, repo, digest, size, lambda: _opened(source, digest, size), progress)
         else:
-            if isinstance(source, RegistrySource) and self._streamed(source, digest, size, progress):
+            if source.access is BlobAccess.TEE and self._streamed(source, digest, size, progress):
                 self.holders.add(registry, digest, repo)
-                return "copied"
-            # cut midway (or refused): the download resumes from what was kept, the upload from the file
+                return BlobResult.COPIED
+            # cut midway (or refused), or no one-pass stream: the blob goes into the spool first (a download
+            # resumes from what was kept), and the upload from the file
             source.save_blob(digest, size, self.spool, progress)
             try:
                 self.client.upload_blob(registry, repo, digest, size, lambda: self.spool.path(digest).open("rb"))
             finally:
                 self.spool.path(digest).unlink(missing_ok=True)
         self.holders.add(registry, digest, repo)
-        return "copied"
+        return BlobResult.COPIED
 
-    def _streamed(self, source: RegistrySource, digest: str, size: int, progress: Progress | None) -> bool:
-        """Registry to registry in one pass, download piped into the upload; False if that attempt failed."""
-        opened: list[TeeStream] = []
+    def _streamed(self, source: Source, digest: str, size: int, progress: Progress | None) -> bool:
+        """Source to registry in one pass (a TEE source: a registry's download piped into the upload, its
+        bytes kept in this sink's spool); False if that attempt failed."""
+        spent: list[bool] = []
+        with contextlib.ExitStack() as opened:
+            def once() -> Stream:
+                if spent:
+                    raise _Spent(f"{digest}: the streamed copy was cut; resuming from the kept bytes")
+                spent.append(True)
+                stream = source.tee_blob(digest, size, self.spool)
+                if stream is None:
+                    raise _Spent(f"{source.name}: blob {digest} has no one-pass stream")
+                return opened.enter_context(stream)     # closed when this attempt ends, however it ends
 
-        def once() -> TeeStream:
-            if opened:
-                raise _Spent(f"{digest}: the streamed copy was cut; resuming from the kept bytes")
-            opened.append(source.tee_blob(digest, size, self.spool))
-            return opened[0]
-
-        try:
-            self.client.upload_blob(self.ref.registry, self.ref.repository, digest, size, once, progress,
-                                    attempts=1)
-            self.spool.partial_path(digest).unlink(missing_ok=True)
-            return True
-        except AuthError:
-            raise
-        except (OperationError, OSError):     # cut, refused, or hashed wrong: the careful path decides
-            return False
-        finally:
-            for stream in opened:
-                stream.close()
+            try:
+                self.client.upload_blob(self.ref.registry, self.ref.repository, digest, size, once, progress,
+                                        attempts=1)
+                self.spool.partial_path(digest).unlink(missing_ok=True)
+                return True
+            except AuthError:
+                raise
+            except (OperationError, OSError):     # cut, refused, or hashed wrong: the careful path decides
+                return False
 
     def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
         # one attempt: the engine runs each image's manifests as one operation under the retry policy

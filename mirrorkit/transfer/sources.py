@@ -1,13 +1,16 @@
 """Where the engine reads images from: a registry repository, a bundle, a blob store folder.
 
 A source answers two questions: the exact bytes of a manifest (checked against
-the digest asked for) and the verified bytes of a blob. Registry blobs are
-always downloaded (resumably) into a store; local sources can also hand out a
-stream that verifies itself as it is read, so nothing is copied twice.
+the digest asked for) and the verified bytes of a blob. How it can hand out a
+blob is its ``access`` (a :class:`BlobAccess`), which is all a sink asks of it:
+local sources hand out a stream that verifies itself as it is read, any number of
+times, so nothing is copied twice; a registry gives one pass that keeps its bytes
+as it goes (so a cut copy resumes from them), or a resumable download into a store.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 from collections.abc import Callable
@@ -42,9 +45,17 @@ class Stream(Protocol):
                  tb: TracebackType | None, /) -> Any: ...
 
 
+class BlobAccess(enum.Enum):
+    """How a source can hand out a blob: a sink chooses how to copy by asking this, never the source's class."""
+
+    REOPEN = "reopen"   # open_blob: a fresh self-verifying stream on every call (a file, memory, a tar volume)
+    TEE = "tee"         # tee_blob: one pass, kept in a store's partial file as it goes; save_blob resumes it
+    SAVE = "save"       # save_blob only: the blob is put into a store first (a compressed bundle's volumes)
+
+
 class Source(Protocol):
     name: str
-    streams: bool       # open_blob gives a stream (local sources); else blobs go through save_blob
+    access: BlobAccess
 
     def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
         """The manifest at a tag or digest; ``media_type`` is the parent descriptor's, when known."""
@@ -58,13 +69,18 @@ class Source(Protocol):
         """A fresh stream of the blob that checks its digest as it is read, or None if there is none."""
         ...
 
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        """One pass over the blob, every byte also kept in ``store``'s partial file (``save_blob`` then resumes
+        from it), refused at the end if it hashes wrong; None unless ``access`` is TEE."""
+        ...
+
 
 class RegistrySource:
     def __init__(self, client: RegistryClient, ref: Ref) -> None:
         self.client = client
         self.ref = ref
         self.name = ref.name
-        self.streams = False
+        self.access = BlobAccess.TEE
 
     def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
         return self.client.get_manifest(self.ref, reference)
@@ -75,7 +91,7 @@ class RegistrySource:
     def open_blob(self, digest: str, size: int) -> Stream | None:
         return None
 
-    def tee_blob(self, digest: str, size: int, store: BlobStore) -> TeeStream:
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
         """One attempt at the blob as a stream, every byte also kept in ``store``'s partial file and
         hashed: a registry-to-registry copy needs no disk round trip, and if it is cut, the
         download resumes from what was kept (``save_blob``)."""
@@ -148,7 +164,8 @@ class BundleSource:
     def __init__(self, reader: BundleReader, lock: Lock) -> None:
         self.reader = reader
         self.name = "bundle"
-        self.streams = reader.random_access
+        # tar volumes and folders are read anywhere, any number of times; compressed ones only in order
+        self.access = BlobAccess.REOPEN if reader.random_access else BlobAccess.SAVE
         self.media_types = {a.digest: a.media_type for a in lock.artifacts if a.media_type}
         self.media_types.update({i.digest: i.media_type for i in lock.images})
 
@@ -171,6 +188,9 @@ class BundleSource:
             raise OperationError("this bundle has compressed volumes: its blobs are read in order")
         _copy_into(stream, digest, store, progress)
 
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        return None
+
 
 class LayoutSource:
     """A blob store folder (an OCI layout's ``blobs/sha256``): the work folder of a pull, for one."""
@@ -178,7 +198,7 @@ class LayoutSource:
     def __init__(self, store: BlobStore, name: str = "") -> None:
         self.store = store
         self.name = name or str(store.root)
-        self.streams = True
+        self.access = BlobAccess.REOPEN
 
     def get_manifest(self, reference: str, media_type: str = "") -> Manifest:
         check_digest(reference)
@@ -195,6 +215,9 @@ class LayoutSource:
             return
         with self.store.path(digest).open("rb") as fh:
             _copy_into(fh, digest, store, progress)
+
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        return None
 
 
 def _copy_into(stream: Stream, digest: str, store: BlobStore, progress: Progress | None) -> None:
@@ -213,7 +236,7 @@ def _copy_into(stream: Stream, digest: str, store: BlobStore, progress: Progress
 class MemorySource:
     """Blobs already read and checked, held in memory (a bundle's Helm charts: small, read once)."""
 
-    streams = True
+    access = BlobAccess.REOPEN
 
     def __init__(self, blobs: dict[str, bytes], name: str = "memory") -> None:
         self.blobs = blobs
@@ -230,4 +253,7 @@ class MemorySource:
 
     def save_blob(self, digest: str, size: int, store: BlobStore, progress: Progress | None = None) -> None:
         store.add_bytes(self.blobs[digest])
+
+    def tee_blob(self, digest: str, size: int, store: BlobStore) -> Stream | None:
+        return None
 

@@ -8,6 +8,7 @@ out only when they pull.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,12 +19,21 @@ from mirrorkit.oci.client import RegistryClient
 from mirrorkit.refs import Ref
 
 
+class ImageState(enum.StrEnum):
+    """One image at its destination. String-valued: the values are the words this result always used."""
+
+    OK = "ok"                   # the manifest (and, when asked, every child and blob) is there, digest for digest
+    MISSING = "missing"         # no manifest at the reference, or a child manifest is missing
+    DIFFERENT = "different"     # a manifest with another digest
+    BLOB = "blob"               # the manifest is there, a blob (or child) of it cannot be read
+
+
 @dataclass
 class VerifyResult:
     ok: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)
+    states: list[ImageState] = field(default_factory=list)     # one per expected image, in order
     unreadable: set[tuple[str, str, str]] = field(default_factory=set)   # (registry, repository, blob digest)
 
     @property
@@ -52,32 +62,32 @@ def verify_registry(client: RegistryClient, expected: Sequence[tuple[Ref, str | 
     """
     result = VerifyResult()
 
-    def one(item: tuple[Ref, str | None, list[str]]) -> tuple[str, str, str]:
+    def one(item: tuple[Ref, str | None, list[str]]) -> tuple[ImageState, str, str]:
         dest, digest, children_of = item
         try:
             got = client.get_manifest(dest)
         except NotFoundError:
-            return "missing", str(dest), "not in the registry"
+            return ImageState.MISSING, str(dest), "not in the registry"
         if digest and got.digest != digest:
-            return "different", str(dest), f"registry has {got.digest}, expected {digest}"
+            return ImageState.DIFFERENT, str(dest), f"registry has {got.digest}, expected {digest}"
         for child in children_of if children and not blobs else []:
             try:
                 client.get_manifest(dest, child)
             except NotFoundError:
-                return "missing", str(dest), f"child manifest {child} is missing"
+                return ImageState.MISSING, str(dest), f"child manifest {child} is missing"
         problem = _unreadable_blob(client, dest, got.data, got.media_type, confirmed) if blobs else None
         if problem:
             result.unreadable.add((dest.registry, dest.repository, problem[0]))
-            return "blob", str(dest), problem[1]
-        return "ok", str(dest), got.digest
+            return ImageState.BLOB, str(dest), problem[1]
+        return ImageState.OK, str(dest), got.digest
 
     # verification is many small GETs: twice the copy's parallelism keeps the round trips overlapped
     with ThreadPoolExecutor(max_workers=max(2, 2 * jobs)) as pool:
         for state, name, detail in pool.map(one, expected):
             result.states.append(state)
-            if state == "ok":
+            if state is ImageState.OK:
                 result.ok.append(f"{name}@{detail}")
-            elif state in ("missing", "blob"):       # "blob": the manifest is there, a blob of it is not
+            elif state in (ImageState.MISSING, ImageState.BLOB):  # BLOB: the manifest is there, a blob is not
                 result.missing.append(f"{name}: {detail}")
             else:
                 result.different.append(f"{name}: {detail}")
