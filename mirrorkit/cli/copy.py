@@ -284,7 +284,9 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
             raise InputError("--site-key needs --verify-key: the site signs only what it has verified")
         key = load_signing_key(site_key)   # one loader for every private key (bundle and site)
     if packages_dir is not None:
-        written, plan_registry = _write_packages([Path(b) for b in bundle], Path(packages_dir))
+        from mirrorkit.transfer.packagesdir import write_packages_dir
+
+        written, plan_registry = write_packages_dir([Path(b) for b in bundle], Path(packages_dir))
         if target is None and plan_registry is None:
             _emit(fmt, {"package_repos": written.repos, "package_files_written": written.files_written,
                         "package_files_kept": written.files_kept, "package_bytes_written": written.bytes_written},
@@ -329,29 +331,6 @@ def push_bundle_command(bundle: tuple[str, ...], registry: str | None, mapping: 
     _emit(fmt, data, text)
     if report.problems:
         raise OperationError("after the push the registry does not match the bundle: " + "; ".join(report.problems))
-
-
-def _write_packages(paths: list[Path], root: Path) -> tuple[Any, str | None]:
-    """push-bundle --packages-dir: the bundle's package repositories written as partial mirrors."""
-    from mirrorkit.bundle.reader import BundleReader
-    from mirrorkit.packages.mirror import write_packages
-
-    with BundleReader(paths) as reader:
-        lock = reader.lock
-        if not lock.package_repos:
-            raise InputError("--packages-dir: the bundle carries no package repositories "
-                             "(pull-bundle --package-source carries them)")
-        wanted = {f"sha256:{f.sha256}" for r in lock.package_repos for f in r.files}
-
-        def blobs() -> Any:
-            if not reader.random_access:        # compressed volumes: one pass, every blob hashed
-                yield from reader.iter_blobs()
-                return
-            for digest in sorted(wanted):
-                with reader.open_blob(digest) as stream:
-                    yield digest, stream.size, stream
-
-        return write_packages(lock, blobs(), root), lock.plan.registry
 
 
 def _packages_line(report: Any, root: str) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.files import write_error
-from mirrorkit.lock import Lock, LockPackageRepo
+from mirrorkit.lock import Lock
+from mirrorkit.lockpackages import LockPackageRepo
 
 CHUNK = 1 << 20
 

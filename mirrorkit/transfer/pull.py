@@ -512,7 +512,7 @@ def _carry_packages(plan: Plan, opts: PullOptions, endpoints: Endpoints, store: 
 
 def _add_packages(carried: Any, store: BlobStore, lock: Lock, report: PullReport) -> None:
     """Package files join the blob store (under their sha256) and the lock (blobs and package_repos)."""
-    from mirrorkit.lock import LockPackageFile, LockPackageRepo
+    from mirrorkit.lockpackages import LockPackageFile, LockPackageRepo
 
     have = {b.digest for b in lock.blobs}
     for hexdigest, path in carried.files.items():

@@ -26,7 +26,8 @@ from kit.images import (
     make_layer,
 )
 from mirrorkit.bundle.writer import write_bundle
-from mirrorkit.lock import Lock, LockArtifact, LockBlob, LockImage, LockPackageFile, LockPackageRepo
+from mirrorkit.lock import Lock, LockArtifact, LockBlob, LockImage
+from mirrorkit.lockpackages import LockPackageFile, LockPackageRepo
 from mirrorkit.oci.layout import BlobStore
 from mirrorkit.plan import Plan, PlanImage
 from mirrorkit.transfer import charts
