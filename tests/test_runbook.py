@@ -233,8 +233,8 @@ def test_shell_runbook_quotes_every_value(tmp_path: Path, flavor: str) -> None:
     from mirrorkit.destinations import destination_map
     from mirrorkit.lock import LockChart
     from mirrorkit.plan import load_plan
-    from mirrorkit.rewrite.runbook import RunbookInput, shell, upgrade_shell
-    from mirrorkit.rewrite.upgrade import UpgradeInput
+    from mirrorkit.rewrite.runbook import RunbookInput, shell
+    from mirrorkit.rewrite.runbook_upgrade import UpgradeInput, upgrade_shell
 
     plan = load_plan(write_plan(tmp_path, flavor=flavor))
     dest = destination_map(plan, [(i.source, i.destination) for i in plan.images], None, None)

@@ -419,7 +419,7 @@ def runbook_command(source: str, fmt: str, output: str | None, registry: str | N
                        installer=lock.installer if lock else None,
                        package_repos=[f"{r.os}/{r.name}" for r in lock.package_repos] if lock else [])
     if upgrade_from:
-        from mirrorkit.rewrite.runbook import upgrade_markdown, upgrade_shell
+        from mirrorkit.rewrite.runbook_upgrade import upgrade_markdown, upgrade_shell
         from mirrorkit.rewrite.upgrade import upgrade_input
 
         up = upgrade_input(inp, lock, upgrade_from)

@@ -8,7 +8,8 @@ from mirrorkit.bundle.inputs import load_plan_or_lock
 from mirrorkit.diff import compare, render
 from mirrorkit.lock import Lock
 from mirrorkit.rewrite.crchanges import cr_changes
-from mirrorkit.rewrite.runbook import RunbookInput, UpgradeInput
+from mirrorkit.rewrite.runbook import RunbookInput
+from mirrorkit.rewrite.runbook_upgrade import UpgradeInput
 
 # images the driver pods run: the driver container and its init container (the driver manager)
 DRIVER_COMPONENTS = ("driver", "driver.manager")
