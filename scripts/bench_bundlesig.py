@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from kit.cosign import make_key, write_public_key  # noqa: E402
 
-from mirrorkit.bundle.reader import BundleReader, lock_heads  # noqa: E402
+from mirrorkit.bundle.reader import BundleReader  # noqa: E402
+from mirrorkit.bundle.volumescan import lock_heads  # noqa: E402
 from mirrorkit.trust.bundlesig import check_bundle, check_lock_signature, load_signing_key, sign_lock  # noqa: E402
 from mirrorkit.trust.keys import load_key  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 volumes (names, volume.yaml, .sha256), writer (layout + lock -> volumes), guard (the tar
 header checks), stream (hashing streams), lockcheck (manifests against the lock), reader
-(BundleReader). Import from the module that does the job: ``mirrorkit.bundle.reader.BundleReader``,
+(BundleReader; volumescan opens the volumes, volumepass reads and verifies them whole).
+Import from the module that does the job: ``mirrorkit.bundle.reader.BundleReader``,
 ``mirrorkit.bundle.writer.write_bundle``.
 """

@@ -20,7 +20,7 @@ The signature travels inside every volume (``bundle.yaml.sig`` right after
 Who signed and when is written into the lock (``signing:``) before it is signed, so it
 is covered by the signature and cannot be swapped on its own.
 
-Checking reads only the raw lock and signature (mirrorkit.bundle.reader.lock_heads):
+Checking reads only the raw lock and signature (mirrorkit.bundle.volumescan.lock_heads):
 nothing in the lock is believed until its signature holds under one of the given keys.
 """
 
@@ -228,7 +228,7 @@ def check_bundle(paths: str | Path | Sequence[str | Path],
     Every given volume must carry the same lock and signature. Returns who signed, or raises
     a one-line OperationError (exit 1); an unreadable key is an InputError (exit 2).
     """
-    from mirrorkit.bundle.reader import lock_heads
+    from mirrorkit.bundle.volumescan import lock_heads
 
     keys = _keys(key_paths)               # a bad key file is a usage error before any bundle is read
     given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
