@@ -164,14 +164,15 @@ def fetch_chart_archive(spec: ChartRef, client: RegistryClient, files: HttpFiles
     Helm repository (digest checked against its index)."""
     if spec.kind == REPO:
         return fetch_repo_chart(files, spec, work).archive
-    if spec.kind != OCI or spec.ref is None:
+    ref = spec.ref
+    if spec.kind != OCI or ref is None:
         raise InputError(f"--chart {spec.text}: not a remote chart")
-    top = client.get_manifest(spec.ref)
+    top = client.get_manifest(ref)
 
     def read(digest: str, limit: int) -> bytes:
-        return client.get_small_blob(spec.ref, digest, limit)  # type: ignore[arg-type]
+        return client.get_small_blob(ref, digest, limit)
 
-    return chart_from_oci(top.data, read, spec.text, spec.name, spec.ref.reference).archive
+    return chart_from_oci(top.data, read, spec.text, spec.name, ref.reference).archive
 
 
 __all__ = ["chart_subject", "copy_oci_charts", "fetch_chart_archive", "fetch_repo_chart"]
