@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from mirrorkit.errors import InputError, OperationError
 from mirrorkit.lock import LockSigning
-from mirrorkit.trust.keys import MAX_KEY_FILE, SUPPORTED_CURVES, PublicKey, fingerprint, load_key
+from mirrorkit.trust.keys import MAX_KEY_FILE, PublicKey, fingerprint, key_kind, load_key
 
 PASSWORD_ENV = "MIRRORKIT_SIGN_KEY_PASSWORD"
 SIGNATURE_SUFFIX = ".sig"
@@ -122,19 +122,9 @@ def load_signing_key(path: str | Path) -> SigningKey:
     except (ValueError, UnsupportedAlgorithm) as exc:
         reason = str(exc).split(". ", 1)[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{p}: not a PEM private key, or a wrong password ({reason[:120]})") from None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        kind = SUPPORTED_CURVES.get(key.curve.name)
-        if kind is None:
-            raise InputError(f"{p}: ECDSA curve {key.curve.name} is not supported (P-256 or P-384)")
-    elif isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < 2048:
-            raise InputError(f"{p}: RSA key of {key.key_size} bits is too small (2048 or more)")
-        kind = f"rsa-{key.key_size}"
-    elif isinstance(key, ed25519.Ed25519PrivateKey):
-        kind = "ed25519"
-    else:
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise InputError(f"{p}: unsupported key type {type(key).__name__} (ECDSA, RSA or Ed25519)")
-    return SigningKey(str(p), kind, fingerprint(key.public_key()), key)
+    return SigningKey(str(p), key_kind(key.public_key(), str(p)), fingerprint(key.public_key()), key)
 
 
 def sign_lock(lock_bytes: bytes, key_path: str | Path | SigningKey) -> str:

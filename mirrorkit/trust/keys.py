@@ -70,6 +70,24 @@ def fingerprint(key: PublicKeyType) -> str:
     return sha256_digest(der)
 
 
+def key_kind(key: PublicKeyType, where: str) -> str:
+    """``p256``/``p384``/``rsa-BITS``/``ed25519`` for a key mirrorkit accepts, or a one-line InputError.
+
+    One rule for public keys (--verify-key, --bundle-key) and for the public half of a private one
+    (--sign-key, --site-key): a key that could sign must also be one that can be checked.
+    """
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        kind = SUPPORTED_CURVES.get(key.curve.name)
+        if kind is None:
+            raise InputError(f"{where}: ECDSA curve {key.curve.name} is not supported (P-256 or P-384)")
+        return kind
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise InputError(f"{where}: RSA key of {key.key_size} bits is too small (2048 or more)")
+        return f"rsa-{key.key_size}"
+    return "ed25519"
+
+
 def parse_key(data: bytes, where: str) -> PublicKey:
     """A PEM public key (ECDSA P-256/P-384, RSA of 2048 bits or more, Ed25519), or a one-line InputError."""
     try:
@@ -79,18 +97,9 @@ def parse_key(data: bytes, where: str) -> PublicKey:
         reason = str(exc).split(". ", 1)[0].splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{where}: not a PEM public key ({reason[:120]}); expected a file holding "
                          "-----BEGIN PUBLIC KEY-----") from None
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        kind = SUPPORTED_CURVES.get(key.curve.name)
-        if kind is None:
-            raise InputError(f"{where}: ECDSA curve {key.curve.name} is not supported (P-256 or P-384)")
-    elif isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < 2048:
-            raise InputError(f"{where}: RSA key of {key.key_size} bits is too small (2048 or more)")
-        kind = f"rsa-{key.key_size}"
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        kind = "ed25519"
-    else:
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         raise InputError(f"{where}: unsupported key type {type(key).__name__} (ECDSA, RSA or Ed25519)")
+    kind = key_kind(key, where)
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     return PublicKey(path=where, kind=kind, fingerprint=fingerprint(key), pem=pem, key=key)
 
